@@ -1,0 +1,194 @@
+//! [`BufPool`]: one anonymous `memmap2` arena cut into equal, 4096-aligned slots.
+//!
+//! This file and the ring code are the only places that hold raw pointers into buffer memory.
+//! Slot `i` starts at `base + i * slot_size` for the life of the arena ([I4](super#invariants)).
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use memmap2::MmapMut;
+use tokio::sync::Notify;
+
+use super::{Buf, Free};
+use crate::config::{BUFFER_ALIGN, MAX_BUFFER_SIZE, MAX_REGISTERED_BUFFERS};
+use crate::error::{Error, Result};
+
+/// A fixed set of equal, page-aligned buffers in one memory map.
+///
+/// Cloning is cheap and shares the pool. Every [`Buf`] keeps the arena alive, so the memory is
+/// unmapped only after the last buffer (including those an engine holds in flight) is gone.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let pool = ferrite_io::BufPool::new(2, 4096)?;
+/// let mut buf = pool.acquire().await;
+/// buf.copy_from_slice(&[7; 4096]);
+/// assert_eq!(pool.available(), 1);
+/// drop(buf); // back to the pool
+/// assert_eq!(pool.available(), 2);
+/// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct BufPool {
+    inner: Arc<PoolInner>,
+}
+
+pub(crate) struct PoolInner {
+    id: u64,
+    base: NonNull<u8>,
+    slot_size: usize,
+    slots: u32,
+    free: Mutex<Vec<u32>>,
+    returned: Notify,
+    /// Owns the mapping `base` points into; unmapped when the last `Arc<PoolInner>` drops.
+    _arena: MmapMut,
+}
+
+// SAFETY: `base` points into `_arena`, which the struct owns and never remaps (I4). The bytes
+// behind it are only reached through a `Buf` that owns its slot exclusively (I1), so sharing the
+// pool between threads shares no unsynchronised access; `free` is behind a mutex.
+unsafe impl Send for PoolInner {}
+// SAFETY: as for `Send`: `&PoolInner` exposes no byte access by itself, only through an owning `Buf`.
+unsafe impl Sync for PoolInner {}
+
+static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
+
+impl BufPool {
+    /// Maps `slots * slot_size` bytes of anonymous, zeroed memory and cuts it into `slots` buffers.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when `slots` is 0 or above 16384, or `slot_size` is not a non-zero
+    /// multiple of 4096 of at most 1 GiB; [`Error::Io`] when the map fails.
+    pub fn new(slots: u32, slot_size: usize) -> Result<Self> {
+        if slots == 0 || slots > MAX_REGISTERED_BUFFERS {
+            return Err(Error::Config {
+                key: "io.registered_buffers",
+                value: slots.to_string(),
+                expected: "an integer in 1..=16384",
+            });
+        }
+        if slot_size == 0 || slot_size % BUFFER_ALIGN != 0 || slot_size > MAX_BUFFER_SIZE {
+            return Err(Error::Config {
+                key: "io.buffer_size",
+                value: slot_size.to_string(),
+                expected: "a non-zero multiple of 4096 of at most 1073741824",
+            });
+        }
+        let len = slot_size * slots as usize;
+        let mut arena = MmapMut::map_anon(len).map_err(Error::Map)?;
+        let base = NonNull::from(&mut arena[..]).cast::<u8>();
+        debug_assert_eq!(
+            base.as_ptr() as usize % BUFFER_ALIGN,
+            0,
+            "mmap is page aligned"
+        );
+        Ok(BufPool {
+            inner: Arc::new(PoolInner {
+                id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+                base,
+                slot_size,
+                slots,
+                // Pop from the end: slot 0 goes out first.
+                free: Mutex::new((0..slots).rev().collect()),
+                returned: Notify::new(),
+                _arena: arena,
+            }),
+        })
+    }
+
+    /// A buffer, waiting while all are out (backpressure: the waiter sleeps until one returns).
+    pub async fn acquire(&self) -> Buf<Free> {
+        loop {
+            let returned = self.inner.returned.notified();
+            tokio::pin!(returned);
+            // Register before looking, so a buffer returned in between wakes us.
+            returned.as_mut().enable();
+            if let Some(buf) = self.try_acquire() {
+                return buf;
+            }
+            returned.await;
+        }
+    }
+
+    /// A buffer if one is free now.
+    pub fn try_acquire(&self) -> Option<Buf<Free>> {
+        let index = self.inner.lock_free().pop()?;
+        Some(Buf::new(self.inner.clone(), index))
+    }
+
+    /// Buffers in the pool now.
+    pub fn available(&self) -> usize {
+        self.inner.lock_free().len()
+    }
+
+    /// Buffers the pool holds in all (free plus handed out).
+    pub fn capacity(&self) -> usize {
+        self.inner.slots as usize
+    }
+
+    /// Bytes per buffer.
+    pub fn buffer_size(&self) -> usize {
+        self.inner.slot_size
+    }
+
+    /// This pool's process-unique id, which engines use to check registration.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// One `iovec` per slot, in slot order, for `io_uring_register_buffers`: slot `i` becomes
+    /// fixed buffer `i`.
+    #[cfg(uring)]
+    pub(crate) fn iovecs(&self) -> Vec<libc::iovec> {
+        (0..self.inner.slots)
+            .map(|i| libc::iovec {
+                iov_base: self.inner.slot_ptr(i).cast(),
+                iov_len: self.inner.slot_size,
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for BufPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufPool")
+            .field("id", &self.inner.id)
+            .field("capacity", &self.capacity())
+            .field("available", &self.available())
+            .field("buffer_size", &self.inner.slot_size)
+            .finish()
+    }
+}
+
+impl PoolInner {
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn slot_size(&self) -> usize {
+        self.slot_size
+    }
+
+    /// Start of slot `index`. The pointer is valid for `slot_size` bytes while the arena lives.
+    pub(crate) fn slot_ptr(&self, index: u32) -> *mut u8 {
+        debug_assert!(index < self.slots);
+        // In bounds for every `index < slots`: the arena is `slots * slot_size` bytes. Wrapping
+        // arithmetic keeps this a safe computation; only dereferences need `unsafe`.
+        self.base
+            .as_ptr()
+            .wrapping_add(index as usize * self.slot_size)
+    }
+
+    /// Takes slot `index` back. Called only from `Buf`'s `Drop`, once per handle (I1).
+    pub(crate) fn release(&self, index: u32) {
+        self.lock_free().push(index);
+        self.returned.notify_one();
+    }
+
+    fn lock_free(&self) -> MutexGuard<'_, Vec<u32>> {
+        // The list is a plain Vec that no panic can leave half-updated.
+        self.free.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,143 @@
+//! The four buffer states as sealed, zero-sized markers, and one `impl` block per state holding
+//! the transitions that start there.
+//!
+//! Deliberately *not* typestated: which engine a `Registered` buffer is registered with. Engines
+//! are chosen at run time, so that is a runtime check (the pool id) made by
+//! [`Buf::<Free>::try_into_registered`] and again by every fixed-buffer operation.
+
+use super::Buf;
+use crate::io::IoEngine;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A buffer state. Sealed: the four markers in this module are the only states.
+pub trait BufState: sealed::Sealed + Send + Sync + 'static {
+    /// The state's name, for `Debug` and tracing.
+    const NAME: &'static str;
+}
+
+/// States whose bytes the caller may read: [`Free`], [`Registered`], [`Completed`].
+pub trait Readable: BufState {}
+
+/// States an engine accepts for a new operation: [`Free`] and [`Registered`].
+pub trait Submittable: Readable {
+    /// Whether the buffer claims to be in an engine's fixed-buffer table.
+    #[doc(hidden)]
+    const FIXED: bool;
+}
+
+/// Owned by the caller, usable for plain (non-fixed) operations on any engine.
+#[derive(Debug)]
+pub struct Free(());
+/// Owned by the caller and in an engine's fixed-buffer table: usable for fixed operations.
+#[derive(Debug)]
+pub struct Registered(());
+/// Owned by an engine while the kernel may read or write it. No byte access.
+#[derive(Debug)]
+pub struct InFlight(());
+/// Handed back by an engine; holds the bytes the operation transferred.
+#[derive(Debug)]
+pub struct Completed(());
+
+macro_rules! state {
+    ($name:ident, $($bound:ident),*) => {
+        impl sealed::Sealed for $name {}
+        impl BufState for $name {
+            const NAME: &'static str = stringify!($name);
+        }
+        $(impl $bound for $name {})*
+    };
+}
+state!(Free, Readable);
+state!(Registered, Readable);
+state!(InFlight,);
+state!(Completed, Readable);
+
+impl Submittable for Free {
+    const FIXED: bool = false;
+}
+impl Submittable for Registered {
+    const FIXED: bool = true;
+}
+
+impl Buf<Free> {
+    /// Marks this buffer as registered with `engine`, for fixed-buffer operations.
+    ///
+    /// # Errors
+    ///
+    /// Gives the buffer back unchanged when it does not come from `engine`'s pool (the type
+    /// system cannot tell pools apart, so this is checked at run time).
+    pub fn try_into_registered<E: IoEngine>(self, engine: &E) -> Result<Buf<Registered>, Self> {
+        if engine.pool().id() == self.pool_id() {
+            tracing::trace!(index = self.index(), "buf: Free -> Registered");
+            Ok(self.cast())
+        } else {
+            Err(self)
+        }
+    }
+}
+
+impl Buf<Registered> {
+    /// Forgets the registration; the buffer can still do plain operations.
+    pub fn into_free(self) -> Buf<Free> {
+        tracing::trace!(index = self.index(), "buf: Registered -> Free");
+        self.cast()
+    }
+
+    /// The index in the engine's fixed-buffer table (`buf_index` of READ_FIXED/WRITE_FIXED).
+    pub fn buf_index(&self) -> u16 {
+        // Pools hold at most 16384 slots (checked in `BufPool::new`), so this never truncates.
+        self.index() as u16
+    }
+}
+
+impl<S: Submittable> Buf<S> {
+    /// Hands the buffer to an engine. Engine code only.
+    pub(crate) fn into_in_flight(self) -> Buf<InFlight> {
+        self.cast()
+    }
+}
+
+impl Buf<InFlight> {
+    /// The engine's completion path: the kernel is done with the slot and `transferred` bytes
+    /// moved.
+    pub(crate) fn into_completed(mut self, transferred: usize) -> Buf<Completed> {
+        let len = transferred.min(self.len());
+        self.set_len_unchecked(len);
+        self.cast()
+    }
+
+    /// The slot's bytes for a blocking thread that performs the operation itself.
+    ///
+    /// # Safety
+    ///
+    /// No kernel operation may be using this slot (I2): only an engine that performs the I/O on
+    /// this thread (the tokio engine's blocking task) may call it.
+    pub(crate) unsafe fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: bounds, initialization and exclusivity as for `Deref` (I1, I4, I5); the caller
+        // guarantees no kernel operation uses the slot.
+        unsafe { std::slice::from_raw_parts_mut(self.as_ptr(), self.len()) }
+    }
+}
+
+impl Buf<Completed> {
+    /// Recycles the buffer for another operation, keeping its bytes and length.
+    pub fn into_free(self) -> Buf<Free> {
+        tracing::trace!(index = self.index(), "buf: Completed -> Free");
+        self.cast()
+    }
+
+    /// Recycles the buffer straight into the registered state, keeping bytes and length.
+    ///
+    /// # Errors
+    ///
+    /// Gives the buffer back as `Free` when it does not come from `engine`'s pool.
+    pub fn try_into_registered<E: IoEngine>(
+        self,
+        engine: &E,
+    ) -> Result<Buf<Registered>, Buf<Free>> {
+        self.into_free().try_into_registered(engine)
+    }
+}

@@ -1,0 +1,252 @@
+//! [`IoEngineConfig`]: the `[io]` table of a TOML config file, its defaults and its validation.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Which engine [`create_engine`](crate::create_engine) builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineChoice {
+    /// io_uring when the probe succeeds, else tokio with one warning naming why.
+    #[default]
+    Auto,
+    /// io_uring or an error naming why not.
+    Uring,
+    /// The tokio engine; io_uring is never touched.
+    Tokio,
+}
+
+impl fmt::Display for EngineChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EngineChoice::Auto => "auto",
+            EngineChoice::Uring => "uring",
+            EngineChoice::Tokio => "tokio",
+        })
+    }
+}
+
+impl std::str::FromStr for EngineChoice {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(EngineChoice::Auto),
+            "uring" => Ok(EngineChoice::Uring),
+            "tokio" => Ok(EngineChoice::Tokio),
+            other => Err(Error::Config {
+                key: "io.engine",
+                value: other.to_owned(),
+                expected: "one of \"auto\", \"uring\", \"tokio\"",
+            }),
+        }
+    }
+}
+
+/// The I/O layer's configuration, the `[io]` table of Ferrite's config file.
+///
+/// ```toml
+/// [io]
+/// engine = "auto"           # "auto", "uring" or "tokio"
+/// uring_entries = 256       # submission queue size, a power of two in 1..=32768
+/// registered_buffers = 64   # pool slots, registered as io_uring fixed buffers, 1..=16384
+/// buffer_size = 65536       # bytes per slot, a multiple of 4096, at most 1 GiB
+/// direct_io = false         # open data files with O_DIRECT
+/// ```
+///
+/// ```
+/// let config = ferrite_io::IoEngineConfig::from_toml_str("[io]\nengine = \"tokio\"\n")?;
+/// assert_eq!(config.engine, ferrite_io::EngineChoice::Tokio);
+/// assert_eq!(config.uring_entries, 256);
+/// # Ok::<(), ferrite_io::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IoEngineConfig {
+    /// The engine to build.
+    pub engine: EngineChoice,
+    /// io_uring submission queue entries.
+    pub uring_entries: u32,
+    /// Number of pool buffers (fixed buffers on io_uring).
+    pub registered_buffers: u32,
+    /// Bytes per pool buffer.
+    pub buffer_size: usize,
+    /// Whether data files are opened with `O_DIRECT` by default.
+    pub direct_io: bool,
+}
+
+impl Default for IoEngineConfig {
+    fn default() -> Self {
+        IoEngineConfig {
+            engine: EngineChoice::Auto,
+            uring_entries: 256,
+            registered_buffers: 64,
+            buffer_size: 64 * 1024,
+            direct_io: false,
+        }
+    }
+}
+
+/// Largest ring the kernel accepts without `IORING_SETUP_CLAMP`.
+pub const MAX_URING_ENTRIES: u32 = 32768;
+/// Largest fixed-buffer table the kernel accepts.
+pub const MAX_REGISTERED_BUFFERS: u32 = 16384;
+/// Largest pool buffer: one registered buffer may not exceed 1 GiB.
+pub const MAX_BUFFER_SIZE: usize = 1 << 30;
+/// Pool buffers are multiples of this, and aligned to it.
+pub const BUFFER_ALIGN: usize = 4096;
+
+impl IoEngineConfig {
+    /// The same configuration with another engine choice.
+    #[must_use]
+    pub fn with_engine(mut self, engine: EngineChoice) -> Self {
+        self.engine = engine;
+        self
+    }
+
+    /// Checks every value against its allowed range.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the first bad key, its value and what is allowed.
+    pub fn validate(&self) -> Result<()> {
+        let e = self.uring_entries;
+        if !e.is_power_of_two() || e > MAX_URING_ENTRIES {
+            return Err(bad("io.uring_entries", e, "a power of two in 1..=32768"));
+        }
+        let n = self.registered_buffers;
+        if n == 0 || n > MAX_REGISTERED_BUFFERS {
+            return Err(bad("io.registered_buffers", n, "an integer in 1..=16384"));
+        }
+        let s = self.buffer_size;
+        if s == 0 || s % BUFFER_ALIGN != 0 || s > MAX_BUFFER_SIZE {
+            return Err(bad(
+                "io.buffer_size",
+                s,
+                "a non-zero multiple of 4096 of at most 1073741824",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Parses the `[io]` table of a TOML document (other tables are ignored) and validates it.
+    /// A missing `[io]` table or key takes its default.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConfigFile`] for a syntax error, an unknown key or engine name (the message names
+    /// the key and the allowed values); [`Error::Config`] for an out-of-range value.
+    pub fn from_toml_str(text: &str) -> Result<Self> {
+        Self::parse(text, "<string>")
+    }
+
+    /// Reads and parses a TOML file, as [`from_toml_str`](Self::from_toml_str).
+    ///
+    /// # Errors
+    ///
+    /// As [`from_toml_str`](Self::from_toml_str), plus [`Error::ConfigFile`] when the file cannot
+    /// be read.
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::ConfigFile {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    fn parse(text: &str, origin: &str) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct Document {
+            #[serde(default)]
+            io: IoEngineConfig,
+        }
+        let doc: Document = toml::from_str(text).map_err(|e| Error::ConfigFile {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        doc.io.validate()?;
+        Ok(doc.io)
+    }
+}
+
+fn bad(key: &'static str, value: impl fmt::Display, expected: &'static str) -> Error {
+    Error::Config {
+        key,
+        value: value.to_string(),
+        expected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_seed() {
+        let c = IoEngineConfig::from_toml_str("").unwrap();
+        assert_eq!(c, IoEngineConfig::default());
+        assert_eq!(
+            (c.engine, c.uring_entries, c.registered_buffers),
+            (EngineChoice::Auto, 256, 64)
+        );
+    }
+
+    #[test]
+    fn other_tables_are_ignored() {
+        let c = IoEngineConfig::from_toml_str("[log]\npage_size = 1\n[io]\nengine = \"uring\"\n")
+            .unwrap();
+        assert_eq!(c.engine, EngineChoice::Uring);
+    }
+
+    fn err(text: &str) -> String {
+        IoEngineConfig::from_toml_str(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_allowed_values() {
+        let e = err("[io]\nuring_entries = 100\n");
+        assert!(
+            e.contains("io.uring_entries = 100") && e.contains("power of two"),
+            "{e}"
+        );
+        let e = err("[io]\nuring_entries = 65536\n");
+        assert!(e.contains("io.uring_entries"), "{e}");
+        let e = err("[io]\nregistered_buffers = 0\n");
+        assert!(e.contains("io.registered_buffers = 0"), "{e}");
+        let e = err("[io]\nbuffer_size = 5000\n");
+        assert!(
+            e.contains("io.buffer_size = 5000") && e.contains("multiple of 4096"),
+            "{e}"
+        );
+        let e = err("[io]\nengine = \"fast\"\n");
+        assert!(
+            e.contains("engine") && e.contains("`auto`, `uring`, `tokio`"),
+            "{e}"
+        );
+        let e = err("[io]\nring_size = 8\n");
+        assert!(
+            e.contains("unknown field `ring_size`") && e.contains("uring_entries"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn engine_names_parse() {
+        assert_eq!(
+            "tokio".parse::<EngineChoice>().unwrap(),
+            EngineChoice::Tokio
+        );
+        assert!(
+            "io_uring"
+                .parse::<EngineChoice>()
+                .unwrap_err()
+                .to_string()
+                .contains("\"uring\"")
+        );
+    }
+}

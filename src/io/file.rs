@@ -1,0 +1,175 @@
+//! [`File`]: an open file shared by operations in flight, and [`OpenOptions`] with `O_DIRECT`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Backend, Error, Op, Result};
+
+/// An open file. Cloning shares the descriptor; every operation in flight holds a clone, so the
+/// descriptor stays open (and its number cannot be reused) until the kernel is done with it.
+#[derive(Debug, Clone)]
+pub struct File {
+    inner: Arc<std::fs::File>,
+    direct: bool,
+}
+
+/// How to open a [`File`]: read and write by default.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    write: bool,
+    create: bool,
+    truncate: bool,
+    direct: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            write: true,
+            create: false,
+            truncate: false,
+            direct: false,
+        }
+    }
+}
+
+impl OpenOptions {
+    /// Read and write, no create, no truncate, buffered.
+    pub fn new() -> Self {
+        OpenOptions::default()
+    }
+
+    /// Open for writing too (default `true`); `false` opens read-only.
+    #[must_use]
+    pub fn write(mut self, write: bool) -> Self {
+        self.write = write;
+        self
+    }
+
+    /// Create the file if it does not exist.
+    #[must_use]
+    pub fn create(mut self, create: bool) -> Self {
+        self.create = create;
+        self
+    }
+
+    /// Truncate the file to zero length.
+    #[must_use]
+    pub fn truncate(mut self, truncate: bool) -> Self {
+        self.truncate = truncate;
+        self
+    }
+
+    /// Open with `O_DIRECT` (Linux): I/O bypasses the page cache. Buffers, offsets and lengths
+    /// must then be multiples of the device's logical block size; pool buffers always are
+    /// aligned to 4096. Not on tmpfs, which rejects it.
+    #[must_use]
+    pub fn direct(mut self, direct: bool) -> Self {
+        self.direct = direct;
+        self
+    }
+}
+
+impl File {
+    /// Opens `path` on tokio's blocking pool.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] with [`Op::Open`] (the OS error, e.g. `NotFound`, or `EINVAL` for
+    /// `O_DIRECT` on a filesystem without it); [`Error::NoRuntime`] outside a tokio runtime.
+    pub async fn open(path: impl AsRef<Path>, options: &OpenOptions) -> Result<File> {
+        let path: PathBuf = path.as_ref().to_path_buf();
+        let options = options.clone();
+        let handle =
+            tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime("File::open"))?;
+        let opened = handle
+            .spawn_blocking(move || open_blocking(&path, &options))
+            .await;
+        match opened {
+            Ok(result) => result,
+            Err(join) => Err(Error::Io {
+                op: Op::Open,
+                offset: 0,
+                backend: Backend::Tokio,
+                source: std::io::Error::other(join),
+            }),
+        }
+    }
+
+    /// Wraps an already open file. `direct` says whether it was opened with `O_DIRECT`.
+    pub fn from_std(file: std::fs::File, direct: bool) -> File {
+        File {
+            inner: Arc::new(file),
+            direct,
+        }
+    }
+
+    /// Whether the file was opened with `O_DIRECT`.
+    pub fn is_direct(&self) -> bool {
+        self.direct
+    }
+
+    /// The standard file, for metadata and `set_len`.
+    pub fn std(&self) -> &std::fs::File {
+        &self.inner
+    }
+
+    /// The file's length in bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when `fstat` fails.
+    pub fn len(&self) -> Result<u64> {
+        self.inner
+            .metadata()
+            .map(|m| m.len())
+            .map_err(|source| Error::Io {
+                op: Op::Open,
+                offset: 0,
+                backend: Backend::Tokio,
+                source,
+            })
+    }
+
+    #[cfg(unix)]
+    pub(crate) fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.inner.as_raw_fd()
+    }
+}
+
+fn open_blocking(path: &Path, options: &OpenOptions) -> Result<File> {
+    let mut std_options = std::fs::OpenOptions::new();
+    std_options
+        .read(true)
+        .write(options.write)
+        .create(options.create)
+        .truncate(options.truncate);
+    if options.direct {
+        set_direct(&mut std_options)?;
+    }
+    let file = std_options.open(path).map_err(|source| Error::Io {
+        op: Op::Open,
+        offset: 0,
+        backend: Backend::Tokio,
+        source,
+    })?;
+    Ok(File::from_std(file, options.direct))
+}
+
+#[cfg(target_os = "linux")]
+fn set_direct(options: &mut std::fs::OpenOptions) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    options.custom_flags(libc::O_DIRECT);
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_direct(_options: &mut std::fs::OpenOptions) -> Result<()> {
+    Err(Error::Io {
+        op: Op::Open,
+        offset: 0,
+        backend: Backend::Tokio,
+        source: std::io::Error::new(std::io::ErrorKind::Unsupported, "O_DIRECT is Linux only"),
+    })
+}

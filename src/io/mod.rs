@@ -1,0 +1,528 @@
+//! The [`IoEngine`] trait, the owned-buffer operations every engine offers, and
+//! [`create_engine`], which picks the engine at run time.
+//!
+//! Two engines implement the trait: [`UringEngine`] (io_uring, Linux) and [`TokioEngine`]
+//! (tokio's blocking pool, everywhere). [`Engine`] is the run-time choice between them and
+//! [`SharedIoEngine`] the `Arc` that storage code passes around.
+//!
+//! Design note: the trait returns `impl Future + Send` instead of boxed futures, so an operation
+//! costs no heap allocation and the trait is not object safe. Ferrite's `Arc<dyn IoEngine>`
+//! becomes `Arc<Engine>`, an enum that dispatches with a `match`, as compio's fusion driver does.
+
+pub mod detect;
+mod file;
+mod tokio_io;
+#[cfg(uring)]
+mod uring;
+
+use std::fmt;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use file::{File, OpenOptions};
+pub use tokio_io::TokioEngine;
+#[cfg(uring)]
+pub use uring::UringEngine;
+
+use crate::buf::{Buf, BufPool, Completed, InFlight, Registered, Submittable};
+use crate::config::{EngineChoice, IoEngineConfig};
+use crate::error::{Backend, Result};
+use detect::{Unsupported, UringInfo};
+
+/// The outcome of an operation together with the buffer(s) it used, which come back on success
+/// and on error alike.
+#[must_use = "the result may be an error, and dropping the buffer returns it to the pool"]
+#[derive(Debug)]
+pub struct BufResult<T, B>(pub Result<T>, pub B);
+
+impl<T, B> BufResult<T, B> {
+    /// The result and the buffer.
+    pub fn into_parts(self) -> (Result<T>, B) {
+        (self.0, self.1)
+    }
+
+    /// Maps the success value, keeping the buffer.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> BufResult<U, B> {
+        BufResult(self.0.map(f), self.1)
+    }
+
+    /// Maps the buffer, keeping the result.
+    pub fn map_buf<C>(self, f: impl FnOnce(B) -> C) -> BufResult<T, C> {
+        BufResult(self.0, f(self.1))
+    }
+
+    /// `Ok((value, buffer))`, or the error with the buffer.
+    ///
+    /// # Errors
+    ///
+    /// The operation's error, paired with the buffer.
+    pub fn into_result(self) -> std::result::Result<(T, B), (crate::Error, B)> {
+        match self.0 {
+            Ok(v) => Ok((v, self.1)),
+            Err(e) => Err((e, self.1)),
+        }
+    }
+}
+
+/// What one operation of a [`Batch`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rw {
+    Read,
+    Write,
+}
+
+/// One operation of a [`Batch`].
+pub(crate) struct BatchOp {
+    pub(crate) rw: Rw,
+    pub(crate) fixed: bool,
+    pub(crate) file: File,
+    pub(crate) buf: Buf<InFlight>,
+    pub(crate) offset: u64,
+}
+
+/// Reads and writes submitted together: one `io_uring_enter` on the ring, one blocking task on
+/// the tokio engine. Results come back in the order the operations were added.
+///
+/// ```
+/// # use ferrite_io::{Batch, IoEngine, IoEngineConfig, EngineChoice, OpenOptions};
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+/// let file = engine.open(dir.path().join("data"), &OpenOptions::new().create(true)).await?;
+/// let mut batch = Batch::new();
+/// for page in 0..8u64 {
+///     let mut buf = engine.pool().acquire().await;
+///     buf.fill(page as u8);
+///     batch.write_at(&file, buf, page * 65536);
+/// }
+/// for result in engine.submit_batch(batch).await {
+///     assert_eq!(result.0?, 65536);
+/// }
+/// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+/// ```
+#[derive(Default)]
+#[must_use = "a batch does nothing until submitted"]
+pub struct Batch {
+    pub(crate) ops: Vec<BatchOp>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Batch::default()
+    }
+
+    /// Adds a read of `buf.len()` bytes at `offset`. A `Buf<Registered>` of the engine's pool
+    /// is read with READ_FIXED.
+    pub fn read_at<S: Submittable>(&mut self, file: &File, buf: Buf<S>, offset: u64) {
+        self.push(Rw::Read, file, buf, offset);
+    }
+
+    /// Adds a write of `buf.len()` bytes at `offset`. A `Buf<Registered>` of the engine's pool
+    /// is written with WRITE_FIXED.
+    pub fn write_at<S: Submittable>(&mut self, file: &File, buf: Buf<S>, offset: u64) {
+        self.push(Rw::Write, file, buf, offset);
+    }
+
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    fn push<S: Submittable>(&mut self, rw: Rw, file: &File, buf: Buf<S>, offset: u64) {
+        self.ops.push(BatchOp {
+            rw,
+            fixed: S::FIXED,
+            file: file.clone(),
+            buf: buf.into_in_flight(),
+            offset,
+        });
+    }
+}
+
+/// Why an engine was chosen.
+#[derive(Debug, Clone)]
+pub enum Reason {
+    /// The configuration asked for this engine by name.
+    Requested(EngineChoice),
+    /// `auto` probed io_uring and it works.
+    Probed(UringInfo),
+    /// `auto` probed io_uring and it does not work, for this reason.
+    FellBack(Unsupported),
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Requested(choice) => write!(f, "engine = \"{choice}\" in the config"),
+            Reason::Probed(info) => write!(f, "io_uring probe succeeded ({info})"),
+            Reason::FellBack(why) => write!(f, "io_uring unavailable, fell back to tokio: {why}"),
+        }
+    }
+}
+
+/// The engine a [`create_engine`] call chose, and why.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    /// What the config asked for.
+    pub requested: EngineChoice,
+    /// The engine that runs.
+    pub backend: Backend,
+    /// Why.
+    pub reason: Reason,
+}
+
+impl fmt::Display for Selection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} engine (requested {}): {}",
+            self.backend, self.requested, self.reason
+        )
+    }
+}
+
+/// Owned-buffer file I/O. Every operation takes its buffers by value and gives them back in the
+/// [`BufResult`], on success and on error; a buffer is `InFlight` (owned by the engine) in
+/// between, even when the caller drops the future.
+///
+/// Offsets are file offsets in bytes. A short read or write is a result (`Ok(n)` with
+/// `n < len`), not an error; [`read_exact_at`](Self::read_exact_at) and
+/// [`write_all_at`](Self::write_all_at) continue from the remainder.
+///
+/// Futures are `Send`, and engines are `Send + Sync`: they run on tokio's multi-thread runtime.
+pub trait IoEngine: Send + Sync + 'static {
+    /// Which engine this is.
+    fn backend(&self) -> Backend;
+
+    /// Why this engine was chosen.
+    fn selection(&self) -> &Selection;
+
+    /// The engine's buffer pool; on io_uring its slots are the fixed-buffer table.
+    fn pool(&self) -> &BufPool;
+
+    /// A buffer of the engine's pool, registered with this engine (waits while all are out).
+    fn acquire(&self) -> impl Future<Output = Buf<Registered>> + Send {
+        async move { self.pool().acquire().await.cast() }
+    }
+
+    /// Opens a file (on the blocking pool).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`](crate::Error::Io) with [`Op::Open`](crate::Op::Open).
+    fn open(
+        &self,
+        path: impl AsRef<Path> + Send,
+        options: &OpenOptions,
+    ) -> impl Future<Output = Result<File>> + Send {
+        let path = path.as_ref().to_path_buf();
+        let options = options.clone();
+        async move { File::open(path, &options).await }
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset`. `Ok(0)` is end of file. A `Buf<Registered>`
+    /// of this engine's pool uses READ_FIXED on io_uring.
+    fn read_at<S: Submittable>(
+        &self,
+        file: &File,
+        buf: Buf<S>,
+        offset: u64,
+    ) -> impl Future<Output = BufResult<usize, Buf<Completed>>> + Send;
+
+    /// Writes up to `buf.len()` bytes at `offset`. A `Buf<Registered>` of this engine's pool
+    /// uses WRITE_FIXED on io_uring.
+    fn write_at<S: Submittable>(
+        &self,
+        file: &File,
+        buf: Buf<S>,
+        offset: u64,
+    ) -> impl Future<Output = BufResult<usize, Buf<Completed>>> + Send;
+
+    /// Reads with IORING_OP_READ_FIXED: only registered buffers compile.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ForeignBuffer`](crate::Error::ForeignBuffer) when `buf` belongs to another
+    /// engine's pool (nothing is submitted).
+    fn read_fixed_at(
+        &self,
+        file: &File,
+        buf: Buf<Registered>,
+        offset: u64,
+    ) -> impl Future<Output = BufResult<usize, Buf<Completed>>> + Send;
+
+    /// Writes with IORING_OP_WRITE_FIXED: only registered buffers compile.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_fixed_at`](Self::read_fixed_at).
+    fn write_fixed_at(
+        &self,
+        file: &File,
+        buf: Buf<Registered>,
+        offset: u64,
+    ) -> impl Future<Output = BufResult<usize, Buf<Completed>>> + Send;
+
+    /// Reads exactly `buf.len()` bytes, continuing short reads.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnexpectedEof`](crate::Error::UnexpectedEof) at end of file; the buffer's length
+    /// is then the bytes read.
+    fn read_exact_at<S: Submittable>(
+        &self,
+        file: &File,
+        buf: Buf<S>,
+        offset: u64,
+    ) -> impl Future<Output = BufResult<(), Buf<Completed>>> + Send;
+
+    /// Writes all `buf.len()` bytes, continuing short writes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WriteZero`](crate::Error::WriteZero) when a write makes no progress.
+    fn write_all_at<S: Submittable>(
+        &self,
+        file: &File,
+        buf: Buf<S>,
+        offset: u64,
+    ) -> impl Future<Output = BufResult<(), Buf<Completed>>> + Send;
+
+    /// Writes all of `buf` at `offset`, then `fdatasync`s. On io_uring the two are one linked
+    /// submission (WRITE -> FSYNC(DATASYNC)); a short write breaks the link and is continued.
+    /// `Ok(())` means the bytes are durable.
+    fn write_durable_at<S: Submittable>(
+        &self,
+        file: &File,
+        buf: Buf<S>,
+        offset: u64,
+    ) -> impl Future<Output = BufResult<(), Buf<Completed>>> + Send;
+
+    /// Reads into several buffers in order (preadv), each up to its length. Each returned
+    /// buffer's length is the bytes it received. At most 1024 buffers.
+    fn read_vectored_at<S: Submittable>(
+        &self,
+        file: &File,
+        bufs: Vec<Buf<S>>,
+        offset: u64,
+    ) -> impl Future<Output = BufResult<usize, Vec<Buf<Completed>>>> + Send;
+
+    /// Writes several buffers in order (pwritev). At most 1024 buffers.
+    fn write_vectored_at<S: Submittable>(
+        &self,
+        file: &File,
+        bufs: Vec<Buf<S>>,
+        offset: u64,
+    ) -> impl Future<Output = BufResult<usize, Vec<Buf<Completed>>>> + Send;
+
+    /// `fsync`: data and metadata durable.
+    fn sync_all(&self, file: &File) -> impl Future<Output = Result<()>> + Send;
+
+    /// `fdatasync`: data (and the metadata needed to read it) durable.
+    fn sync_data(&self, file: &File) -> impl Future<Output = Result<()>> + Send;
+
+    /// Runs every operation of `batch` (one submission on io_uring) and returns one result per
+    /// operation, in order, each with its buffer.
+    fn submit_batch(
+        &self,
+        batch: Batch,
+    ) -> impl Future<Output = Vec<BufResult<usize, Buf<Completed>>>> + Send;
+}
+
+/// The most buffers one vectored operation takes (Linux's `IOV_MAX`).
+pub const MAX_VECTORED: usize = 1024;
+
+/// The engine chosen at run time.
+pub enum Engine {
+    /// io_uring.
+    #[cfg(uring)]
+    Uring(UringEngine),
+    /// tokio's blocking pool.
+    Tokio(TokioEngine),
+}
+
+/// What storage code holds: a shared, cheaply cloned handle to the chosen engine.
+pub type SharedIoEngine = Arc<Engine>;
+
+macro_rules! dispatch {
+    ($self:ident, $e:ident => $body:expr) => {
+        match $self {
+            #[cfg(uring)]
+            Engine::Uring($e) => $body,
+            Engine::Tokio($e) => $body,
+        }
+    };
+}
+
+impl IoEngine for Engine {
+    fn backend(&self) -> Backend {
+        dispatch!(self, e => e.backend())
+    }
+    fn selection(&self) -> &Selection {
+        dispatch!(self, e => e.selection())
+    }
+    fn pool(&self) -> &BufPool {
+        dispatch!(self, e => e.pool())
+    }
+    async fn read_at<S: Submittable>(
+        &self,
+        file: &File,
+        buf: Buf<S>,
+        offset: u64,
+    ) -> BufResult<usize, Buf<Completed>> {
+        dispatch!(self, e => e.read_at(file, buf, offset).await)
+    }
+    async fn write_at<S: Submittable>(
+        &self,
+        file: &File,
+        buf: Buf<S>,
+        offset: u64,
+    ) -> BufResult<usize, Buf<Completed>> {
+        dispatch!(self, e => e.write_at(file, buf, offset).await)
+    }
+    async fn read_fixed_at(
+        &self,
+        file: &File,
+        buf: Buf<Registered>,
+        offset: u64,
+    ) -> BufResult<usize, Buf<Completed>> {
+        dispatch!(self, e => e.read_fixed_at(file, buf, offset).await)
+    }
+    async fn write_fixed_at(
+        &self,
+        file: &File,
+        buf: Buf<Registered>,
+        offset: u64,
+    ) -> BufResult<usize, Buf<Completed>> {
+        dispatch!(self, e => e.write_fixed_at(file, buf, offset).await)
+    }
+    async fn read_exact_at<S: Submittable>(
+        &self,
+        file: &File,
+        buf: Buf<S>,
+        offset: u64,
+    ) -> BufResult<(), Buf<Completed>> {
+        dispatch!(self, e => e.read_exact_at(file, buf, offset).await)
+    }
+    async fn write_all_at<S: Submittable>(
+        &self,
+        file: &File,
+        buf: Buf<S>,
+        offset: u64,
+    ) -> BufResult<(), Buf<Completed>> {
+        dispatch!(self, e => e.write_all_at(file, buf, offset).await)
+    }
+    async fn write_durable_at<S: Submittable>(
+        &self,
+        file: &File,
+        buf: Buf<S>,
+        offset: u64,
+    ) -> BufResult<(), Buf<Completed>> {
+        dispatch!(self, e => e.write_durable_at(file, buf, offset).await)
+    }
+    async fn read_vectored_at<S: Submittable>(
+        &self,
+        file: &File,
+        bufs: Vec<Buf<S>>,
+        offset: u64,
+    ) -> BufResult<usize, Vec<Buf<Completed>>> {
+        dispatch!(self, e => e.read_vectored_at(file, bufs, offset).await)
+    }
+    async fn write_vectored_at<S: Submittable>(
+        &self,
+        file: &File,
+        bufs: Vec<Buf<S>>,
+        offset: u64,
+    ) -> BufResult<usize, Vec<Buf<Completed>>> {
+        dispatch!(self, e => e.write_vectored_at(file, bufs, offset).await)
+    }
+    async fn sync_all(&self, file: &File) -> Result<()> {
+        dispatch!(self, e => e.sync_all(file).await)
+    }
+    async fn sync_data(&self, file: &File) -> Result<()> {
+        dispatch!(self, e => e.sync_data(file).await)
+    }
+    async fn submit_batch(&self, batch: Batch) -> Vec<BufResult<usize, Buf<Completed>>> {
+        dispatch!(self, e => e.submit_batch(batch).await)
+    }
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("selection", self.selection())
+            .field("pool", self.pool())
+            .finish()
+    }
+}
+
+/// Builds the engine `config.engine` asks for.
+///
+/// - `auto`: io_uring when it works here; otherwise the tokio engine, after exactly one
+///   `tracing::warn!` naming the reason.
+/// - `uring`: io_uring, or [`Error::Unavailable`](crate::Error::Unavailable) with the reason.
+/// - `tokio`: the tokio engine; io_uring is never touched.
+///
+/// The choice and its reason are in [`IoEngine::selection`]. Must be called inside a tokio
+/// runtime (the io_uring engine registers its eventfd with the runtime's reactor).
+///
+/// # Errors
+///
+/// [`Error::Config`](crate::Error::Config) for an invalid config,
+/// [`Error::Unavailable`](crate::Error::Unavailable) for `uring` where io_uring does not work,
+/// [`Error::NoRuntime`](crate::Error::NoRuntime) outside a tokio runtime, and
+/// [`Error::Map`](crate::Error::Map) when the buffer arena cannot be mapped.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use ferrite_io::{IoEngine, IoEngineConfig};
+/// let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+/// println!("{}", engine.selection());
+/// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+/// ```
+pub fn create_engine(config: IoEngineConfig) -> Result<SharedIoEngine> {
+    config.validate()?;
+    let requested = config.engine;
+    let tokio = |reason| -> Result<SharedIoEngine> {
+        let selection = Selection {
+            requested,
+            backend: Backend::Tokio,
+            reason,
+        };
+        tracing::info!(%selection, "ferrite-io engine selected");
+        Ok(Arc::new(Engine::Tokio(TokioEngine::with_selection(
+            &config, selection,
+        )?)))
+    };
+    match requested {
+        EngineChoice::Tokio => tokio(Reason::Requested(EngineChoice::Tokio)),
+        EngineChoice::Uring | EngineChoice::Auto => match new_uring(&config) {
+            Ok(engine) => {
+                tracing::info!(selection = %engine.selection(), "ferrite-io engine selected");
+                Ok(Arc::new(engine))
+            }
+            Err(crate::Error::Unavailable(why)) if requested == EngineChoice::Auto => {
+                tracing::warn!(reason = %why, "io_uring unavailable, falling back to the tokio engine");
+                tokio(Reason::FellBack(why))
+            }
+            Err(e) => Err(e),
+        },
+    }
+}
+
+#[cfg(uring)]
+fn new_uring(config: &IoEngineConfig) -> Result<Engine> {
+    UringEngine::new(config).map(Engine::Uring)
+}
+
+#[cfg(not(uring))]
+fn new_uring(_config: &IoEngineConfig) -> Result<Engine> {
+    Err(crate::Error::Unavailable(Unsupported::NotCompiled))
+}

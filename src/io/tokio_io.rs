@@ -1,0 +1,386 @@
+//! [`TokioEngine`]: the owned-buffer API on tokio's blocking pool, for every platform and for
+//! hosts where io_uring is blocked.
+//!
+//! Each call moves its buffers into one blocking task that runs `pread`/`pwrite`/`fsync` and
+//! moves them back: no byte is copied. Composite calls (`read_exact_at`, `write_durable_at`, a
+//! whole [`Batch`]) run in a single task, so they pay for one thread hop, not one per syscall. A
+//! dropped future leaves the task running with the buffers; they return to the pool when the
+//! syscall is done (I2).
+
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use super::{Batch, BatchOp, BufResult, File, IoEngine, MAX_VECTORED, Reason, Rw, Selection};
+use crate::buf::{Buf, BufPool, Completed, InFlight, Registered, Submittable};
+use crate::config::{EngineChoice, IoEngineConfig};
+use crate::error::{Backend, Error, Op, Result};
+
+/// The portable engine: tokio's blocking pool running positional syscalls.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use ferrite_io::{IoEngine, IoEngineConfig, OpenOptions, TokioEngine};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let engine = TokioEngine::new(&IoEngineConfig::default())?;
+/// let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+/// let mut buf = engine.pool().acquire().await;
+/// buf.fill(1);
+/// let (written, _buf) = engine.write_at(&file, buf, 0).await.into_result().map_err(|(e, _)| e)?;
+/// assert_eq!(written, 65536);
+/// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct TokioEngine {
+    pool: BufPool,
+    selection: Selection,
+}
+
+impl TokioEngine {
+    /// An engine with a pool of `config.registered_buffers` buffers of `config.buffer_size`
+    /// bytes. Does not need a runtime until the first operation.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid config, [`Error::Map`] when the arena cannot be mapped.
+    pub fn new(config: &IoEngineConfig) -> Result<Self> {
+        let selection = Selection {
+            requested: EngineChoice::Tokio,
+            backend: Backend::Tokio,
+            reason: Reason::Requested(EngineChoice::Tokio),
+        };
+        Self::with_selection(config, selection)
+    }
+
+    pub(crate) fn with_selection(config: &IoEngineConfig, selection: Selection) -> Result<Self> {
+        config.validate()?;
+        Ok(TokioEngine {
+            pool: BufPool::new(config.registered_buffers, config.buffer_size)?,
+            selection,
+        })
+    }
+
+    fn check_fixed(&self, buf: &Buf<Registered>) -> Result<()> {
+        if buf.pool_id() == self.pool.id() {
+            Ok(())
+        } else {
+            Err(Error::ForeignBuffer {
+                buf_pool: buf.pool_id(),
+                engine_pool: self.pool.id(),
+            })
+        }
+    }
+}
+
+/// Runs `f` on the blocking pool. A panic in `f` is resumed here; if the runtime is shutting
+/// down and cancels the task, this future never completes (its task is being dropped anyway).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(value) => value,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => std::future::pending().await,
+    }
+}
+
+fn err(op: Op, offset: u64, source: io::Error) -> Error {
+    Error::os(op, offset, Backend::Tokio, source)
+}
+
+/// `EINVAL` for offsets the kernel reads as negative; checked before any syscall on both engines.
+pub(crate) fn check_offset(offset: u64) -> io::Result<()> {
+    if offset > i64::MAX as u64 {
+        Err(io::Error::from_raw_os_error(libc::EINVAL))
+    } else {
+        Ok(())
+    }
+}
+
+/// One `pread`/`pwrite` of `buf[start..]` at `offset`, retrying `EINTR`.
+fn rw_once(
+    rw: Rw,
+    file: &std::fs::File,
+    buf: &mut Buf<InFlight>,
+    start: usize,
+    offset: u64,
+) -> io::Result<usize> {
+    check_offset(offset)?;
+    // SAFETY: the tokio engine performs its I/O on this blocking thread itself; no kernel
+    // operation holds the slot (I2), and `buf` is owned by this task.
+    let bytes = unsafe { buf.bytes_mut() };
+    let bytes = &mut bytes[start..];
+    loop {
+        let result = match rw {
+            Rw::Read => file.read_at(bytes, offset),
+            Rw::Write => file.write_at(bytes, offset),
+        };
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Repeats `rw_once` until `buf` is full or a call transfers nothing. Returns the bytes done and
+/// the error that stopped it, if any.
+fn rw_full(
+    rw: Rw,
+    file: &std::fs::File,
+    buf: &mut Buf<InFlight>,
+    offset: u64,
+) -> (usize, io::Result<()>) {
+    let mut done = 0;
+    while done < buf.len() {
+        match rw_once(rw, file, buf, done, offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) => return (done, Err(e)),
+        }
+    }
+    (done, Ok(()))
+}
+
+fn complete(
+    op: Op,
+    offset: u64,
+    result: io::Result<usize>,
+    buf: Buf<InFlight>,
+) -> BufResult<usize, Buf<Completed>> {
+    match result {
+        Ok(n) => BufResult(Ok(n), buf.into_completed(n)),
+        Err(e) => BufResult(Err(err(op, offset, e)), buf.into_completed(0)),
+    }
+}
+
+/// `read_exact_at`/`write_all_at` in one blocking call.
+fn exact(
+    rw: Rw,
+    file: &std::fs::File,
+    mut buf: Buf<InFlight>,
+    offset: u64,
+) -> BufResult<(), Buf<Completed>> {
+    let wanted = buf.len();
+    let op = if rw == Rw::Read { Op::Read } else { Op::Write };
+    let (done, result) = rw_full(rw, file, &mut buf, offset);
+    let outcome = match result {
+        Err(e) => Err(err(op, offset + done as u64, e)),
+        Ok(()) if done == wanted => Ok(()),
+        Ok(()) if rw == Rw::Read => Err(Error::UnexpectedEof {
+            op,
+            offset,
+            done,
+            wanted,
+        }),
+        Ok(()) => Err(Error::WriteZero {
+            op,
+            offset,
+            done,
+            wanted,
+        }),
+    };
+    BufResult(outcome, buf.into_completed(done))
+}
+
+/// preadv/pwritev semantics over pread/pwrite: buffers in order, stop at the first short one.
+fn vectored(
+    rw: Rw,
+    file: &std::fs::File,
+    bufs: Vec<Buf<InFlight>>,
+    offset: u64,
+) -> BufResult<usize, Vec<Buf<Completed>>> {
+    let op = if rw == Rw::Read {
+        Op::ReadVectored
+    } else {
+        Op::WriteVectored
+    };
+    if bufs.len() > MAX_VECTORED {
+        let e = err(op, offset, io::Error::from_raw_os_error(libc::EINVAL));
+        return BufResult(
+            Err(e),
+            bufs.into_iter().map(|b| b.into_completed(0)).collect(),
+        );
+    }
+    let mut total = 0usize;
+    let mut failure = None;
+    let mut stopped = false;
+    let mut out = Vec::with_capacity(bufs.len());
+    for mut buf in bufs {
+        let mut done = 0;
+        if !stopped {
+            let (n, result) = rw_full(rw, file, &mut buf, offset + total as u64);
+            done = n;
+            total += n;
+            stopped = n < buf.len();
+            if let Err(e) = result {
+                failure = Some(e);
+                stopped = true;
+            }
+        }
+        out.push(buf.into_completed(done));
+    }
+    match failure {
+        // Like the syscall: an error after some progress reports the progress.
+        Some(e) if total == 0 => BufResult(Err(err(op, offset, e)), out),
+        _ => BufResult(Ok(total), out),
+    }
+}
+
+fn batch_op(op: BatchOp) -> BufResult<usize, Buf<Completed>> {
+    let BatchOp {
+        rw,
+        file,
+        mut buf,
+        offset,
+        ..
+    } = op;
+    let code = if rw == Rw::Read { Op::Read } else { Op::Write };
+    let len = buf.len();
+    let result = if len == 0 {
+        Ok(0)
+    } else {
+        rw_once(rw, file.std(), &mut buf, 0, offset)
+    };
+    complete(code, offset, result, buf)
+}
+
+impl IoEngine for TokioEngine {
+    fn backend(&self) -> Backend {
+        Backend::Tokio
+    }
+
+    fn selection(&self) -> &Selection {
+        &self.selection
+    }
+
+    fn pool(&self) -> &BufPool {
+        &self.pool
+    }
+
+    async fn read_at<S: Submittable>(
+        &self,
+        file: &File,
+        buf: Buf<S>,
+        offset: u64,
+    ) -> BufResult<usize, Buf<Completed>> {
+        let (file, mut buf) = (file.clone(), buf.into_in_flight());
+        blocking(move || {
+            let result = rw_once(Rw::Read, file.std(), &mut buf, 0, offset);
+            complete(Op::Read, offset, result, buf)
+        })
+        .await
+    }
+
+    async fn write_at<S: Submittable>(
+        &self,
+        file: &File,
+        buf: Buf<S>,
+        offset: u64,
+    ) -> BufResult<usize, Buf<Completed>> {
+        let (file, mut buf) = (file.clone(), buf.into_in_flight());
+        blocking(move || {
+            let result = rw_once(Rw::Write, file.std(), &mut buf, 0, offset);
+            complete(Op::Write, offset, result, buf)
+        })
+        .await
+    }
+
+    async fn read_fixed_at(
+        &self,
+        file: &File,
+        buf: Buf<Registered>,
+        offset: u64,
+    ) -> BufResult<usize, Buf<Completed>> {
+        if let Err(e) = self.check_fixed(&buf) {
+            return BufResult(Err(e), buf.into_in_flight().into_completed(0));
+        }
+        self.read_at(file, buf, offset).await
+    }
+
+    async fn write_fixed_at(
+        &self,
+        file: &File,
+        buf: Buf<Registered>,
+        offset: u64,
+    ) -> BufResult<usize, Buf<Completed>> {
+        if let Err(e) = self.check_fixed(&buf) {
+            return BufResult(Err(e), buf.into_in_flight().into_completed(0));
+        }
+        self.write_at(file, buf, offset).await
+    }
+
+    async fn read_exact_at<S: Submittable>(
+        &self,
+        file: &File,
+        buf: Buf<S>,
+        offset: u64,
+    ) -> BufResult<(), Buf<Completed>> {
+        let (file, buf) = (file.clone(), buf.into_in_flight());
+        blocking(move || exact(Rw::Read, file.std(), buf, offset)).await
+    }
+
+    async fn write_all_at<S: Submittable>(
+        &self,
+        file: &File,
+        buf: Buf<S>,
+        offset: u64,
+    ) -> BufResult<(), Buf<Completed>> {
+        let (file, buf) = (file.clone(), buf.into_in_flight());
+        blocking(move || exact(Rw::Write, file.std(), buf, offset)).await
+    }
+
+    async fn write_durable_at<S: Submittable>(
+        &self,
+        file: &File,
+        buf: Buf<S>,
+        offset: u64,
+    ) -> BufResult<(), Buf<Completed>> {
+        let (file, buf) = (file.clone(), buf.into_in_flight());
+        blocking(move || {
+            let written = exact(Rw::Write, file.std(), buf, offset);
+            match written.0 {
+                Ok(()) => BufResult(
+                    file.std()
+                        .sync_data()
+                        .map_err(|e| err(Op::SyncData, offset, e)),
+                    written.1,
+                ),
+                Err(_) => written,
+            }
+        })
+        .await
+    }
+
+    async fn read_vectored_at<S: Submittable>(
+        &self,
+        file: &File,
+        bufs: Vec<Buf<S>>,
+        offset: u64,
+    ) -> BufResult<usize, Vec<Buf<Completed>>> {
+        let file = file.clone();
+        let bufs: Vec<_> = bufs.into_iter().map(Buf::into_in_flight).collect();
+        blocking(move || vectored(Rw::Read, file.std(), bufs, offset)).await
+    }
+
+    async fn write_vectored_at<S: Submittable>(
+        &self,
+        file: &File,
+        bufs: Vec<Buf<S>>,
+        offset: u64,
+    ) -> BufResult<usize, Vec<Buf<Completed>>> {
+        let file = file.clone();
+        let bufs: Vec<_> = bufs.into_iter().map(Buf::into_in_flight).collect();
+        blocking(move || vectored(Rw::Write, file.std(), bufs, offset)).await
+    }
+
+    async fn sync_all(&self, file: &File) -> Result<()> {
+        let file = file.clone();
+        blocking(move || file.std().sync_all().map_err(|e| err(Op::SyncAll, 0, e))).await
+    }
+
+    async fn sync_data(&self, file: &File) -> Result<()> {
+        let file = file.clone();
+        blocking(move || file.std().sync_data().map_err(|e| err(Op::SyncData, 0, e))).await
+    }
+
+    async fn submit_batch(&self, batch: Batch) -> Vec<BufResult<usize, Buf<Completed>>> {
+        blocking(move || batch.ops.into_iter().map(batch_op).collect()).await
+    }
+}

@@ -1,0 +1,57 @@
+//! # ferrite-io
+//!
+//! The fastest safe way for a storage engine to move pages between memory and disk: owned,
+//! aligned page buffers whose lifecycle is a type, an io_uring engine, and a tokio engine with
+//! the same API for everywhere io_uring is missing or blocked.
+//!
+//! ```text
+//!  BufPool::acquire        engine.write_at(&file, buf, off)        completion
+//!  ---------------> Free|Registered ------------------> InFlight ------------> Completed
+//!                       ^          (buf moved in; caller   (engine owns  |  bytes + result
+//!                       |           holds only a future)    the buffer)  |  readable
+//!                       +---------- into_free() / drop returns to pool --+
+//! ```
+//!
+//! - [`buf`]: [`Buf<S>`](Buf) and its states, [`BufPool`] (the `memmap2` arena).
+//! - [`io`]: the [`IoEngine`] trait, [`UringEngine`], [`TokioEngine`], [`create_engine`] and
+//!   [`check_uring_support`].
+//! - [`config`]: [`IoEngineConfig`], the `[io]` TOML table.
+//! - [`error`]: [`Error`], typed with the operation, offset and engine.
+//!
+//! ```
+//! use ferrite_io::{IoEngine, IoEngineConfig, OpenOptions};
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # let dir = tempfile::tempdir().unwrap();
+//! let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+//! let file = engine.open(dir.path().join("log"), &OpenOptions::new().create(true)).await?;
+//!
+//! let mut page = engine.acquire().await; // Buf<Registered>, 64 KiB, 4096-aligned
+//! page.fill(0xAB);
+//! let written = engine.write_all_at(&file, page, 0).await;
+//! written.0?;
+//! engine.sync_data(&file).await?;
+//!
+//! let page = written.1.into_free(); // Completed -> Free: recycle the same buffer
+//! let read = engine.read_exact_at(&file, page, 0).await;
+//! read.0?;
+//! assert!(read.1.iter().all(|&b| b == 0xAB));
+//! # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+//! ```
+#![cfg(unix)]
+#![deny(unsafe_op_in_unsafe_fn, missing_docs)]
+
+pub mod buf;
+pub mod config;
+pub mod error;
+pub mod io;
+
+pub use buf::{Buf, BufPool, Completed, Free, InFlight, Registered};
+pub use config::{EngineChoice, IoEngineConfig};
+pub use error::{Backend, Error, Op, Result};
+#[cfg(uring)]
+pub use io::UringEngine;
+pub use io::detect::{Unsupported, UringInfo, UringSupport, check_uring_support};
+pub use io::{
+    Batch, BufResult, Engine, File, IoEngine, OpenOptions, Reason, Selection, SharedIoEngine,
+    TokioEngine, create_engine,
+};
