@@ -1,0 +1,45 @@
+//! Shared test harness: every behaviour runs against both engines, on files in an ext4 temp dir.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use ferrite_io::{EngineChoice, Engine, IoEngine, IoEngineConfig, SharedIoEngine, TokioEngine};
+
+/// A config with small buffers so tests stay fast.
+pub fn config(engine: EngineChoice) -> IoEngineConfig {
+    IoEngineConfig {
+        engine,
+        uring_entries: 64,
+        registered_buffers: 16,
+        buffer_size: 8192,
+        direct_io: false,
+    }
+}
+
+/// Both engines, io_uring first. io_uring must work on the test machines; a build without the
+/// `io-uring` feature (or off Linux) has only the tokio engine.
+pub fn engines(config: &IoEngineConfig) -> Vec<(&'static str, SharedIoEngine)> {
+    let mut all = Vec::new();
+    #[cfg(all(feature = "io-uring", target_os = "linux"))]
+    {
+        let uring = ferrite_io::create_engine(config.clone().with_engine(EngineChoice::Uring))
+            .expect("io_uring must work on the test machines");
+        all.push(("uring", uring));
+    }
+    let tokio = TokioEngine::new(config).expect("tokio engine");
+    all.push(("tokio", std::sync::Arc::new(Engine::Tokio(tokio))));
+    all
+}
+
+/// A temp dir on the same disk as the build (ext4 here, so O_DIRECT works; never tmpfs).
+pub fn tempdir() -> tempfile::TempDir {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&base).expect("target tmp dir");
+    tempfile::tempdir_in(base).expect("tempdir")
+}
+
+/// Pool accounting: every buffer is back.
+pub fn assert_pool_full(engine: &SharedIoEngine) {
+    let pool = engine.pool();
+    assert_eq!(pool.available(), pool.capacity(), "{pool:?}: a buffer did not come back");
+}
