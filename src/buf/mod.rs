@@ -63,7 +63,9 @@ use crate::error::{Error, Result};
 ///
 /// The buffer's *length* (`len()`) is the I/O length: writes send `len()` bytes, reads ask for up
 /// to `len()` bytes. A fresh buffer's length is its capacity. After an operation the
-/// `Buf<Completed>`'s length is the number of bytes the operation transferred.
+/// `Buf<Completed>`'s length is the number of bytes the operation transferred; after an error it
+/// is the length that was submitted (and `read_exact_at`'s end-of-file error leaves the bytes that
+/// did arrive).
 #[must_use = "dropping a buffer returns it to its pool"]
 pub struct Buf<S: BufState> {
     pool: Arc<PoolInner>,

@@ -109,6 +109,12 @@ impl Buf<InFlight> {
         self.cast()
     }
 
+    /// The engine's error path: nothing is known to have moved, and the length stays as it was
+    /// submitted, so the buffer can be resubmitted after `into_free`.
+    pub(crate) fn into_failed(self) -> Buf<Completed> {
+        self.cast()
+    }
+
     /// The slot's bytes for a blocking thread that performs the operation itself.
     ///
     /// # Safety

@@ -146,7 +146,7 @@ fn complete(
 ) -> BufResult<usize, Buf<Completed>> {
     match result {
         Ok(n) => BufResult(Ok(n), buf.into_completed(n)),
-        Err(e) => BufResult(Err(err(op, offset, e)), buf.into_completed(0)),
+        Err(e) => BufResult(Err(err(op, offset, e)), buf.into_failed()),
     }
 }
 
@@ -160,23 +160,28 @@ fn exact(
     let wanted = buf.len();
     let op = if rw == Rw::Read { Op::Read } else { Op::Write };
     let (done, result) = rw_full(rw, file, &mut buf, offset);
-    let outcome = match result {
-        Err(e) => Err(err(op, offset + done as u64, e)),
-        Ok(()) if done == wanted => Ok(()),
-        Ok(()) if rw == Rw::Read => Err(Error::UnexpectedEof {
-            op,
-            offset,
-            done,
-            wanted,
-        }),
-        Ok(()) => Err(Error::WriteZero {
-            op,
-            offset,
-            done,
-            wanted,
-        }),
-    };
-    BufResult(outcome, buf.into_completed(done))
+    match result {
+        Err(e) => BufResult(Err(err(op, offset + done as u64, e)), buf.into_failed()),
+        Ok(()) if done == wanted => BufResult(Ok(()), buf.into_completed(done)),
+        Ok(()) if rw == Rw::Read => {
+            let e = Error::UnexpectedEof {
+                op,
+                offset,
+                done,
+                wanted,
+            };
+            BufResult(Err(e), buf.into_completed(done))
+        }
+        Ok(()) => BufResult(
+            Err(Error::WriteZero {
+                op,
+                offset,
+                done,
+                wanted,
+            }),
+            buf.into_failed(),
+        ),
+    }
 }
 
 /// preadv/pwritev semantics over pread/pwrite: buffers in order, stop at the first short one.
@@ -193,33 +198,37 @@ fn vectored(
     };
     if bufs.len() > MAX_VECTORED {
         let e = err(op, offset, io::Error::from_raw_os_error(libc::EINVAL));
-        return BufResult(
-            Err(e),
-            bufs.into_iter().map(|b| b.into_completed(0)).collect(),
-        );
+        return BufResult(Err(e), bufs.into_iter().map(|b| b.into_failed()).collect());
     }
     let mut total = 0usize;
     let mut failure = None;
-    let mut stopped = false;
-    let mut out = Vec::with_capacity(bufs.len());
+    let mut moved = Vec::with_capacity(bufs.len());
     for mut buf in bufs {
         let mut done = 0;
-        if !stopped {
+        if failure.is_none()
+            && moved
+                .iter()
+                .all(|(b, d): &(Buf<InFlight>, usize)| *d == b.len())
+        {
             let (n, result) = rw_full(rw, file, &mut buf, offset + total as u64);
-            done = n;
-            total += n;
-            stopped = n < buf.len();
-            if let Err(e) = result {
-                failure = Some(e);
-                stopped = true;
-            }
+            (done, total) = (n, total + n);
+            failure = result.err();
         }
-        out.push(buf.into_completed(done));
+        moved.push((buf, done));
     }
     match failure {
-        // Like the syscall: an error after some progress reports the progress.
-        Some(e) if total == 0 => BufResult(Err(err(op, offset, e)), out),
-        _ => BufResult(Ok(total), out),
+        // Like the syscall: an error before any progress is the result; after some, the progress.
+        Some(e) if total == 0 => BufResult(
+            Err(err(op, offset, e)),
+            moved.into_iter().map(|(b, _)| b.into_failed()).collect(),
+        ),
+        _ => BufResult(
+            Ok(total),
+            moved
+                .into_iter()
+                .map(|(b, done)| b.into_completed(done))
+                .collect(),
+        ),
     }
 }
 
@@ -289,7 +298,7 @@ impl IoEngine for TokioEngine {
         offset: u64,
     ) -> BufResult<usize, Buf<Completed>> {
         if let Err(e) = self.check_fixed(&buf) {
-            return BufResult(Err(e), buf.into_in_flight().into_completed(0));
+            return BufResult(Err(e), buf.into_in_flight().into_failed());
         }
         self.read_at(file, buf, offset).await
     }
@@ -301,7 +310,7 @@ impl IoEngine for TokioEngine {
         offset: u64,
     ) -> BufResult<usize, Buf<Completed>> {
         if let Err(e) = self.check_fixed(&buf) {
-            return BufResult(Err(e), buf.into_in_flight().into_completed(0));
+            return BufResult(Err(e), buf.into_in_flight().into_failed());
         }
         self.write_at(file, buf, offset).await
     }

@@ -257,7 +257,7 @@ impl UringEngine {
             Ok(n) => BufResult(Ok(n), buf.into_completed(n)),
             Err(e) => BufResult(
                 Err(Error::os(op, offset, Backend::Uring, e)),
-                buf.into_completed(0),
+                buf.into_failed(),
             ),
         }
     }
@@ -274,7 +274,7 @@ impl UringEngine {
                 buf_pool: buf.pool_id(),
                 engine_pool: self.core.pool.id(),
             };
-            return BufResult(Err(e), buf.into_in_flight().into_completed(0));
+            return BufResult(Err(e), buf.into_in_flight().into_failed());
         }
         self.rw(rw, file, buf, offset).await
     }
@@ -315,14 +315,14 @@ impl UringEngine {
                             done,
                             wanted,
                         }),
-                        buf.into_completed(done),
+                        buf.into_failed(),
                     );
                 }
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     let e = Error::os(op, offset + done as u64, Backend::Uring, e);
-                    return BufResult(Err(e), buf.into_completed(done));
+                    return BufResult(Err(e), buf.into_failed());
                 }
             }
         }
@@ -394,7 +394,7 @@ impl UringEngine {
             }
             Err((e, bufs)) => BufResult(
                 Err(Error::os(op, offset, Backend::Uring, e)),
-                bufs.into_iter().map(|b| b.into_completed(0)).collect(),
+                bufs.into_iter().map(|b| b.into_failed()).collect(),
             ),
         }
     }
@@ -878,7 +878,7 @@ impl IoEngine for UringEngine {
         let wanted = buf.len();
         if let Err(e) = check_offset(offset) {
             let e = Error::os(op_code(Rw::Write, fixed, false), offset, Backend::Uring, e);
-            return BufResult(Err(e), buf.into_completed(0));
+            return BufResult(Err(e), buf.into_failed());
         }
         // WRITE linked to FSYNC(DATASYNC), both in one submission.
         let write = rw_entry(Rw::Write, fixed, file, &buf, 0, offset).flags(squeue::Flags::IO_LINK);
@@ -903,7 +903,7 @@ impl IoEngine for UringEngine {
             Ok(pair) => pair,
             Err((e, buf)) => {
                 let e = Error::os(op_code(Rw::Write, fixed, false), offset, Backend::Uring, e);
-                return BufResult(Err(e), buf.into_completed(0));
+                return BufResult(Err(e), buf.into_failed());
             }
         };
         let (written, payload) = write.await;
@@ -929,7 +929,7 @@ impl IoEngine for UringEngine {
             }
             Err(e) => {
                 let e = Error::os(op_code(Rw::Write, fixed, false), offset, Backend::Uring, e);
-                BufResult(Err(e), buf.into_completed(0))
+                BufResult(Err(e), buf.into_failed())
             }
         }
     }
@@ -994,7 +994,7 @@ impl IoEngine for UringEngine {
                 Ok(n) => BufResult(Ok(n), buf.into_completed(n)),
                 Err(e) => BufResult(
                     Err(Error::os(code, offset, Backend::Uring, e)),
-                    buf.into_completed(0),
+                    buf.into_failed(),
                 ),
             });
         }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use ferrite_io::{EngineChoice, Engine, IoEngine, IoEngineConfig, SharedIoEngine, TokioEngine};
+use ferrite_io::{Engine, EngineChoice, IoEngine, IoEngineConfig, SharedIoEngine, TokioEngine};
 
 /// A config with small buffers so tests stay fast.
 pub fn config(engine: EngineChoice) -> IoEngineConfig {
@@ -41,5 +41,9 @@ pub fn tempdir() -> tempfile::TempDir {
 /// Pool accounting: every buffer is back.
 pub fn assert_pool_full(engine: &SharedIoEngine) {
     let pool = engine.pool();
-    assert_eq!(pool.available(), pool.capacity(), "{pool:?}: a buffer did not come back");
+    assert_eq!(
+        pool.available(),
+        pool.capacity(),
+        "{pool:?}: a buffer did not come back"
+    );
 }
