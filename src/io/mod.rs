@@ -72,6 +72,21 @@ pub(crate) enum Rw {
     Write,
 }
 
+impl Rw {
+    /// The operation code errors report; both engines name an operation the same way.
+    pub(crate) fn op(self, fixed: bool, vectored: bool) -> crate::Op {
+        use crate::Op;
+        match (self, fixed, vectored) {
+            (Rw::Read, _, true) => Op::ReadVectored,
+            (Rw::Write, _, true) => Op::WriteVectored,
+            (Rw::Read, true, false) => Op::ReadFixed,
+            (Rw::Write, true, false) => Op::WriteFixed,
+            (Rw::Read, false, false) => Op::Read,
+            (Rw::Write, false, false) => Op::Write,
+        }
+    }
+}
+
 /// One operation of a [`Batch`].
 pub(crate) struct BatchOp {
     pub(crate) rw: Rw,
@@ -82,7 +97,9 @@ pub(crate) struct BatchOp {
 }
 
 /// Reads and writes submitted together: one `io_uring_enter` on the ring, one blocking task on
-/// the tokio engine. Results come back in the order the operations were added.
+/// the tokio engine. Results come back in the order the operations were added, but the
+/// operations themselves may run in any order and at the same time (the ring runs them
+/// concurrently): a batch must not read a range it also writes.
 ///
 /// ```
 /// # use ferrite_io::{Batch, IoEngine, IoEngineConfig, EngineChoice, OpenOptions};

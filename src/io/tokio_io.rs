@@ -59,15 +59,55 @@ impl TokioEngine {
         })
     }
 
-    fn check_fixed(&self, buf: &Buf<Registered>) -> Result<()> {
-        if buf.pool_id() == self.pool.id() {
-            Ok(())
-        } else {
-            Err(Error::ForeignBuffer {
+    /// Whether `buf` counts as a fixed buffer here: registered, and of this engine's pool. The
+    /// syscalls are the same either way; errors name the operation as io_uring would.
+    fn fixed<S: Submittable>(&self, buf: &Buf<S>) -> bool {
+        S::FIXED && buf.pool_id() == self.pool.id()
+    }
+
+    async fn rw<S: Submittable>(
+        &self,
+        rw: Rw,
+        file: &File,
+        buf: Buf<S>,
+        offset: u64,
+    ) -> BufResult<usize, Buf<Completed>> {
+        let op = rw.op(self.fixed(&buf), false);
+        let (file, mut buf) = (file.clone(), buf.into_in_flight());
+        blocking(move || {
+            let result = rw_once(rw, file.std(), &mut buf, 0, offset);
+            complete(op, offset, result, buf)
+        })
+        .await
+    }
+
+    async fn rw_fixed(
+        &self,
+        rw: Rw,
+        file: &File,
+        buf: Buf<Registered>,
+        offset: u64,
+    ) -> BufResult<usize, Buf<Completed>> {
+        if !self.fixed(&buf) {
+            let e = Error::ForeignBuffer {
                 buf_pool: buf.pool_id(),
                 engine_pool: self.pool.id(),
-            })
+            };
+            return BufResult(Err(e), buf.into_in_flight().into_failed());
         }
+        self.rw(rw, file, buf, offset).await
+    }
+
+    async fn exact<S: Submittable>(
+        &self,
+        rw: Rw,
+        file: &File,
+        buf: Buf<S>,
+        offset: u64,
+    ) -> BufResult<(), Buf<Completed>> {
+        let fixed = self.fixed(&buf);
+        let (file, buf) = (file.clone(), buf.into_in_flight());
+        blocking(move || exact(rw, fixed, file.std(), buf, offset)).await
     }
 }
 
@@ -153,12 +193,13 @@ fn complete(
 /// `read_exact_at`/`write_all_at` in one blocking call.
 fn exact(
     rw: Rw,
+    fixed: bool,
     file: &std::fs::File,
     mut buf: Buf<InFlight>,
     offset: u64,
 ) -> BufResult<(), Buf<Completed>> {
     let wanted = buf.len();
-    let op = if rw == Rw::Read { Op::Read } else { Op::Write };
+    let op = rw.op(fixed, false);
     let (done, result) = rw_full(rw, file, &mut buf, offset);
     match result {
         Err(e) => BufResult(Err(err(op, offset + done as u64, e)), buf.into_failed()),
@@ -191,11 +232,7 @@ fn vectored(
     bufs: Vec<Buf<InFlight>>,
     offset: u64,
 ) -> BufResult<usize, Vec<Buf<Completed>>> {
-    let op = if rw == Rw::Read {
-        Op::ReadVectored
-    } else {
-        Op::WriteVectored
-    };
+    let op = rw.op(false, true);
     if bufs.len() > MAX_VECTORED {
         let e = err(op, offset, io::Error::from_raw_os_error(libc::EINVAL));
         return BufResult(Err(e), bufs.into_iter().map(|b| b.into_failed()).collect());
@@ -232,7 +269,8 @@ fn vectored(
     }
 }
 
-fn batch_op(op: BatchOp) -> BufResult<usize, Buf<Completed>> {
+fn batch_op(op: BatchOp, pool: u64) -> BufResult<usize, Buf<Completed>> {
+    let code = op.rw.op(op.fixed && op.buf.pool_id() == pool, false);
     let BatchOp {
         rw,
         file,
@@ -240,13 +278,7 @@ fn batch_op(op: BatchOp) -> BufResult<usize, Buf<Completed>> {
         offset,
         ..
     } = op;
-    let code = if rw == Rw::Read { Op::Read } else { Op::Write };
-    let len = buf.len();
-    let result = if len == 0 {
-        Ok(0)
-    } else {
-        rw_once(rw, file.std(), &mut buf, 0, offset)
-    };
+    let result = rw_once(rw, file.std(), &mut buf, 0, offset);
     complete(code, offset, result, buf)
 }
 
@@ -269,12 +301,7 @@ impl IoEngine for TokioEngine {
         buf: Buf<S>,
         offset: u64,
     ) -> BufResult<usize, Buf<Completed>> {
-        let (file, mut buf) = (file.clone(), buf.into_in_flight());
-        blocking(move || {
-            let result = rw_once(Rw::Read, file.std(), &mut buf, 0, offset);
-            complete(Op::Read, offset, result, buf)
-        })
-        .await
+        self.rw(Rw::Read, file, buf, offset).await
     }
 
     async fn write_at<S: Submittable>(
@@ -283,12 +310,7 @@ impl IoEngine for TokioEngine {
         buf: Buf<S>,
         offset: u64,
     ) -> BufResult<usize, Buf<Completed>> {
-        let (file, mut buf) = (file.clone(), buf.into_in_flight());
-        blocking(move || {
-            let result = rw_once(Rw::Write, file.std(), &mut buf, 0, offset);
-            complete(Op::Write, offset, result, buf)
-        })
-        .await
+        self.rw(Rw::Write, file, buf, offset).await
     }
 
     async fn read_fixed_at(
@@ -297,10 +319,7 @@ impl IoEngine for TokioEngine {
         buf: Buf<Registered>,
         offset: u64,
     ) -> BufResult<usize, Buf<Completed>> {
-        if let Err(e) = self.check_fixed(&buf) {
-            return BufResult(Err(e), buf.into_in_flight().into_failed());
-        }
-        self.read_at(file, buf, offset).await
+        self.rw_fixed(Rw::Read, file, buf, offset).await
     }
 
     async fn write_fixed_at(
@@ -309,10 +328,7 @@ impl IoEngine for TokioEngine {
         buf: Buf<Registered>,
         offset: u64,
     ) -> BufResult<usize, Buf<Completed>> {
-        if let Err(e) = self.check_fixed(&buf) {
-            return BufResult(Err(e), buf.into_in_flight().into_failed());
-        }
-        self.write_at(file, buf, offset).await
+        self.rw_fixed(Rw::Write, file, buf, offset).await
     }
 
     async fn read_exact_at<S: Submittable>(
@@ -321,8 +337,7 @@ impl IoEngine for TokioEngine {
         buf: Buf<S>,
         offset: u64,
     ) -> BufResult<(), Buf<Completed>> {
-        let (file, buf) = (file.clone(), buf.into_in_flight());
-        blocking(move || exact(Rw::Read, file.std(), buf, offset)).await
+        self.exact(Rw::Read, file, buf, offset).await
     }
 
     async fn write_all_at<S: Submittable>(
@@ -331,8 +346,7 @@ impl IoEngine for TokioEngine {
         buf: Buf<S>,
         offset: u64,
     ) -> BufResult<(), Buf<Completed>> {
-        let (file, buf) = (file.clone(), buf.into_in_flight());
-        blocking(move || exact(Rw::Write, file.std(), buf, offset)).await
+        self.exact(Rw::Write, file, buf, offset).await
     }
 
     async fn write_durable_at<S: Submittable>(
@@ -341,9 +355,10 @@ impl IoEngine for TokioEngine {
         buf: Buf<S>,
         offset: u64,
     ) -> BufResult<(), Buf<Completed>> {
+        let fixed = self.fixed(&buf);
         let (file, buf) = (file.clone(), buf.into_in_flight());
         blocking(move || {
-            let written = exact(Rw::Write, file.std(), buf, offset);
+            let written = exact(Rw::Write, fixed, file.std(), buf, offset);
             match written.0 {
                 Ok(()) => BufResult(
                     file.std()
@@ -390,6 +405,7 @@ impl IoEngine for TokioEngine {
     }
 
     async fn submit_batch(&self, batch: Batch) -> Vec<BufResult<usize, Buf<Completed>>> {
-        blocking(move || batch.ops.into_iter().map(batch_op).collect()).await
+        let pool = self.pool.id();
+        blocking(move || batch.ops.into_iter().map(|op| batch_op(op, pool)).collect()).await
     }
 }

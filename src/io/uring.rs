@@ -252,7 +252,7 @@ impl UringEngine {
         let (result, buf) = self
             .rw_range(rw, fixed, file, buf.into_in_flight(), 0, offset)
             .await;
-        let op = op_code(rw, fixed, false);
+        let op = rw.op(fixed, false);
         match result {
             Ok(n) => BufResult(Ok(n), buf.into_completed(n)),
             Err(e) => BufResult(
@@ -289,7 +289,7 @@ impl UringEngine {
         mut done: usize,
         offset: u64,
     ) -> BufResult<(), Buf<Completed>> {
-        let (op, wanted) = (op_code(rw, fixed, false), buf.len());
+        let (op, wanted) = (rw.op(fixed, false), buf.len());
         while done < wanted {
             let (result, back) = self
                 .rw_range(rw, fixed, file, buf, done, offset + done as u64)
@@ -336,7 +336,7 @@ impl UringEngine {
         bufs: Vec<Buf<S>>,
         offset: u64,
     ) -> BufResult<usize, Vec<Buf<Completed>>> {
-        let op = op_code(rw, false, true);
+        let op = rw.op(false, true);
         let bufs: Vec<Buf<InFlight>> = bufs.into_iter().map(Buf::into_in_flight).collect();
         let invalid = if bufs.len() > MAX_VECTORED {
             Err(io::Error::from_raw_os_error(libc::EINVAL))
@@ -450,17 +450,6 @@ async fn reap_loop(core: Weak<Core>, eventfd: AsyncFd<OwnedFd>) {
             };
             core.lock().reap();
         }
-    }
-}
-
-fn op_code(rw: Rw, fixed: bool, vectored: bool) -> Op {
-    match (rw, fixed, vectored) {
-        (Rw::Read, _, true) => Op::ReadVectored,
-        (Rw::Write, _, true) => Op::WriteVectored,
-        (Rw::Read, true, false) => Op::ReadFixed,
-        (Rw::Write, true, false) => Op::WriteFixed,
-        (Rw::Read, false, false) => Op::Read,
-        (Rw::Write, false, false) => Op::Write,
     }
 }
 
@@ -877,7 +866,7 @@ impl IoEngine for UringEngine {
         let buf = buf.into_in_flight();
         let wanted = buf.len();
         if let Err(e) = check_offset(offset) {
-            let e = Error::os(op_code(Rw::Write, fixed, false), offset, Backend::Uring, e);
+            let e = Error::os(Rw::Write.op(fixed, false), offset, Backend::Uring, e);
             return BufResult(Err(e), buf.into_failed());
         }
         // WRITE linked to FSYNC(DATASYNC), both in one submission.
@@ -902,7 +891,7 @@ impl IoEngine for UringEngine {
         let (write, sync) = match pair {
             Ok(pair) => pair,
             Err((e, buf)) => {
-                let e = Error::os(op_code(Rw::Write, fixed, false), offset, Backend::Uring, e);
+                let e = Error::os(Rw::Write.op(fixed, false), offset, Backend::Uring, e);
                 return BufResult(Err(e), buf.into_failed());
             }
         };
@@ -928,7 +917,7 @@ impl IoEngine for UringEngine {
                 }
             }
             Err(e) => {
-                let e = Error::os(op_code(Rw::Write, fixed, false), offset, Backend::Uring, e);
+                let e = Error::os(Rw::Write.op(fixed, false), offset, Backend::Uring, e);
                 BufResult(Err(e), buf.into_failed())
             }
         }
@@ -969,7 +958,7 @@ impl IoEngine for UringEngine {
                 .into_iter()
                 .map(|op| {
                     let fixed = op.fixed && op.buf.pool_id() == self.core.pool.id();
-                    let code = op_code(op.rw, fixed, false);
+                    let code = op.rw.op(fixed, false);
                     let pushed = match check_offset(op.offset).and_then(|()| ring.reserve(1)) {
                         Err(e) => Err((e, Payload::one(&op.file, op.buf))),
                         Ok(()) => {

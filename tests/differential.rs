@@ -1,0 +1,302 @@
+//! The same random sequence of operations on both engines gives the same results, the same
+//! bytes back, and the same file.
+
+mod common;
+
+use ferrite_io::{
+    Batch, Buf, Completed, EngineChoice, Error, IoEngine, OpenOptions, SharedIoEngine,
+};
+
+const SPAN: u64 = 256 << 10;
+
+/// xorshift64*: deterministic and dependency-free.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Action {
+    Write {
+        offset: u64,
+        len: usize,
+        seed: u8,
+        fixed: bool,
+    },
+    Read {
+        offset: u64,
+        len: usize,
+        fixed: bool,
+    },
+    WriteAll {
+        offset: u64,
+        len: usize,
+        seed: u8,
+    },
+    ReadExact {
+        offset: u64,
+        len: usize,
+    },
+    WriteDurable {
+        offset: u64,
+        len: usize,
+        seed: u8,
+    },
+    WriteVectored {
+        offset: u64,
+        lens: Vec<usize>,
+        seed: u8,
+    },
+    ReadVectored {
+        offset: u64,
+        lens: Vec<usize>,
+    },
+    Batch {
+        ops: Vec<(bool, u64, usize, u8)>,
+    },
+    Sync {
+        data: bool,
+    },
+}
+
+fn action(rng: &mut Rng) -> Action {
+    let mut offset = rng.below(SPAN);
+    if rng.below(40) == 0 {
+        offset = u64::MAX - rng.below(2); // invalid: EINVAL on both
+    }
+    let len = 1 + rng.below(8192) as usize;
+    let seed = rng.below(256) as u8;
+    let fixed = rng.below(2) == 0;
+    let lens = (0..1 + rng.below(3))
+        .map(|_| rng.below(8193) as usize)
+        .collect();
+    match rng.below(9) {
+        0 => Action::Write {
+            offset,
+            len,
+            seed,
+            fixed,
+        },
+        1 => Action::Read { offset, len, fixed },
+        2 => Action::WriteAll { offset, len, seed },
+        3 => Action::ReadExact { offset, len },
+        4 => Action::WriteDurable { offset, len, seed },
+        5 => Action::WriteVectored { offset, lens, seed },
+        6 => Action::ReadVectored { offset, lens },
+        // Batched operations may run in any order, so they get disjoint ranges.
+        7 => Action::Batch {
+            ops: (0..1 + rng.below(8))
+                .map(|slot| {
+                    (
+                        rng.below(2) == 0,
+                        slot * (SPAN / 8) + rng.below(SPAN / 16),
+                        1 + rng.below(8192) as usize,
+                        rng.below(256) as u8,
+                    )
+                })
+                .collect(),
+        },
+        _ => Action::Sync {
+            data: rng.below(2) == 0,
+        },
+    }
+}
+
+/// What an action produced, in a form both engines can be compared on: results, and the length
+/// and FNV-1a hash of every buffer that came back.
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    results: Vec<Result<usize, String>>,
+    bytes: Vec<(usize, u64)>,
+}
+
+fn digest(bytes: &[u8]) -> (usize, u64) {
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    (bytes.len(), hash)
+}
+
+fn describe(e: &Error) -> String {
+    match e {
+        Error::Io {
+            op, offset, source, ..
+        } => format!("{op}@{offset}: errno {:?}", source.raw_os_error()),
+        Error::UnexpectedEof { done, wanted, .. } => format!("eof {done}/{wanted}"),
+        other => other.to_string(),
+    }
+}
+
+fn stamp(buf: &mut [u8], seed: u8) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = seed.wrapping_add((i % 253) as u8);
+    }
+}
+
+async fn buffer(engine: &SharedIoEngine, len: usize, seed: u8) -> Buf<ferrite_io::Registered> {
+    let mut buf = engine.acquire().await;
+    buf.set_len(len).unwrap();
+    stamp(&mut buf, seed);
+    buf
+}
+
+fn one(result: ferrite_io::BufResult<usize, Buf<Completed>>) -> Outcome {
+    Outcome {
+        results: vec![result.0.map_err(|e| describe(&e))],
+        bytes: vec![digest(&result.1)],
+    }
+}
+
+fn unit(result: ferrite_io::BufResult<(), Buf<Completed>>) -> Outcome {
+    Outcome {
+        results: vec![result.0.map(|()| 0).map_err(|e| describe(&e))],
+        bytes: vec![digest(&result.1)],
+    }
+}
+
+async fn run(engine: &SharedIoEngine, file: &ferrite_io::File, action: &Action) -> Outcome {
+    match action.clone() {
+        Action::Write {
+            offset,
+            len,
+            seed,
+            fixed,
+        } => {
+            let buf = buffer(engine, len, seed).await;
+            if fixed {
+                one(engine.write_fixed_at(file, buf, offset).await)
+            } else {
+                one(engine.write_at(file, buf.into_free(), offset).await)
+            }
+        }
+        Action::Read { offset, len, fixed } => {
+            let buf = buffer(engine, len, 0).await;
+            if fixed {
+                one(engine.read_fixed_at(file, buf, offset).await)
+            } else {
+                one(engine.read_at(file, buf.into_free(), offset).await)
+            }
+        }
+        Action::WriteAll { offset, len, seed } => unit(
+            engine
+                .write_all_at(file, buffer(engine, len, seed).await, offset)
+                .await,
+        ),
+        Action::ReadExact { offset, len } => unit(
+            engine
+                .read_exact_at(file, buffer(engine, len, 0).await, offset)
+                .await,
+        ),
+        Action::WriteDurable { offset, len, seed } => unit(
+            engine
+                .write_durable_at(file, buffer(engine, len, seed).await, offset)
+                .await,
+        ),
+        Action::WriteVectored { offset, lens, seed } => {
+            let mut bufs = Vec::new();
+            for (i, len) in lens.iter().enumerate() {
+                bufs.push(buffer(engine, *len, seed.wrapping_add(i as u8)).await);
+            }
+            let (result, back) = engine
+                .write_vectored_at(file, bufs, offset)
+                .await
+                .into_parts();
+            Outcome {
+                results: vec![result.map_err(|e| describe(&e))],
+                bytes: back.iter().map(|b| digest(b)).collect(),
+            }
+        }
+        Action::ReadVectored { offset, lens } => {
+            let mut bufs = Vec::new();
+            for len in lens {
+                bufs.push(buffer(engine, len, 0).await);
+            }
+            let (result, back) = engine
+                .read_vectored_at(file, bufs, offset)
+                .await
+                .into_parts();
+            Outcome {
+                results: vec![result.map_err(|e| describe(&e))],
+                bytes: back.iter().map(|b| digest(b)).collect(),
+            }
+        }
+        Action::Batch { ops } => {
+            let mut batch = Batch::new();
+            for (write, offset, len, seed) in ops {
+                let buf = buffer(engine, len, seed).await;
+                if write {
+                    batch.write_at(file, buf, offset)
+                } else {
+                    batch.read_at(file, buf, offset)
+                }
+            }
+            let results = engine.submit_batch(batch).await;
+            Outcome {
+                results: results
+                    .iter()
+                    .map(|r| r.0.as_ref().map(|n| *n).map_err(describe))
+                    .collect(),
+                bytes: results.iter().map(|r| digest(&r.1)).collect(),
+            }
+        }
+        Action::Sync { data } => {
+            let result = if data {
+                engine.sync_data(file).await
+            } else {
+                engine.sync_all(file).await
+            };
+            Outcome {
+                results: vec![result.map(|()| 0).map_err(|e| describe(&e))],
+                bytes: vec![],
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_engines_agree_on_a_random_sequence() {
+    let engines = common::engines(&common::config(EngineChoice::Auto));
+    if engines.len() < 2 {
+        return; // built without io_uring: nothing to compare against
+    }
+    let dir = common::tempdir();
+    let mut files = Vec::new();
+    for (name, engine) in &engines {
+        files.push(
+            engine
+                .open(dir.path().join(name), &OpenOptions::new().create(true))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let mut compared = 0;
+    for step in 0..600 {
+        let action = action(&mut rng);
+        let mut outcomes = Vec::new();
+        for ((_, engine), file) in engines.iter().zip(&files) {
+            outcomes.push(run(engine, file, &action).await);
+        }
+        assert_eq!(outcomes[0], outcomes[1], "step {step}: {action:?}");
+        compared += outcomes[0].results.len();
+    }
+    assert!(compared >= 600);
+    let a = std::fs::read(dir.path().join(engines[0].0)).unwrap();
+    let b = std::fs::read(dir.path().join(engines[1].0)).unwrap();
+    assert!(
+        a.len() as u64 > SPAN / 2,
+        "the sequence wrote most of the span"
+    );
+    assert_eq!(a, b, "the files differ");
+    for (_, engine) in &engines {
+        common::assert_pool_full(engine);
+    }
+}
