@@ -6,7 +6,7 @@ mod common;
 
 use std::future::Future;
 use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use ferrite_io::{EngineChoice, IoEngine, IoEngineConfig, OpenOptions};
@@ -34,7 +34,7 @@ fn poll_then_drop<F: Future>(future: F, polls: u64) -> bool {
     let mut future = pin!(future);
     let mut cx = Context::from_waker(Waker::noop());
     for _ in 0..polls {
-        if let Poll::Ready(_) = future.as_mut().poll(&mut cx) {
+        if future.as_mut().poll(&mut cx).is_ready() {
             return true;
         }
     }
@@ -53,7 +53,10 @@ async fn dropped_futures_never_free_memory_the_kernel_writes() {
     };
     for (name, engine) in common::engines(&config) {
         // O_DIRECT reads go to the device, so they are still in flight when their future drops.
-        let file = engine.open(&path, &OpenOptions::new().direct(true)).await.unwrap();
+        let file = engine
+            .open(&path, &OpenOptions::new().direct(true))
+            .await
+            .unwrap();
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         let (mut dropped, mut finished) = (0, 0);
         for _round in 0..500 {
@@ -89,19 +92,33 @@ async fn dropped_futures_never_free_memory_the_kernel_writes() {
                 tokio::time::sleep(Duration::from_micros(200)).await;
             }
             for buf in &held {
-                assert!(buf.iter().all(|&b| b == NEW), "{name}: a reused buffer was written into");
+                assert!(
+                    buf.iter().all(|&b| b == NEW),
+                    "{name}: a reused buffer was written into"
+                );
             }
         }
-        assert!(dropped > 2000, "{name}: only {dropped} futures were dropped in flight");
+        assert!(
+            dropped > 2000,
+            "{name}: only {dropped} futures were dropped in flight"
+        );
         // Every buffer comes back once the engine has drained.
         let deadline = Instant::now() + Duration::from_secs(20);
         while engine.pool().available() != engine.pool().capacity() {
-            assert!(Instant::now() < deadline, "{name}: buffers never came back: {:?}", engine.pool());
+            assert!(
+                Instant::now() < deadline,
+                "{name}: buffers never came back: {:?}",
+                engine.pool()
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         #[cfg(all(feature = "io-uring", target_os = "linux"))]
         if let ferrite_io::Engine::Uring(uring) = &*engine {
-            assert_eq!(uring.in_flight(), 0, "every slot is freed at its completion");
+            assert_eq!(
+                uring.in_flight(),
+                0,
+                "every slot is freed at its completion"
+            );
         }
         eprintln!("{name}: {dropped} dropped, {finished} finished");
     }
@@ -114,7 +131,10 @@ async fn dropping_the_engine_drains_in_flight_ops() {
     std::fs::write(&path, vec![OLD; 4 << 20]).unwrap();
     for (name, engine) in common::engines(&common::config(EngineChoice::Auto)) {
         let pool = engine.pool().clone();
-        let file = engine.open(&path, &OpenOptions::new().direct(true)).await.unwrap();
+        let file = engine
+            .open(&path, &OpenOptions::new().direct(true))
+            .await
+            .unwrap();
         for i in 0..pool.capacity() as u64 {
             let buf = engine.acquire().await;
             poll_then_drop(engine.read_fixed_at(&file, buf, i * 8192), 1);

@@ -58,7 +58,7 @@ async fn plain_and_fixed_round_trips() {
         assert_eq!(n, SIZE);
         assert_eq!(&back[..], &pattern(2, SIZE)[..], "{name}");
         drop(back);
-        assert_eq!(file.len().unwrap(), 2 * SIZE as u64);
+        assert_eq!(file.size().unwrap(), 2 * SIZE as u64);
         common::assert_pool_full(&engine);
     }
 }
@@ -348,7 +348,7 @@ async fn vectored_over_iov_max_is_rejected() {
         assert_eq!(back.len(), 1025);
         drop(back);
         assert_eq!(pool.available(), 1025);
-        assert_eq!(file.len().unwrap(), 0, "{name}: nothing was written");
+        assert_eq!(file.size().unwrap(), 0, "{name}: nothing was written");
     }
 }
 

@@ -55,7 +55,11 @@ unsafe impl Sync for PoolInner {}
 static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
 
 impl BufPool {
-    /// Maps `slots * slot_size` bytes of anonymous, zeroed memory and cuts it into `slots` buffers.
+    /// Maps `slots * slot_size` bytes of anonymous memory and cuts it into `slots` buffers.
+    ///
+    /// The memory is zeroed when mapped. A buffer that comes back to the pool keeps its bytes,
+    /// so the next `acquire` may see what its last user left there (always initialized, never
+    /// uninitialized memory): zero it when that matters.
     ///
     /// # Errors
     ///

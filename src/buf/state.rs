@@ -3,7 +3,10 @@
 //!
 //! Deliberately *not* typestated: which engine a `Registered` buffer is registered with. Engines
 //! are chosen at run time, so that is a runtime check (the pool id) made by
-//! [`Buf::<Free>::try_into_registered`] and again by every fixed-buffer operation.
+//! [`Buf::<Free>::try_into_registered`]. Because `IoEngine` can be implemented outside this crate
+//! (wrappers, fault injectors), `Registered` is a claim, not a proof: every fixed-buffer
+//! operation of the engines here checks the pool id again before it names a fixed-buffer index
+//! to the kernel, and reports [`Error::ForeignBuffer`](crate::Error::ForeignBuffer) otherwise.
 
 use super::Buf;
 use crate::io::IoEngine;

@@ -114,12 +114,12 @@ impl File {
         &self.inner
     }
 
-    /// The file's length in bytes.
+    /// The file's size in bytes (fstat).
     ///
     /// # Errors
     ///
     /// [`Error::Io`] when `fstat` fails.
-    pub fn len(&self) -> Result<u64> {
+    pub fn size(&self) -> Result<u64> {
         self.inner
             .metadata()
             .map(|m| m.len())
@@ -131,7 +131,7 @@ impl File {
             })
     }
 
-    #[cfg(unix)]
+    #[cfg(uring)]
     pub(crate) fn fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
         self.inner.as_raw_fd()

@@ -2,7 +2,8 @@
 // until the buffer is recycled with `into_free`.
 use ferrite_io::{Buf, Completed};
 
-fn scribble(mut buf: Buf<Completed>) -> Buf<Completed> {
+#[allow(dead_code)]
+fn scribble(buf: Buf<Completed>) -> Buf<Completed> {
     buf[0] = 1;
     buf
 }
