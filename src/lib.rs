@@ -55,3 +55,8 @@ pub use io::{
     Batch, BufResult, Engine, File, IoEngine, OpenOptions, Reason, Selection, SharedIoEngine,
     TokioEngine, create_engine,
 };
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

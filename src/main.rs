@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use ferrite_io::{EngineChoice, IoEngine, IoEngineConfig, OpenOptions, UringSupport};
 
 #[derive(Parser)]
-#[command(name = "ferrite-io", version, about = "io_uring-first owned-buffer I/O for storage engines")]
+#[command(
+    name = "ferrite-io",
+    version,
+    about = "io_uring-first owned-buffer I/O for storage engines"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,7 +55,12 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Probe { engine, config, dir, direct } => runtime.block_on(probe(engine, config, dir, direct)),
+        Command::Probe {
+            engine,
+            config,
+            dir,
+            direct,
+        } => runtime.block_on(probe(engine, config, dir, direct)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,9 +86,15 @@ async fn probe(
     }
     config.direct_io |= direct;
     println!("ferrite-io {}", env!("CARGO_PKG_VERSION"));
-    println!("kernel:           {}", ferrite_io::io::detect::kernel_release());
+    println!(
+        "kernel:           {}",
+        ferrite_io::io::detect::kernel_release()
+    );
     let sysctl = ferrite_io::io::detect::io_uring_disabled_sysctl();
-    println!("io_uring_disabled: {}", sysctl.map_or("absent".to_owned(), |v| v.to_string()));
+    println!(
+        "io_uring_disabled: {}",
+        sysctl.map_or("absent".to_owned(), |v| v.to_string())
+    );
     if config.engine == EngineChoice::Tokio {
         println!("io_uring probe:   skipped (engine = \"tokio\")");
     } else {
@@ -97,7 +112,10 @@ async fn probe(
     );
 
     let path = dir.join(format!("ferrite-io-probe-{}.dat", std::process::id()));
-    let options = OpenOptions::new().create(true).truncate(true).direct(config.direct_io);
+    let options = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .direct(config.direct_io);
     let file = engine.open(&path, &options).await?;
     let outcome = round_trip(&*engine, &file).await;
     let _ = std::fs::remove_file(&path);
@@ -116,7 +134,11 @@ async fn probe(
 async fn round_trip<E: IoEngine>(
     engine: &E,
     file: &ferrite_io::File,
-) -> ferrite_io::Result<(std::time::Duration, std::time::Duration, std::time::Duration)> {
+) -> ferrite_io::Result<(
+    std::time::Duration,
+    std::time::Duration,
+    std::time::Duration,
+)> {
     let mut buf = engine.acquire().await;
     for (i, b) in buf.iter_mut().enumerate() {
         *b = (i % 251) as u8;
@@ -139,7 +161,10 @@ async fn round_trip<E: IoEngine>(
             op: ferrite_io::Op::Read,
             offset: 0,
             backend: engine.backend(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "read back different bytes"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "read back different bytes",
+            ),
         });
     }
     Ok((write, sync, read))

@@ -178,12 +178,12 @@ impl UringEngine {
             pool,
         });
         let reaper = runtime.spawn(reap_loop(Arc::downgrade(&core), eventfd));
-        let reason = match config.engine {
-            EngineChoice::Auto => Reason::Probed(info),
-            _ => Reason::Requested(EngineChoice::Uring),
+        let (requested, reason) = match config.engine {
+            EngineChoice::Auto => (EngineChoice::Auto, Reason::Probed(info)),
+            _ => (EngineChoice::Uring, Reason::Requested(EngineChoice::Uring)),
         };
         let selection = Selection {
-            requested: config.engine,
+            requested,
             backend: Backend::Uring,
             reason,
         };

@@ -1,0 +1,702 @@
+//! Engine selection against REAL io_uring failures, not mocks.
+//!
+//! A parent test re-executes this test binary (`std::env::current_exe()`) to run exactly one
+//! test of the [`child_noop_unless_spawned`] module in a fresh process, with
+//! `FERRITE_SECCOMP=eperm|enosys|kill` in its environment. That child installs a seccomp BPF
+//! filter which makes `io_uring_setup` fail with `EPERM` or `ENOSYS`, or kills the whole process
+//! with `SIGSYS`, then exercises [`check_uring_support`] / [`create_engine`] and prints
+//! `@child KEY=value` lines. The parent asserts on the child's exit status and on those lines.
+//!
+//! The filter is only ever installed in a child process: a child test does nothing unless
+//! `FERRITE_SECCOMP` is set *and* `FERRITE_SECCOMP_PARENT` names its parent process id, which
+//! only [`run_child`] arranges. In a normal `cargo test` / `cargo nextest run` the child tests
+//! return immediately and pass trivially.
+//!
+//! Linux with the `io-uring` feature only (the probes are meaningless without io_uring), and
+//! only on x86_64 and aarch64, the two architectures whose `AUDIT_ARCH_*` value is spelled out
+//! below.
+#![cfg(all(
+    target_os = "linux",
+    feature = "io-uring",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+
+use std::fmt;
+use std::io::Write as _;
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use ferrite_io::io::detect::io_uring_disabled_sysctl;
+use ferrite_io::{
+    Backend, EngineChoice, Error, IoEngine, IoEngineConfig, OpenOptions, Reason, SharedIoEngine,
+    Unsupported, UringSupport, check_uring_support, create_engine,
+};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
+
+/// Which filter the child installs: `eperm`, `enosys` or `kill`.
+const FILTER_ENV: &str = "FERRITE_SECCOMP";
+/// The pid of the parent test process that spawned the child; the child refuses to install a
+/// filter unless its parent's pid matches, so a stray `FERRITE_SECCOMP` in the environment of a
+/// normal test run can never filter the test process itself.
+const PARENT_ENV: &str = "FERRITE_SECCOMP_PARENT";
+/// Prefix of the lines a child reports to its parent (libtest may print `test x ... ` in front
+/// of the first one, so the parent searches for it anywhere in a line).
+const MARK: &str = "@child ";
+
+// ------------------------------------------------------------------------------------------
+// The seccomp filter (child side).
+// ------------------------------------------------------------------------------------------
+
+/// `AUDIT_ARCH_X86_64` = `EM_X86_64` (62) | `__AUDIT_ARCH_64BIT` | `__AUDIT_ARCH_LE`.
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xC000_003E;
+/// `AUDIT_ARCH_AARCH64` = `EM_AARCH64` (183) | `__AUDIT_ARCH_64BIT` | `__AUDIT_ARCH_LE`.
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xC000_00B7;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Filter {
+    /// `io_uring_setup` returns `EPERM`.
+    Eperm,
+    /// `io_uring_setup` returns `ENOSYS`.
+    Enosys,
+    /// `io_uring_setup` kills the process with `SIGSYS`.
+    Kill,
+}
+
+impl Filter {
+    fn parse(s: &str) -> Filter {
+        match s {
+            "eperm" => Filter::Eperm,
+            "enosys" => Filter::Enosys,
+            "kill" => Filter::Kill,
+            other => panic!("{FILTER_ENV}={other}: expected eperm, enosys or kill"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Filter::Eperm => "eperm",
+            Filter::Enosys => "enosys",
+            Filter::Kill => "kill",
+        }
+    }
+
+    /// The seccomp return value for `io_uring_setup`.
+    fn action(self) -> u32 {
+        let errno = |e: i32| libc::SECCOMP_RET_ERRNO | (e as u32 & libc::SECCOMP_RET_DATA);
+        match self {
+            Filter::Eperm => errno(libc::EPERM),
+            Filter::Enosys => errno(libc::ENOSYS),
+            Filter::Kill => libc::SECCOMP_RET_KILL_PROCESS,
+        }
+    }
+}
+
+fn bpf_stmt(code: u32, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+fn bpf_jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    }
+}
+
+/// Installs the filter on the calling thread; threads it spawns afterwards (the tokio runtime's
+/// workers and blocking pool, built after this) inherit it.
+fn install_seccomp(filter: Filter) {
+    use libc::{BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
+    let arch_offset = std::mem::offset_of!(libc::seccomp_data, arch) as u32;
+    let nr_offset = std::mem::offset_of!(libc::seccomp_data, nr) as u32;
+    let mut program = [
+        // A foreign-architecture syscall's number means something else: kill, as is customary.
+        bpf_stmt(BPF_LD | BPF_W | BPF_ABS, arch_offset),
+        bpf_jump(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH, 1, 0),
+        bpf_stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_KILL_PROCESS),
+        // io_uring_setup gets the action; everything else is allowed.
+        bpf_stmt(BPF_LD | BPF_W | BPF_ABS, nr_offset),
+        bpf_jump(
+            BPF_JMP | BPF_JEQ | BPF_K,
+            libc::SYS_io_uring_setup as u32,
+            0,
+            1,
+        ),
+        bpf_stmt(BPF_RET | BPF_K, filter.action()),
+        bpf_stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ALLOW),
+    ];
+    let fprog = libc::sock_fprog {
+        len: program.len() as libc::c_ushort,
+        filter: program.as_mut_ptr(),
+    };
+
+    // A SIGSYS death must not leave a core file behind.
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `setrlimit` only reads the `rlimit` it is given, a live local.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+    assert_eq!(
+        rc,
+        0,
+        "setrlimit(RLIMIT_CORE): {}",
+        std::io::Error::last_os_error()
+    );
+
+    let one: libc::c_ulong = 1;
+    let zero: libc::c_ulong = 0;
+    // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only and touches no memory of ours.
+    let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, one, zero, zero, zero) };
+    assert_eq!(
+        rc,
+        0,
+        "PR_SET_NO_NEW_PRIVS: {}",
+        std::io::Error::last_os_error()
+    );
+
+    let mode = libc::c_ulong::from(libc::SECCOMP_MODE_FILTER);
+    // SAFETY: `fprog` points at `program`, a live local array of `fprog.len` well-formed BPF
+    // instructions; the kernel copies the program during the call and keeps no pointer to it.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            mode,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    assert_eq!(rc, 0, "PR_SET_SECCOMP: {}", std::io::Error::last_os_error());
+}
+
+/// In a child spawned by [`run_child`]: installs the requested filter, reports it, and returns
+/// it. Everywhere else (a normal test run): `None`, and the child test returns at once.
+fn enter_child() -> Option<Filter> {
+    let filter = std::env::var(FILTER_ENV).ok()?;
+    let parent: u32 = std::env::var(PARENT_ENV)
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{FILTER_ENV} is set but {PARENT_ENV} is not a pid"));
+    assert_eq!(
+        std::os::unix::process::parent_id(),
+        parent,
+        "{FILTER_ENV} is set but this process was not spawned by the test that asked for it; \
+         refusing to install a seccomp filter here"
+    );
+    let filter = Filter::parse(&filter);
+    install_seccomp(filter);
+    report("FILTER", filter.name());
+    Some(filter)
+}
+
+/// One `@child KEY=value` line on stdout, flushed (the child may be killed right after).
+fn report(key: &str, value: impl fmt::Display) {
+    let mut out = std::io::stdout().lock();
+    // A leading newline keeps the line apart from libtest's `test name ... ` prefix.
+    writeln!(out, "\n{MARK}{key}={value}").expect("stdout");
+    out.flush().expect("stdout");
+}
+
+// ------------------------------------------------------------------------------------------
+// Shared helpers.
+// ------------------------------------------------------------------------------------------
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn tempdir() -> tempfile::TempDir {
+    let base = env!("CARGO_TARGET_TMPDIR");
+    std::fs::create_dir_all(base).expect("CARGO_TARGET_TMPDIR");
+    tempfile::tempdir_in(base).expect("tempdir")
+}
+
+/// Writes a full pool buffer with a pattern at a non-zero offset, makes it durable with both
+/// `fsync` and `fdatasync`, reads it back into a zeroed buffer and compares.
+async fn round_trip(engine: &SharedIoEngine, dir: &Path) {
+    let path = dir.join("round-trip");
+    let file = engine
+        .open(&path, &OpenOptions::new().create(true))
+        .await
+        .expect("open");
+    let pattern = |i: usize| (i % 251) as u8;
+    let offset = 4096;
+
+    let mut page = engine.acquire().await;
+    for (i, byte) in page.iter_mut().enumerate() {
+        *byte = pattern(i);
+    }
+    let len = page.len();
+    let written = engine.write_all_at(&file, page, offset).await;
+    written.0.expect("write_all_at");
+    engine.sync_all(&file).await.expect("sync_all");
+    engine.sync_data(&file).await.expect("sync_data");
+    assert_eq!(
+        std::fs::metadata(&path).expect("metadata").len(),
+        offset + len as u64
+    );
+
+    let mut page = written.1.into_free();
+    page.fill(0);
+    let read = engine.read_exact_at(&file, page, offset).await;
+    read.0.expect("read_exact_at");
+    assert_eq!(read.1.len(), len);
+    assert!(
+        read.1.iter().enumerate().all(|(i, &b)| b == pattern(i)),
+        "the bytes read back differ from the bytes written"
+    );
+    drop(read.1);
+    let pool = engine.pool();
+    assert_eq!(
+        pool.available(),
+        pool.capacity(),
+        "a buffer did not come back"
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// Capturing tracing events.
+// ------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct CapturedEvent {
+    level: Level,
+    /// `name=value` for every field, `message` included, values formatted with `Debug`
+    /// (a `%display` field formats as its `Display`).
+    fields: Vec<(String, String)>,
+}
+
+impl CapturedEvent {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl fmt::Display for CapturedEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.level)?;
+        for (name, value) in &self.fields {
+            write!(f, " {name}={value}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A layer that records every event it sees.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<CapturedEvent>>>);
+
+impl Capture {
+    fn events(&self) -> Vec<CapturedEvent> {
+        self.0.lock().expect("capture lock").clone()
+    }
+}
+
+struct FieldsVisitor(Vec<(String, String)>);
+
+impl Visit for FieldsVisitor {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.push((field.name().to_owned(), format!("{value:?}")));
+    }
+}
+
+impl<S: Subscriber> Layer<S> for Capture {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let mut visitor = FieldsVisitor(Vec::new());
+        event.record(&mut visitor);
+        self.0.lock().expect("capture lock").push(CapturedEvent {
+            level: *event.metadata().level(),
+            fields: visitor.0,
+        });
+    }
+}
+
+/// Runs `f` and returns the events emitted meanwhile, on any thread of the process.
+///
+/// Child processes only: the first call installs a process-wide (global) subscriber, so an
+/// event from a runtime worker or a blocking-pool thread would be counted too, not just those
+/// on the calling thread as with `tracing::subscriber::with_default`.
+fn capturing<T>(f: impl FnOnce() -> T) -> (T, Vec<CapturedEvent>) {
+    static CAPTURE: OnceLock<Capture> = OnceLock::new();
+    let capture = CAPTURE.get_or_init(|| {
+        let capture = Capture::default();
+        tracing::subscriber::set_global_default(
+            tracing_subscriber::registry().with(capture.clone()),
+        )
+        .expect("a child test process has no other global subscriber");
+        capture
+    });
+    let start = capture.events().len();
+    let value = f();
+    let events = capture.events().split_off(start);
+    (value, events)
+}
+
+// ------------------------------------------------------------------------------------------
+// The child tests. They do nothing (and pass) unless spawned by a parent test below.
+// ------------------------------------------------------------------------------------------
+
+/// Child halves of the seccomp tests. Each returns immediately, passing trivially, unless
+/// [`run_child`] spawned it with `FERRITE_SECCOMP` set; only then does it install the filter.
+mod child_noop_unless_spawned {
+    use super::*;
+
+    /// Probes io_uring under the filter, then asks for `engine = "uring"`.
+    #[test]
+    fn probe() {
+        let Some(_filter) = enter_child() else {
+            return;
+        };
+        report("PROBING", "check_uring_support");
+        match check_uring_support(&IoEngineConfig::default()) {
+            UringSupport::Supported(info) => report("CHECK", format_args!("Supported({info})")),
+            UringSupport::Unsupported(why) => {
+                report("CHECK", format_args!("{why:?}"));
+                report("CHECK_MESSAGE", why);
+            }
+        }
+        let rt = runtime();
+        let (result, events) = rt.block_on(async {
+            capturing(|| create_engine(IoEngineConfig::default().with_engine(EngineChoice::Uring)))
+        });
+        match result {
+            Ok(engine) => report("URING", format_args!("Ok({})", engine.selection())),
+            Err(e) => report("URING", format_args!("Err({e:?})")),
+        }
+        let warns = events.iter().filter(|e| e.level == Level::WARN).count();
+        report("URING_WARNS", warns);
+        report("DONE", "probe");
+    }
+
+    /// `engine = "auto"` under the filter: the fallback, its warning, and a round trip on it.
+    #[test]
+    fn auto() {
+        let Some(_filter) = enter_child() else {
+            return;
+        };
+        let rt = runtime();
+        let dir = tempdir();
+        rt.block_on(async {
+            let (result, events) = capturing(|| create_engine(IoEngineConfig::default()));
+            let engine = result.expect("auto must fall back to tokio, not fail");
+            let selection = engine.selection();
+            report("BACKEND", format_args!("{:?}", engine.backend()));
+            report("SELECTION_BACKEND", format_args!("{:?}", selection.backend));
+            report("REQUESTED", format_args!("{:?}", selection.requested));
+            report("REASON", format_args!("{:?}", selection.reason));
+            if let Reason::FellBack(why) = &selection.reason {
+                report("REASON_MESSAGE", why);
+            }
+            let warns: Vec<_> = events.iter().filter(|e| e.level == Level::WARN).collect();
+            report("WARNS", warns.len());
+            for warn in &warns {
+                report("WARN", warn);
+                report("WARN_REASON", warn.field("reason").unwrap_or("<none>"));
+                report("WARN_MESSAGE", warn.field("message").unwrap_or("<none>"));
+            }
+            round_trip(&engine, dir.path()).await;
+            report("ROUNDTRIP", "ok");
+        });
+        report("DONE", "auto");
+    }
+
+    /// `engine = "tokio"` under the filter, with a write/sync/read round trip.
+    #[test]
+    fn tokio_engine() {
+        let Some(_filter) = enter_child() else {
+            return;
+        };
+        let rt = runtime();
+        let dir = tempdir();
+        rt.block_on(async {
+            let engine = create_engine(IoEngineConfig::default().with_engine(EngineChoice::Tokio))
+                .expect("the tokio engine");
+            report("BACKEND", format_args!("{:?}", engine.backend()));
+            report("REASON", format_args!("{:?}", engine.selection().reason));
+            round_trip(&engine, dir.path()).await;
+            report("ROUNDTRIP", "ok");
+        });
+        drop(rt);
+        report("DONE", "tokio_engine");
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The parent side.
+// ------------------------------------------------------------------------------------------
+
+/// A finished child: how it ended and what it said.
+struct ChildRun {
+    test: String,
+    filter: Filter,
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl ChildRun {
+    /// Every value reported under `key`, in order.
+    fn values(&self, key: &str) -> Vec<&str> {
+        self.stdout
+            .lines()
+            .filter_map(|line| line.find(MARK).map(|at| &line[at + MARK.len()..]))
+            .filter_map(|kv| kv.split_once('='))
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    /// The single value reported under `key`.
+    fn value(&self, key: &str) -> &str {
+        match self.values(key).as_slice() {
+            [v] => v,
+            other => panic!("expected one {key}= line, got {other:?}\n{self}"),
+        }
+    }
+
+    /// The child ran its test to the end and exited 0, under the filter asked for.
+    fn assert_completed(&self) {
+        assert!(self.status.success(), "child failed\n{self}");
+        assert_eq!(self.value("FILTER"), self.filter.name(), "{self}");
+        assert_eq!(self.values("DONE").len(), 1, "child did not finish\n{self}");
+    }
+}
+
+impl fmt::Display for ChildRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "child `{}` with {FILTER_ENV}={}: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.test,
+            self.filter.name(),
+            self.status,
+            self.stdout,
+            self.stderr
+        )
+    }
+}
+
+/// Re-executes this test binary to run exactly the child test `test` (a name under
+/// `child_noop_unless_spawned::`) with `filter` installed.
+fn run_child(test: &str, filter: Filter) -> ChildRun {
+    let test = format!("child_noop_unless_spawned::{test}");
+    let exe = std::env::current_exe().expect("current_exe");
+    let output = Command::new(exe)
+        .args(["--exact", &test, "--nocapture", "--test-threads=1"])
+        .env(FILTER_ENV, filter.name())
+        .env(PARENT_ENV, std::process::id().to_string())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawning the child test process");
+    ChildRun {
+        test,
+        filter,
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// What `EPERM` from `io_uring_setup` must be classified as on this host: `Denied` unless the
+/// `kernel.io_uring_disabled` sysctl is 1 or 2 (then the sysctl is the documented culprit).
+fn expected_eperm_reason() -> Unsupported {
+    match io_uring_disabled_sysctl() {
+        Some(v @ (1 | 2)) => Unsupported::Disabled { sysctl: v },
+        sysctl => Unsupported::Denied { sysctl },
+    }
+}
+
+/// Test 1. `EPERM` from a real seccomp filter: the probe says `Denied` (the sysctl allows
+/// io_uring, so something else refused it) and `engine = "uring"` fails with that reason.
+#[test]
+fn eperm_from_seccomp_is_denied() {
+    let expected = expected_eperm_reason();
+    assert!(
+        matches!(expected, Unsupported::Denied { .. }),
+        "this host has kernel.io_uring_disabled = {:?}; EPERM is then `Disabled` by design",
+        io_uring_disabled_sysctl()
+    );
+    let child = run_child("probe", Filter::Eperm);
+    child.assert_completed();
+    assert_eq!(child.value("CHECK"), format!("{expected:?}"), "{child}");
+    assert!(
+        child.value("CHECK_MESSAGE").contains("seccomp"),
+        "the message should point at seccomp\n{child}"
+    );
+    assert_eq!(
+        child.value("URING"),
+        format!("Err({:?})", Error::Unavailable(expected)),
+        "{child}"
+    );
+    assert_eq!(child.value("URING_WARNS"), "0", "{child}");
+}
+
+/// Test 2. `ENOSYS` from a real seccomp filter: `NoSyscall`, from the probe and from
+/// `engine = "uring"`.
+#[test]
+fn enosys_from_seccomp_is_no_syscall() {
+    let child = run_child("probe", Filter::Enosys);
+    child.assert_completed();
+    assert_eq!(
+        child.value("CHECK"),
+        format!("{:?}", Unsupported::NoSyscall),
+        "{child}"
+    );
+    assert_eq!(
+        child.value("URING"),
+        format!("Err({:?})", Error::Unavailable(Unsupported::NoSyscall)),
+        "{child}"
+    );
+    assert_eq!(child.value("URING_WARNS"), "0", "{child}");
+}
+
+/// Checks an `auto` child: tokio engine, `FellBack(expected)`, exactly one WARN naming the
+/// reason, and a working round trip.
+fn assert_fell_back(child: &ChildRun, expected: &Unsupported) {
+    child.assert_completed();
+    assert_eq!(
+        child.value("BACKEND"),
+        format!("{:?}", Backend::Tokio),
+        "{child}"
+    );
+    assert_eq!(
+        child.value("SELECTION_BACKEND"),
+        format!("{:?}", Backend::Tokio),
+        "{child}"
+    );
+    assert_eq!(
+        child.value("REQUESTED"),
+        format!("{:?}", EngineChoice::Auto),
+        "{child}"
+    );
+    assert_eq!(
+        child.value("REASON"),
+        format!("{:?}", Reason::FellBack(expected.clone())),
+        "{child}"
+    );
+    assert_eq!(child.value("WARNS"), "1", "exactly one WARN event\n{child}");
+    assert_eq!(
+        child.value("WARN_REASON"),
+        expected.to_string(),
+        "the warning's `reason` field names the reason\n{child}"
+    );
+    assert!(
+        child.value("WARN_MESSAGE").contains("falling back"),
+        "{child}"
+    );
+    assert_eq!(child.value("ROUNDTRIP"), "ok", "{child}");
+}
+
+/// Test 3. `engine = "auto"` with `EPERM`: falls back to the tokio engine with
+/// `Reason::FellBack(Denied)`, emits exactly one WARN event whose `reason` field is the reason's
+/// message, and the fallback engine really reads and writes.
+#[test]
+fn auto_falls_back_to_tokio_on_eperm_with_one_warning() {
+    let child = run_child("auto", Filter::Eperm);
+    assert_fell_back(&child, &expected_eperm_reason());
+}
+
+/// Test 3, with `ENOSYS`: the same fallback, reason `NoSyscall`.
+#[test]
+fn auto_falls_back_to_tokio_on_enosys_with_one_warning() {
+    let child = run_child("auto", Filter::Enosys);
+    assert_fell_back(&child, &Unsupported::NoSyscall);
+}
+
+/// Test 4a. The KILL filter works: a child that probes io_uring under it dies by `SIGSYS`
+/// right at the probe. Without this, test 4b could pass vacuously.
+#[test]
+fn kill_filter_kills_a_child_that_probes_io_uring() {
+    let child = run_child("probe", Filter::Kill);
+    assert_eq!(
+        child.status.signal(),
+        Some(libc::SIGSYS),
+        "the child should have been killed by SIGSYS\n{child}"
+    );
+    assert_eq!(child.value("FILTER"), "kill", "{child}");
+    assert_eq!(child.value("PROBING"), "check_uring_support", "{child}");
+    assert!(
+        child.values("CHECK").is_empty(),
+        "the probe returned instead of dying\n{child}"
+    );
+}
+
+/// Test 4b. `engine = "tokio"` never calls `io_uring_setup`: under the KILL filter (which 4a
+/// shows is lethal) the child builds the engine, does a write/sync/read round trip and exits 0.
+#[test]
+fn tokio_engine_never_touches_io_uring() {
+    let child = run_child("tokio_engine", Filter::Kill);
+    child.assert_completed();
+    assert_eq!(child.status.signal(), None, "{child}");
+    assert_eq!(
+        child.value("BACKEND"),
+        format!("{:?}", Backend::Tokio),
+        "{child}"
+    );
+    assert_eq!(
+        child.value("REASON"),
+        format!("{:?}", Reason::Requested(EngineChoice::Tokio)),
+        "{child}"
+    );
+    assert_eq!(child.value("ROUNDTRIP"), "ok", "{child}");
+}
+
+/// Test 5a. No filter, in this process: `engine = "uring"` gives the io_uring engine, chosen
+/// because it was requested, and it works.
+#[test]
+fn uring_requested_here_is_uring() {
+    let rt = runtime();
+    let dir = tempdir();
+    rt.block_on(async {
+        let engine = create_engine(IoEngineConfig::default().with_engine(EngineChoice::Uring))
+            .expect("io_uring must work on the test machines");
+        assert_eq!(engine.backend(), Backend::Uring);
+        let selection = engine.selection();
+        assert_eq!(selection.backend, Backend::Uring);
+        assert_eq!(selection.requested, EngineChoice::Uring);
+        assert!(
+            matches!(selection.reason, Reason::Requested(EngineChoice::Uring)),
+            "{selection}"
+        );
+        round_trip(&engine, dir.path()).await;
+    });
+}
+
+/// Test 5b. No filter, in this process: `engine = "auto"` probes, succeeds, and records what
+/// the kernel offers, including a non-empty kernel release.
+#[test]
+fn auto_here_is_probed_uring() {
+    let rt = runtime();
+    rt.block_on(async {
+        let engine = create_engine(IoEngineConfig::default()).expect("auto engine");
+        assert_eq!(engine.backend(), Backend::Uring);
+        let selection = engine.selection();
+        assert_eq!(selection.requested, EngineChoice::Auto);
+        let Reason::Probed(info) = &selection.reason else {
+            panic!("expected Reason::Probed, got {selection}");
+        };
+        assert!(!info.kernel.is_empty(), "{info}");
+        assert_ne!(info.kernel, "unknown", "{info}");
+        assert_eq!(info.sq_entries, 256, "{info}");
+        assert!(info.opcodes.contains(&"WRITE_FIXED"), "{info}");
+    });
+}
