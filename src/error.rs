@@ -108,9 +108,7 @@ pub enum Error {
     },
     /// The kernel cancelled the operation (`ECANCELED`): an earlier operation of its linked
     /// chain failed, or the engine is shutting down. Never a success.
-    #[error(
-        "{op} at offset {offset} was cancelled (its linked chain broke or the engine shut down)"
-    )]
+    #[error("{op} at offset {offset} was cancelled (its linked chain broke or the engine shut down)")]
     Cancelled {
         /// The operation.
         op: Op,
@@ -118,9 +116,7 @@ pub enum Error {
         offset: u64,
     },
     /// A buffer was given to an engine it is not registered with.
-    #[error(
-        "buffer of pool {buf_pool} is not registered with this engine (its pool is {engine_pool})"
-    )]
+    #[error("buffer of pool {buf_pool} is not registered with this engine (its pool is {engine_pool})")]
     ForeignBuffer {
         /// The id of the pool the buffer came from.
         buf_pool: u64,
@@ -179,12 +175,7 @@ impl Error {
         if source.raw_os_error() == Some(libc::ECANCELED) {
             Error::Cancelled { op, offset }
         } else {
-            Error::Io {
-                op,
-                offset,
-                backend,
-                source,
-            }
+            Error::Io { op, offset, backend, source }
         }
     }
 }

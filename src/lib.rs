@@ -52,8 +52,8 @@ pub use error::{Backend, Error, Op, Result};
 pub use io::UringEngine;
 pub use io::detect::{Unsupported, UringInfo, UringSupport, check_uring_support};
 pub use io::{
-    Batch, BufResult, Engine, File, IoEngine, OpenOptions, Reason, Selection, SharedIoEngine,
-    TokioEngine, create_engine,
+    Batch, BufResult, Engine, File, IoEngine, OpenOptions, Reason, Selection, SharedIoEngine, TokioEngine,
+    create_engine,
 };
 
 /// The README's examples, compiled as doctests.

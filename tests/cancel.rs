@@ -46,17 +46,10 @@ async fn dropped_futures_never_free_memory_the_kernel_writes() {
     let dir = common::tempdir();
     let path = dir.path().join("old");
     std::fs::write(&path, vec![OLD; FILE_SIZE as usize]).unwrap();
-    let config = IoEngineConfig {
-        registered_buffers: 64,
-        buffer_size: 4096,
-        ..common::config(EngineChoice::Auto)
-    };
+    let config = IoEngineConfig { registered_buffers: 64, buffer_size: 4096, ..common::config(EngineChoice::Auto) };
     for (name, engine) in common::engines(&config) {
         // O_DIRECT reads go to the device, so they are still in flight when their future drops.
-        let file = engine
-            .open(&path, &OpenOptions::new().direct(true))
-            .await
-            .unwrap();
+        let file = engine.open(&path, &OpenOptions::new().direct(true)).await.unwrap();
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         let (mut dropped, mut finished) = (0, 0);
         for _round in 0..500 {
@@ -92,33 +85,19 @@ async fn dropped_futures_never_free_memory_the_kernel_writes() {
                 tokio::time::sleep(Duration::from_micros(200)).await;
             }
             for buf in &held {
-                assert!(
-                    buf.iter().all(|&b| b == NEW),
-                    "{name}: a reused buffer was written into"
-                );
+                assert!(buf.iter().all(|&b| b == NEW), "{name}: a reused buffer was written into");
             }
         }
-        assert!(
-            dropped > 2000,
-            "{name}: only {dropped} futures were dropped in flight"
-        );
+        assert!(dropped > 2000, "{name}: only {dropped} futures were dropped in flight");
         // Every buffer comes back once the engine has drained.
         let deadline = Instant::now() + Duration::from_secs(20);
         while engine.pool().available() != engine.pool().capacity() {
-            assert!(
-                Instant::now() < deadline,
-                "{name}: buffers never came back: {:?}",
-                engine.pool()
-            );
+            assert!(Instant::now() < deadline, "{name}: buffers never came back: {:?}", engine.pool());
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         #[cfg(all(feature = "io-uring", target_os = "linux"))]
         if let ferrite_io::Engine::Uring(uring) = &*engine {
-            assert_eq!(
-                uring.in_flight(),
-                0,
-                "every slot is freed at its completion"
-            );
+            assert_eq!(uring.in_flight(), 0, "every slot is freed at its completion");
         }
         eprintln!("{name}: {dropped} dropped, {finished} finished");
     }
@@ -131,10 +110,7 @@ async fn dropping_the_engine_drains_in_flight_ops() {
     std::fs::write(&path, vec![OLD; 4 << 20]).unwrap();
     for (name, engine) in common::engines(&common::config(EngineChoice::Auto)) {
         let pool = engine.pool().clone();
-        let file = engine
-            .open(&path, &OpenOptions::new().direct(true))
-            .await
-            .unwrap();
+        let file = engine.open(&path, &OpenOptions::new().direct(true)).await.unwrap();
         for i in 0..pool.capacity() as u64 {
             let buf = engine.acquire().await;
             poll_then_drop(engine.read_fixed_at(&file, buf, i * 8192), 1);

@@ -15,11 +15,7 @@
 //! Linux with the `io-uring` feature only (the probes are meaningless without io_uring), and
 //! only on x86_64 and aarch64, the two architectures whose `AUDIT_ARCH_*` value is spelled out
 //! below.
-#![cfg(all(
-    target_os = "linux",
-    feature = "io-uring",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
+#![cfg(all(target_os = "linux", feature = "io-uring", any(target_arch = "x86_64", target_arch = "aarch64")))]
 
 use std::fmt;
 use std::io::Write as _;
@@ -30,8 +26,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use ferrite_io::io::detect::io_uring_disabled_sysctl;
 use ferrite_io::{
-    Backend, EngineChoice, Error, IoEngine, IoEngineConfig, OpenOptions, Reason, SharedIoEngine,
-    Unsupported, UringSupport, check_uring_support, create_engine,
+    Backend, EngineChoice, Error, IoEngine, IoEngineConfig, OpenOptions, Reason, SharedIoEngine, Unsupported,
+    UringSupport, check_uring_support, create_engine,
 };
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -98,21 +94,11 @@ impl Filter {
 }
 
 fn bpf_stmt(code: u32, k: u32) -> libc::sock_filter {
-    libc::sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    }
+    libc::sock_filter { code: code as u16, jt: 0, jf: 0, k }
 }
 
 fn bpf_jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
-    libc::sock_filter {
-        code: code as u16,
-        jt,
-        jf,
-        k,
-    }
+    libc::sock_filter { code: code as u16, jt, jf, k }
 }
 
 /// Installs the filter on the calling thread; threads it spawns afterwards (the tokio runtime's
@@ -128,55 +114,28 @@ fn install_seccomp(filter: Filter) {
         bpf_stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_KILL_PROCESS),
         // io_uring_setup gets the action; everything else is allowed.
         bpf_stmt(BPF_LD | BPF_W | BPF_ABS, nr_offset),
-        bpf_jump(
-            BPF_JMP | BPF_JEQ | BPF_K,
-            libc::SYS_io_uring_setup as u32,
-            0,
-            1,
-        ),
+        bpf_jump(BPF_JMP | BPF_JEQ | BPF_K, libc::SYS_io_uring_setup as u32, 0, 1),
         bpf_stmt(BPF_RET | BPF_K, filter.action()),
         bpf_stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ALLOW),
     ];
-    let fprog = libc::sock_fprog {
-        len: program.len() as libc::c_ushort,
-        filter: program.as_mut_ptr(),
-    };
+    let fprog = libc::sock_fprog { len: program.len() as libc::c_ushort, filter: program.as_mut_ptr() };
 
     // A SIGSYS death must not leave a core file behind.
-    let no_core = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: `setrlimit` only reads the `rlimit` it is given, a live local.
     let rc = unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
-    assert_eq!(
-        rc,
-        0,
-        "setrlimit(RLIMIT_CORE): {}",
-        std::io::Error::last_os_error()
-    );
+    assert_eq!(rc, 0, "setrlimit(RLIMIT_CORE): {}", std::io::Error::last_os_error());
 
     let one: libc::c_ulong = 1;
     let zero: libc::c_ulong = 0;
     // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only and touches no memory of ours.
     let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, one, zero, zero, zero) };
-    assert_eq!(
-        rc,
-        0,
-        "PR_SET_NO_NEW_PRIVS: {}",
-        std::io::Error::last_os_error()
-    );
+    assert_eq!(rc, 0, "PR_SET_NO_NEW_PRIVS: {}", std::io::Error::last_os_error());
 
     let mode = libc::c_ulong::from(libc::SECCOMP_MODE_FILTER);
     // SAFETY: `fprog` points at `program`, a live local array of `fprog.len` well-formed BPF
     // instructions; the kernel copies the program during the call and keeps no pointer to it.
-    let rc = unsafe {
-        libc::prctl(
-            libc::PR_SET_SECCOMP,
-            mode,
-            &fprog as *const libc::sock_fprog,
-        )
-    };
+    let rc = unsafe { libc::prctl(libc::PR_SET_SECCOMP, mode, &fprog as *const libc::sock_fprog) };
     assert_eq!(rc, 0, "PR_SET_SECCOMP: {}", std::io::Error::last_os_error());
 }
 
@@ -213,11 +172,7 @@ fn report(key: &str, value: impl fmt::Display) {
 // ------------------------------------------------------------------------------------------
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
 }
 
 fn tempdir() -> tempfile::TempDir {
@@ -230,10 +185,7 @@ fn tempdir() -> tempfile::TempDir {
 /// `fsync` and `fdatasync`, reads it back into a zeroed buffer and compares.
 async fn round_trip(engine: &SharedIoEngine, dir: &Path) {
     let path = dir.join("round-trip");
-    let file = engine
-        .open(&path, &OpenOptions::new().create(true))
-        .await
-        .expect("open");
+    let file = engine.open(&path, &OpenOptions::new().create(true)).await.expect("open");
     let pattern = |i: usize| (i % 251) as u8;
     let offset = 4096;
 
@@ -246,10 +198,7 @@ async fn round_trip(engine: &SharedIoEngine, dir: &Path) {
     written.0.expect("write_all_at");
     engine.sync_all(&file).await.expect("sync_all");
     engine.sync_data(&file).await.expect("sync_data");
-    assert_eq!(
-        std::fs::metadata(&path).expect("metadata").len(),
-        offset + len as u64
-    );
+    assert_eq!(std::fs::metadata(&path).expect("metadata").len(), offset + len as u64);
 
     let mut page = written.1.into_free();
     page.fill(0);
@@ -262,11 +211,7 @@ async fn round_trip(engine: &SharedIoEngine, dir: &Path) {
     );
     drop(read.1);
     let pool = engine.pool();
-    assert_eq!(
-        pool.available(),
-        pool.capacity(),
-        "a buffer did not come back"
-    );
+    assert_eq!(pool.available(), pool.capacity(), "a buffer did not come back");
 }
 
 // ------------------------------------------------------------------------------------------
@@ -283,10 +228,7 @@ struct CapturedEvent {
 
 impl CapturedEvent {
     fn field(&self, name: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -322,10 +264,10 @@ impl<S: Subscriber> Layer<S> for Capture {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let mut visitor = FieldsVisitor(Vec::new());
         event.record(&mut visitor);
-        self.0.lock().expect("capture lock").push(CapturedEvent {
-            level: *event.metadata().level(),
-            fields: visitor.0,
-        });
+        self.0
+            .lock()
+            .expect("capture lock")
+            .push(CapturedEvent { level: *event.metadata().level(), fields: visitor.0 });
     }
 }
 
@@ -338,10 +280,8 @@ fn capturing<T>(f: impl FnOnce() -> T) -> (T, Vec<CapturedEvent>) {
     static CAPTURE: OnceLock<Capture> = OnceLock::new();
     let capture = CAPTURE.get_or_init(|| {
         let capture = Capture::default();
-        tracing::subscriber::set_global_default(
-            tracing_subscriber::registry().with(capture.clone()),
-        )
-        .expect("a child test process has no other global subscriber");
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(capture.clone()))
+            .expect("a child test process has no other global subscriber");
         capture
     });
     let start = capture.events().len();
@@ -427,8 +367,8 @@ mod child_noop_unless_spawned {
         let rt = runtime();
         let dir = tempdir();
         rt.block_on(async {
-            let engine = create_engine(IoEngineConfig::default().with_engine(EngineChoice::Tokio))
-                .expect("the tokio engine");
+            let engine =
+                create_engine(IoEngineConfig::default().with_engine(EngineChoice::Tokio)).expect("the tokio engine");
             report("BACKEND", format_args!("{:?}", engine.backend()));
             report("REASON", format_args!("{:?}", engine.selection().reason));
             round_trip(&engine, dir.path()).await;
@@ -538,15 +478,8 @@ fn eperm_from_seccomp_is_denied() {
     let child = run_child("probe", Filter::Eperm);
     child.assert_completed();
     assert_eq!(child.value("CHECK"), format!("{expected:?}"), "{child}");
-    assert!(
-        child.value("CHECK_MESSAGE").contains("seccomp"),
-        "the message should point at seccomp\n{child}"
-    );
-    assert_eq!(
-        child.value("URING"),
-        format!("Err({:?})", Error::Unavailable(expected)),
-        "{child}"
-    );
+    assert!(child.value("CHECK_MESSAGE").contains("seccomp"), "the message should point at seccomp\n{child}");
+    assert_eq!(child.value("URING"), format!("Err({:?})", Error::Unavailable(expected)), "{child}");
     assert_eq!(child.value("URING_WARNS"), "0", "{child}");
 }
 
@@ -556,16 +489,8 @@ fn eperm_from_seccomp_is_denied() {
 fn enosys_from_seccomp_is_no_syscall() {
     let child = run_child("probe", Filter::Enosys);
     child.assert_completed();
-    assert_eq!(
-        child.value("CHECK"),
-        format!("{:?}", Unsupported::NoSyscall),
-        "{child}"
-    );
-    assert_eq!(
-        child.value("URING"),
-        format!("Err({:?})", Error::Unavailable(Unsupported::NoSyscall)),
-        "{child}"
-    );
+    assert_eq!(child.value("CHECK"), format!("{:?}", Unsupported::NoSyscall), "{child}");
+    assert_eq!(child.value("URING"), format!("Err({:?})", Error::Unavailable(Unsupported::NoSyscall)), "{child}");
     assert_eq!(child.value("URING_WARNS"), "0", "{child}");
 }
 
@@ -573,36 +498,17 @@ fn enosys_from_seccomp_is_no_syscall() {
 /// reason, and a working round trip.
 fn assert_fell_back(child: &ChildRun, expected: &Unsupported) {
     child.assert_completed();
-    assert_eq!(
-        child.value("BACKEND"),
-        format!("{:?}", Backend::Tokio),
-        "{child}"
-    );
-    assert_eq!(
-        child.value("SELECTION_BACKEND"),
-        format!("{:?}", Backend::Tokio),
-        "{child}"
-    );
-    assert_eq!(
-        child.value("REQUESTED"),
-        format!("{:?}", EngineChoice::Auto),
-        "{child}"
-    );
-    assert_eq!(
-        child.value("REASON"),
-        format!("{:?}", Reason::FellBack(expected.clone())),
-        "{child}"
-    );
+    assert_eq!(child.value("BACKEND"), format!("{:?}", Backend::Tokio), "{child}");
+    assert_eq!(child.value("SELECTION_BACKEND"), format!("{:?}", Backend::Tokio), "{child}");
+    assert_eq!(child.value("REQUESTED"), format!("{:?}", EngineChoice::Auto), "{child}");
+    assert_eq!(child.value("REASON"), format!("{:?}", Reason::FellBack(expected.clone())), "{child}");
     assert_eq!(child.value("WARNS"), "1", "exactly one WARN event\n{child}");
     assert_eq!(
         child.value("WARN_REASON"),
         expected.to_string(),
         "the warning's `reason` field names the reason\n{child}"
     );
-    assert!(
-        child.value("WARN_MESSAGE").contains("falling back"),
-        "{child}"
-    );
+    assert!(child.value("WARN_MESSAGE").contains("falling back"), "{child}");
     assert_eq!(child.value("ROUNDTRIP"), "ok", "{child}");
 }
 
@@ -627,17 +533,10 @@ fn auto_falls_back_to_tokio_on_enosys_with_one_warning() {
 #[test]
 fn kill_filter_kills_a_child_that_probes_io_uring() {
     let child = run_child("probe", Filter::Kill);
-    assert_eq!(
-        child.status.signal(),
-        Some(libc::SIGSYS),
-        "the child should have been killed by SIGSYS\n{child}"
-    );
+    assert_eq!(child.status.signal(), Some(libc::SIGSYS), "the child should have been killed by SIGSYS\n{child}");
     assert_eq!(child.value("FILTER"), "kill", "{child}");
     assert_eq!(child.value("PROBING"), "check_uring_support", "{child}");
-    assert!(
-        child.values("CHECK").is_empty(),
-        "the probe returned instead of dying\n{child}"
-    );
+    assert!(child.values("CHECK").is_empty(), "the probe returned instead of dying\n{child}");
 }
 
 /// Test 4b. `engine = "tokio"` never calls `io_uring_setup`: under the KILL filter (which 4a
@@ -647,16 +546,8 @@ fn tokio_engine_never_touches_io_uring() {
     let child = run_child("tokio_engine", Filter::Kill);
     child.assert_completed();
     assert_eq!(child.status.signal(), None, "{child}");
-    assert_eq!(
-        child.value("BACKEND"),
-        format!("{:?}", Backend::Tokio),
-        "{child}"
-    );
-    assert_eq!(
-        child.value("REASON"),
-        format!("{:?}", Reason::Requested(EngineChoice::Tokio)),
-        "{child}"
-    );
+    assert_eq!(child.value("BACKEND"), format!("{:?}", Backend::Tokio), "{child}");
+    assert_eq!(child.value("REASON"), format!("{:?}", Reason::Requested(EngineChoice::Tokio)), "{child}");
     assert_eq!(child.value("ROUNDTRIP"), "ok", "{child}");
 }
 
@@ -673,10 +564,7 @@ fn uring_requested_here_is_uring() {
         let selection = engine.selection();
         assert_eq!(selection.backend, Backend::Uring);
         assert_eq!(selection.requested, EngineChoice::Uring);
-        assert!(
-            matches!(selection.reason, Reason::Requested(EngineChoice::Uring)),
-            "{selection}"
-        );
+        assert!(matches!(selection.reason, Reason::Requested(EngineChoice::Uring)), "{selection}");
         round_trip(&engine, dir.path()).await;
     });
 }

@@ -2,16 +2,12 @@
 
 mod common;
 
-use ferrite_io::{
-    Batch, Buf, BufPool, Completed, EngineChoice, Error, IoEngine, OpenOptions, SharedIoEngine,
-};
+use ferrite_io::{Batch, Buf, BufPool, Completed, EngineChoice, Error, IoEngine, OpenOptions, SharedIoEngine};
 
 const SIZE: usize = 8192;
 
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| seed.wrapping_add((i % 251) as u8))
-        .collect()
+    (0..len).map(|i| seed.wrapping_add((i % 251) as u8)).collect()
 }
 
 async fn filled(engine: &SharedIoEngine, seed: u8) -> Buf<ferrite_io::Registered> {
@@ -39,13 +35,9 @@ async fn plain_and_fixed_round_trips() {
     for (name, engine) in common::engines(&common::config(EngineChoice::Auto)) {
         let file = open(&engine, &dir, name).await;
         // Fixed write, plain read.
-        let (n, _) = ok(engine
-            .write_fixed_at(&file, filled(&engine, 1).await, 0)
-            .await);
+        let (n, _) = ok(engine.write_fixed_at(&file, filled(&engine, 1).await, 0).await);
         assert_eq!(n, SIZE, "{name}");
-        let (n, back) = ok(engine
-            .read_at(&file, engine.pool().acquire().await, 0)
-            .await);
+        let (n, back) = ok(engine.read_at(&file, engine.pool().acquire().await, 0).await);
         assert_eq!((n, back.len()), (SIZE, SIZE), "{name}");
         assert_eq!(&back[..], &pattern(1, SIZE)[..], "{name}");
         // Plain write from a Free buffer, fixed read into a recycled buffer.
@@ -68,19 +60,13 @@ async fn exact_all_and_durable_helpers() {
     let dir = common::tempdir();
     for (name, engine) in common::engines(&common::config(EngineChoice::Auto)) {
         let file = open(&engine, &dir, name).await;
-        let ((), _) = ok(engine
-            .write_all_at(&file, filled(&engine, 3).await, 0)
-            .await);
-        let ((), _) = ok(engine
-            .write_durable_at(&file, filled(&engine, 4).await, SIZE as u64)
-            .await);
+        let ((), _) = ok(engine.write_all_at(&file, filled(&engine, 3).await, 0).await);
+        let ((), _) = ok(engine.write_durable_at(&file, filled(&engine, 4).await, SIZE as u64).await);
         engine.sync_all(&file).await.unwrap();
         engine.sync_data(&file).await.unwrap();
         let ((), a) = ok(engine.read_exact_at(&file, engine.acquire().await, 0).await);
         assert_eq!(&a[..], &pattern(3, SIZE)[..], "{name}");
-        let ((), b) = ok(engine
-            .read_exact_at(&file, a.into_free(), SIZE as u64)
-            .await);
+        let ((), b) = ok(engine.read_exact_at(&file, a.into_free(), SIZE as u64).await);
         assert_eq!(&b[..], &pattern(4, SIZE)[..], "{name}");
     }
 }
@@ -106,12 +92,7 @@ async fn short_reads_at_end_of_file() {
         whole.set_len(SIZE).unwrap();
         let (result, back) = engine.read_exact_at(&file, whole, 0).await.into_parts();
         match result {
-            Err(Error::UnexpectedEof {
-                done: 1000,
-                wanted: SIZE,
-                offset: 0,
-                ..
-            }) => {}
+            Err(Error::UnexpectedEof { done: 1000, wanted: SIZE, offset: 0, .. }) => {}
             other => panic!("{name}: expected UnexpectedEof, got {other:?}"),
         }
         assert_eq!(back.len(), 1000);
@@ -132,31 +113,18 @@ async fn vectored_round_trip() {
             bufs.push(buf);
         }
         bufs[1].set_len(100).unwrap();
-        let (n, back) = engine
-            .write_vectored_at(&file, bufs, 4096)
-            .await
-            .into_parts();
+        let (n, back) = engine.write_vectored_at(&file, bufs, 4096).await.into_parts();
         assert_eq!(n.unwrap(), 2 * SIZE + 100, "{name}");
-        assert_eq!(
-            back.iter().map(|b| b.len()).collect::<Vec<_>>(),
-            [SIZE, 100, SIZE]
-        );
+        assert_eq!(back.iter().map(|b| b.len()).collect::<Vec<_>>(), [SIZE, 100, SIZE]);
         drop(back);
         // Read into four buffers: the last one gets nothing (end of file), the third is short.
         let mut bufs = Vec::new();
         for _ in 0..4 {
             bufs.push(engine.acquire().await);
         }
-        let (n, back) = engine
-            .read_vectored_at(&file, bufs, 4096)
-            .await
-            .into_parts();
+        let (n, back) = engine.read_vectored_at(&file, bufs, 4096).await.into_parts();
         assert_eq!(n.unwrap(), 2 * SIZE + 100, "{name}");
-        assert_eq!(
-            back.iter().map(|b| b.len()).collect::<Vec<_>>(),
-            [SIZE, SIZE, 100, 0],
-            "{name}"
-        );
+        assert_eq!(back.iter().map(|b| b.len()).collect::<Vec<_>>(), [SIZE, SIZE, 100, 0], "{name}");
         let mut expected = pattern(10, SIZE);
         expected.extend(pattern(11, 100));
         expected.extend(pattern(12, SIZE));
@@ -173,11 +141,7 @@ async fn batch_returns_every_buffer_with_its_result() {
         let mut batch = Batch::new();
         for page in 0..8u8 {
             if page % 2 == 0 {
-                batch.write_at(
-                    &file,
-                    filled(&engine, page).await,
-                    u64::from(page) * SIZE as u64,
-                );
+                batch.write_at(&file, filled(&engine, page).await, u64::from(page) * SIZE as u64);
             } else {
                 let mut buf = engine.pool().acquire().await;
                 buf.copy_from_slice(&pattern(page, SIZE));
@@ -200,18 +164,10 @@ async fn batch_returns_every_buffer_with_its_result() {
         let results = engine.submit_batch(batch).await;
         for (page, r) in results.iter().take(8).enumerate() {
             assert_eq!(r.0.as_ref().unwrap(), &SIZE);
-            assert_eq!(
-                &r.1[..],
-                &pattern(page as u8, SIZE)[..],
-                "{name} page {page}"
-            );
+            assert_eq!(&r.1[..], &pattern(page as u8, SIZE)[..], "{name} page {page}");
         }
         assert_eq!(results[8].0.as_ref().unwrap(), &0);
-        assert_eq!(
-            results[9].0.as_ref().unwrap_err().raw_os_error(),
-            Some(libc::EINVAL),
-            "{name}"
-        );
+        assert_eq!(results[9].0.as_ref().unwrap_err().raw_os_error(), Some(libc::EINVAL), "{name}");
         drop(results);
         common::assert_pool_full(&engine);
     }
@@ -223,36 +179,23 @@ async fn direct_io_with_pool_buffers() {
     for (name, engine) in common::engines(&common::config(EngineChoice::Auto)) {
         let path = dir.path().join(format!("{name}.direct"));
         let options = OpenOptions::new().create(true).direct(true);
-        let file = engine
-            .open(&path, &options)
-            .await
-            .expect("O_DIRECT open on ext4");
+        let file = engine.open(&path, &options).await.expect("O_DIRECT open on ext4");
         assert!(file.is_direct());
         for page in 0..4u8 {
-            let ((), _) = ok(engine
-                .write_all_at(
-                    &file,
-                    filled(&engine, page).await,
-                    u64::from(page) * SIZE as u64,
-                )
-                .await);
+            let ((), _) =
+                ok(engine.write_all_at(&file, filled(&engine, page).await, u64::from(page) * SIZE as u64).await);
         }
         engine.sync_data(&file).await.unwrap();
         for page in (0..4u8).rev() {
-            let ((), back) = ok(engine
-                .read_exact_at(&file, engine.acquire().await, u64::from(page) * SIZE as u64)
-                .await);
+            let ((), back) =
+                ok(engine.read_exact_at(&file, engine.acquire().await, u64::from(page) * SIZE as u64).await);
             assert_eq!(&back[..], &pattern(page, SIZE)[..], "{name} page {page}");
         }
         // O_DIRECT refuses a length that is not a multiple of the block size: EINVAL, buffer back.
         let mut odd = engine.acquire().await;
         odd.set_len(100).unwrap();
         let (result, back) = engine.write_at(&file, odd, 0).await.into_parts();
-        assert_eq!(
-            result.unwrap_err().raw_os_error(),
-            Some(libc::EINVAL),
-            "{name}"
-        );
+        assert_eq!(result.unwrap_err().raw_os_error(), Some(libc::EINVAL), "{name}");
         assert_eq!(back.len(), 100, "an error leaves the submitted length");
         drop(back);
         common::assert_pool_full(&engine);
@@ -268,26 +211,12 @@ async fn errors_come_back_with_the_buffer() {
     for (name, engine) in common::engines(&common::config(EngineChoice::Auto)) {
         let path = dir.path().join(name);
         std::fs::write(&path, pattern(0, SIZE)).unwrap();
-        let read_only = engine
-            .open(&path, &OpenOptions::new().write(false))
-            .await
-            .unwrap();
+        let read_only = engine.open(&path, &OpenOptions::new().write(false)).await.unwrap();
         // Writing a read-only descriptor: EBADF, typed, with op and offset.
-        let (result, back) = engine
-            .write_at(&read_only, filled(&engine, 1).await, 0)
-            .await
-            .into_parts();
+        let (result, back) = engine.write_at(&read_only, filled(&engine, 1).await, 0).await.into_parts();
         match result {
-            Err(Error::Io {
-                op,
-                offset: 0,
-                source,
-                ..
-            }) => {
-                assert!(
-                    matches!(op, ferrite_io::Op::WriteFixed | ferrite_io::Op::Write),
-                    "{name}: {op}"
-                );
+            Err(Error::Io { op, offset: 0, source, .. }) => {
+                assert!(matches!(op, ferrite_io::Op::WriteFixed | ferrite_io::Op::Write), "{name}: {op}");
                 assert_eq!(source.raw_os_error(), Some(libc::EBADF), "{name}");
             }
             other => panic!("{name}: expected EBADF, got {other:?}"),
@@ -296,38 +225,13 @@ async fn errors_come_back_with_the_buffer() {
         let (n, back) = ok(engine.read_at(&read_only, back.into_free(), 0).await);
         assert_eq!(n, SIZE);
         // An offset the kernel would read as negative: EINVAL, never "current position".
-        let (result, back) = engine
-            .read_at(&read_only, back.into_free(), u64::MAX)
-            .await
-            .into_parts();
-        assert_eq!(
-            result.unwrap_err().raw_os_error(),
-            Some(libc::EINVAL),
-            "{name}"
-        );
-        let (result, back) = engine
-            .write_all_at(&read_only, back.into_free(), 1 << 63)
-            .await
-            .into_parts();
-        assert_eq!(
-            result.unwrap_err().raw_os_error(),
-            Some(libc::EINVAL),
-            "{name}"
-        );
+        let (result, back) = engine.read_at(&read_only, back.into_free(), u64::MAX).await.into_parts();
+        assert_eq!(result.unwrap_err().raw_os_error(), Some(libc::EINVAL), "{name}");
+        let (result, back) = engine.write_all_at(&read_only, back.into_free(), 1 << 63).await.into_parts();
+        assert_eq!(result.unwrap_err().raw_os_error(), Some(libc::EINVAL), "{name}");
         drop(back);
-        let missing = engine
-            .open(dir.path().join("missing"), &OpenOptions::new())
-            .await;
-        assert!(
-            matches!(
-                missing,
-                Err(Error::Io {
-                    op: ferrite_io::Op::Open,
-                    ..
-                })
-            ),
-            "{name}"
-        );
+        let missing = engine.open(dir.path().join("missing"), &OpenOptions::new()).await;
+        assert!(matches!(missing, Err(Error::Io { op: ferrite_io::Op::Open, .. })), "{name}");
         common::assert_pool_full(&engine);
     }
 }
@@ -340,11 +244,7 @@ async fn vectored_over_iov_max_is_rejected() {
         let file = open(&engine, &dir, name).await;
         let bufs: Vec<_> = (0..1025).map(|_| pool.try_acquire().unwrap()).collect();
         let (result, back) = engine.write_vectored_at(&file, bufs, 0).await.into_parts();
-        assert_eq!(
-            result.unwrap_err().raw_os_error(),
-            Some(libc::EINVAL),
-            "{name}"
-        );
+        assert_eq!(result.unwrap_err().raw_os_error(), Some(libc::EINVAL), "{name}");
         assert_eq!(back.len(), 1025);
         drop(back);
         assert_eq!(pool.available(), 1025);
@@ -361,19 +261,11 @@ async fn foreign_buffer_is_rejected() {
         let file = open(engine, &dir, name).await;
         // A buffer of another engine's pool cannot be registered here...
         let foreign = other.pool().acquire().await;
-        let foreign = foreign
-            .try_into_registered(&**engine)
-            .expect_err("foreign pool");
+        let foreign = foreign.try_into_registered(&**engine).expect_err("foreign pool");
         // ...and a buffer registered with another engine is refused by fixed ops at run time.
         let registered = other.acquire().await;
-        let (result, back) = engine
-            .write_fixed_at(&file, registered, 0)
-            .await
-            .into_parts();
-        assert!(
-            matches!(result, Err(Error::ForeignBuffer { .. })),
-            "{name}: {result:?}"
-        );
+        let (result, back) = engine.write_fixed_at(&file, registered, 0).await.into_parts();
+        assert!(matches!(result, Err(Error::ForeignBuffer { .. })), "{name}: {result:?}");
         // A plain op with the same buffers is fine.
         let (n, _) = ok(engine.write_at(&file, back.into_free(), 0).await);
         assert_eq!(n, SIZE);
@@ -387,13 +279,7 @@ async fn foreign_buffer_is_rejected() {
 async fn set_len_beyond_capacity_is_an_error() {
     let pool = BufPool::new(1, 4096).unwrap();
     let mut buf = pool.acquire().await;
-    assert!(matches!(
-        buf.set_len(4097),
-        Err(Error::Length {
-            len: 4097,
-            capacity: 4096
-        })
-    ));
+    assert!(matches!(buf.set_len(4097), Err(Error::Length { len: 4097, capacity: 4096 })));
     assert_eq!(buf.len(), 4096);
     buf.set_len(0).unwrap();
     assert!(buf.is_empty());
@@ -411,11 +297,30 @@ async fn acquire_waits_for_a_returned_buffer() {
         async move { pool.acquire().await.index() }
     });
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    assert!(
-        !waiter.is_finished(),
-        "acquire must wait while the pool is empty"
-    );
+    assert!(!waiter.is_finished(), "acquire must wait while the pool is empty");
     let index = held.index();
     drop(held);
     assert_eq!(waiter.await.unwrap(), index);
+}
+
+/// The `RWF_NOWAIT` fast path serves page-cache hits without the ring; with it off, every
+/// operation goes through the ring.
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_reads_skip_the_ring_only_with_the_fast_path() {
+    let dir = common::tempdir();
+    let path = dir.path().join("cached");
+    std::fs::write(&path, pattern(9, 4 * SIZE)).unwrap();
+    for (name, engine) in common::engines(&common::config(EngineChoice::Auto)) {
+        let ferrite_io::Engine::Uring(uring) = &*engine else { continue };
+        let file = engine.open(&path, &OpenOptions::new()).await.unwrap();
+        let before = uring.submitted();
+        let (n, back) = ok(engine.read_fixed_at(&file, engine.acquire().await, SIZE as u64).await);
+        assert_eq!((n, &back[..]), (SIZE, &pattern(9, 4 * SIZE)[SIZE..2 * SIZE]), "{name}");
+        let through_ring = uring.submitted() - before;
+        match name {
+            "uring_nowait" => assert_eq!(through_ring, 0, "a page-cache hit went through the ring"),
+            _ => assert_eq!(through_ring, 1, "with the fast path off every read uses the ring"),
+        }
+    }
 }

@@ -88,12 +88,7 @@ impl<S: BufState> Buf<S> {
     /// Wraps slot `index`, which the caller has just taken from the free list (I1).
     pub(crate) fn new(pool: Arc<PoolInner>, index: u32) -> Buf<S> {
         let len = pool.slot_size() as u32;
-        Buf {
-            pool,
-            index,
-            len,
-            state: PhantomData,
-        }
+        Buf { pool, index, len, state: PhantomData }
     }
 
     /// Moves this handle into state `T`. Transitions in `state.rs` and the engines are the only
@@ -156,10 +151,7 @@ impl<S: Submittable> Buf<S> {
     /// [`Error::Length`] when `len` exceeds [`capacity`](Self::capacity); the length is unchanged.
     pub fn set_len(&mut self, len: usize) -> Result<()> {
         if len > self.capacity() {
-            return Err(Error::Length {
-                len,
-                capacity: self.capacity(),
-            });
+            return Err(Error::Length { len, capacity: self.capacity() });
         }
         self.set_len_unchecked(len);
         Ok(())

@@ -83,11 +83,7 @@ impl BufPool {
         let len = slot_size * slots as usize;
         let mut arena = MmapMut::map_anon(len).map_err(Error::Map)?;
         let base = NonNull::from(&mut arena[..]).cast::<u8>();
-        debug_assert_eq!(
-            base.as_ptr() as usize % BUFFER_ALIGN,
-            0,
-            "mmap is page aligned"
-        );
+        debug_assert_eq!(base.as_ptr() as usize % BUFFER_ALIGN, 0, "mmap is page aligned");
         Ok(BufPool {
             inner: Arc::new(PoolInner {
                 id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
@@ -147,10 +143,7 @@ impl BufPool {
     #[cfg(uring)]
     pub(crate) fn iovecs(&self) -> Vec<libc::iovec> {
         (0..self.inner.slots)
-            .map(|i| libc::iovec {
-                iov_base: self.inner.slot_ptr(i).cast(),
-                iov_len: self.inner.slot_size,
-            })
+            .map(|i| libc::iovec { iov_base: self.inner.slot_ptr(i).cast(), iov_len: self.inner.slot_size })
             .collect()
     }
 }
@@ -180,9 +173,7 @@ impl PoolInner {
         debug_assert!(index < self.slots);
         // In bounds for every `index < slots`: the arena is `slots * slot_size` bytes. Wrapping
         // arithmetic keeps this a safe computation; only dereferences need `unsafe`.
-        self.base
-            .as_ptr()
-            .wrapping_add(index as usize * self.slot_size)
+        self.base.as_ptr().wrapping_add(index as usize * self.slot_size)
     }
 
     /// Takes slot `index` back. Called only from `Buf`'s `Drop`, once per handle (I1).

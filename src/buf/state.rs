@@ -143,10 +143,7 @@ impl Buf<Completed> {
     /// # Errors
     ///
     /// Gives the buffer back as `Free` when it does not come from `engine`'s pool.
-    pub fn try_into_registered<E: IoEngine>(
-        self,
-        engine: &E,
-    ) -> Result<Buf<Registered>, Buf<Free>> {
+    pub fn try_into_registered<E: IoEngine>(self, engine: &E) -> Result<Buf<Registered>, Buf<Free>> {
         self.into_free().try_into_registered(engine)
     }
 }

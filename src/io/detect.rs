@@ -63,9 +63,7 @@ pub enum Unsupported {
         sysctl: Option<u8>,
     },
     /// `ENOMEM`: locked memory (`RLIMIT_MEMLOCK`) too small for the ring or the fixed buffers.
-    #[error(
-        "{stage}: ENOMEM: the locked-memory limit (ulimit -l) is too small for the ring or its fixed buffers"
-    )]
+    #[error("{stage}: ENOMEM: the locked-memory limit (ulimit -l) is too small for the ring or its fixed buffers")]
     Memlock {
         /// Where it happened.
         stage: &'static str,
@@ -103,21 +101,12 @@ pub enum UringSupport {
 /// Reads `/proc/sys/kernel/io_uring_disabled` (Linux 6.6+): 0 allows io_uring, 1 allows it only
 /// for `kernel.io_uring_group`, 2 forbids it. `None` when the kernel has no such sysctl.
 pub fn io_uring_disabled_sysctl() -> Option<u8> {
-    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok()?.trim().parse().ok()
 }
 
 /// Maps an error from `stage` of the setup to its reason. `sysctl` is the value of
 /// `kernel.io_uring_disabled`; `entries` the requested ring size.
-pub fn classify(
-    stage: &'static str,
-    error: &io::Error,
-    sysctl: Option<u8>,
-    entries: u32,
-) -> Unsupported {
+pub fn classify(stage: &'static str, error: &io::Error, sysctl: Option<u8>, entries: u32) -> Unsupported {
     match error.raw_os_error() {
         Some(libc::ENOSYS) => Unsupported::NoSyscall,
         Some(libc::EPERM) => match sysctl {
@@ -125,16 +114,10 @@ pub fn classify(
             _ => Unsupported::Denied { sysctl },
         },
         Some(libc::ENOMEM) => Unsupported::Memlock { stage },
-        Some(libc::EINVAL)
-            if stage == "io_uring_setup" && entries > crate::config::MAX_URING_ENTRIES =>
-        {
+        Some(libc::EINVAL) if stage == "io_uring_setup" && entries > crate::config::MAX_URING_ENTRIES => {
             Unsupported::RingTooLarge { entries }
         }
-        errno => Unsupported::Other {
-            stage,
-            errno: errno.unwrap_or(0),
-            message: error.to_string(),
-        },
+        errno => Unsupported::Other { stage, errno: errno.unwrap_or(0), message: error.to_string() },
     }
 }
 
@@ -157,24 +140,16 @@ pub fn check_uring_support(config: &IoEngineConfig) -> UringSupport {
 #[cfg(uring)]
 fn probe(config: &IoEngineConfig) -> Result<UringInfo, Unsupported> {
     let (ring, info) = setup(config.uring_entries)?;
-    let pool = crate::buf::BufPool::new(1, crate::config::BUFFER_ALIGN).map_err(|e| {
-        Unsupported::Other {
-            stage: "mmap",
-            errno: 0,
-            message: e.to_string(),
-        }
+    let pool = crate::buf::BufPool::new(1, crate::config::BUFFER_ALIGN).map_err(|e| Unsupported::Other {
+        stage: "mmap",
+        errno: 0,
+        message: e.to_string(),
     })?;
     let iovecs = pool.iovecs();
     // SAFETY: the iovec points into `pool`'s arena, which outlives `ring` (dropped at the end of
     // this function, before `pool`, as locals drop in reverse order) (I3); no operation uses it.
-    unsafe { ring.submitter().register_buffers(&iovecs) }.map_err(|e| {
-        classify(
-            "io_uring_register(BUFFERS)",
-            &e,
-            io_uring_disabled_sysctl(),
-            config.uring_entries,
-        )
-    })?;
+    unsafe { ring.submitter().register_buffers(&iovecs) }
+        .map_err(|e| classify("io_uring_register(BUFFERS)", &e, io_uring_disabled_sysctl(), config.uring_entries))?;
     drop(ring);
     Ok(info)
 }
@@ -206,14 +181,9 @@ pub(crate) fn setup(entries: u32) -> Result<(io_uring::IoUring, UringInfo), Unsu
     let ring = io_uring::IoUring::new(entries)
         .map_err(|e| classify("io_uring_setup", &e, io_uring_disabled_sysctl(), entries))?;
     let mut probe = io_uring::Probe::new();
-    ring.submitter().register_probe(&mut probe).map_err(|e| {
-        classify(
-            "io_uring_register(PROBE)",
-            &e,
-            io_uring_disabled_sysctl(),
-            entries,
-        )
-    })?;
+    ring.submitter()
+        .register_probe(&mut probe)
+        .map_err(|e| classify("io_uring_register(PROBE)", &e, io_uring_disabled_sysctl(), entries))?;
     if let Some((_, name)) = REQUIRED.iter().find(|(code, _)| !probe.is_supported(*code)) {
         return Err(Unsupported::MissingOpcode(name));
     }
@@ -230,11 +200,7 @@ pub(crate) fn setup(entries: u32) -> Result<(io_uring::IoUring, UringInfo), Unsu
         kernel: kernel_release(),
         sq_entries: params.sq_entries(),
         cq_entries: params.cq_entries(),
-        features: features
-            .iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, name)| *name)
-            .collect(),
+        features: features.iter().filter(|(on, _)| *on).map(|(_, name)| *name).collect(),
         opcodes: REQUIRED.iter().map(|(_, name)| *name).collect(),
     };
     Ok((ring, info))
@@ -258,60 +224,21 @@ mod tests {
     #[test]
     fn errnos_map_to_reasons() {
         let s = "io_uring_setup";
-        assert_eq!(
-            classify(s, &errno(libc::ENOSYS), Some(0), 256),
-            Unsupported::NoSyscall
-        );
-        assert_eq!(
-            classify(s, &errno(libc::EPERM), Some(2), 256),
-            Unsupported::Disabled { sysctl: 2 }
-        );
-        assert_eq!(
-            classify(s, &errno(libc::EPERM), Some(1), 256),
-            Unsupported::Disabled { sysctl: 1 }
-        );
-        assert_eq!(
-            classify(s, &errno(libc::EPERM), Some(0), 256),
-            Unsupported::Denied { sysctl: Some(0) }
-        );
-        assert_eq!(
-            classify(s, &errno(libc::EPERM), None, 256),
-            Unsupported::Denied { sysctl: None }
-        );
-        assert_eq!(
-            classify(s, &errno(libc::ENOMEM), None, 256),
-            Unsupported::Memlock { stage: s }
-        );
-        assert_eq!(
-            classify(s, &errno(libc::EINVAL), None, 65536),
-            Unsupported::RingTooLarge { entries: 65536 }
-        );
-        assert!(matches!(
-            classify(s, &errno(libc::EINVAL), None, 256),
-            Unsupported::Other {
-                errno: libc::EINVAL,
-                ..
-            }
-        ));
+        assert_eq!(classify(s, &errno(libc::ENOSYS), Some(0), 256), Unsupported::NoSyscall);
+        assert_eq!(classify(s, &errno(libc::EPERM), Some(2), 256), Unsupported::Disabled { sysctl: 2 });
+        assert_eq!(classify(s, &errno(libc::EPERM), Some(1), 256), Unsupported::Disabled { sysctl: 1 });
+        assert_eq!(classify(s, &errno(libc::EPERM), Some(0), 256), Unsupported::Denied { sysctl: Some(0) });
+        assert_eq!(classify(s, &errno(libc::EPERM), None, 256), Unsupported::Denied { sysctl: None });
+        assert_eq!(classify(s, &errno(libc::ENOMEM), None, 256), Unsupported::Memlock { stage: s });
+        assert_eq!(classify(s, &errno(libc::EINVAL), None, 65536), Unsupported::RingTooLarge { entries: 65536 });
+        assert!(matches!(classify(s, &errno(libc::EINVAL), None, 256), Unsupported::Other { errno: libc::EINVAL, .. }));
     }
 
     #[test]
     fn reasons_say_what_to_do() {
-        assert!(
-            Unsupported::Disabled { sysctl: 2 }
-                .to_string()
-                .contains("kernel.io_uring_disabled = 2")
-        );
-        assert!(
-            Unsupported::Denied { sysctl: Some(0) }
-                .to_string()
-                .contains("seccomp")
-        );
-        assert!(
-            Unsupported::Memlock { stage: "x" }
-                .to_string()
-                .contains("ulimit -l")
-        );
+        assert!(Unsupported::Disabled { sysctl: 2 }.to_string().contains("kernel.io_uring_disabled = 2"));
+        assert!(Unsupported::Denied { sysctl: Some(0) }.to_string().contains("seccomp"));
+        assert!(Unsupported::Memlock { stage: "x" }.to_string().contains("ulimit -l"));
     }
 
     #[cfg(uring)]
@@ -331,10 +258,7 @@ mod tests {
     #[cfg(uring)]
     #[test]
     fn an_oversized_ring_is_named() {
-        let config = IoEngineConfig {
-            uring_entries: 65536,
-            ..IoEngineConfig::default()
-        };
+        let config = IoEngineConfig { uring_entries: 65536, ..IoEngineConfig::default() };
         assert_eq!(
             check_uring_support(&config),
             UringSupport::Unsupported(Unsupported::RingTooLarge { entries: 65536 })

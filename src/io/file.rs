@@ -24,12 +24,7 @@ pub struct OpenOptions {
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions {
-            write: true,
-            create: false,
-            truncate: false,
-            direct: false,
-        }
+        OpenOptions { write: true, create: false, truncate: false, direct: false }
     }
 }
 
@@ -80,28 +75,19 @@ impl File {
     pub async fn open(path: impl AsRef<Path>, options: &OpenOptions) -> Result<File> {
         let path: PathBuf = path.as_ref().to_path_buf();
         let options = options.clone();
-        let handle =
-            tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime("File::open"))?;
-        let opened = handle
-            .spawn_blocking(move || open_blocking(&path, &options))
-            .await;
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime("File::open"))?;
+        let opened = handle.spawn_blocking(move || open_blocking(&path, &options)).await;
         match opened {
             Ok(result) => result,
-            Err(join) => Err(Error::Io {
-                op: Op::Open,
-                offset: 0,
-                backend: Backend::Tokio,
-                source: std::io::Error::other(join),
-            }),
+            Err(join) => {
+                Err(Error::Io { op: Op::Open, offset: 0, backend: Backend::Tokio, source: std::io::Error::other(join) })
+            }
         }
     }
 
     /// Wraps an already open file. `direct` says whether it was opened with `O_DIRECT`.
     pub fn from_std(file: std::fs::File, direct: bool) -> File {
-        File {
-            inner: Arc::new(file),
-            direct,
-        }
+        File { inner: Arc::new(file), direct }
     }
 
     /// Whether the file was opened with `O_DIRECT`.
@@ -120,15 +106,12 @@ impl File {
     ///
     /// [`Error::Io`] when `fstat` fails.
     pub fn size(&self) -> Result<u64> {
-        self.inner
-            .metadata()
-            .map(|m| m.len())
-            .map_err(|source| Error::Io {
-                op: Op::Open,
-                offset: 0,
-                backend: Backend::Tokio,
-                source,
-            })
+        self.inner.metadata().map(|m| m.len()).map_err(|source| Error::Io {
+            op: Op::Open,
+            offset: 0,
+            backend: Backend::Tokio,
+            source,
+        })
     }
 
     #[cfg(uring)]
@@ -140,11 +123,7 @@ impl File {
 
 fn open_blocking(path: &Path, options: &OpenOptions) -> Result<File> {
     let mut std_options = std::fs::OpenOptions::new();
-    std_options
-        .read(true)
-        .write(options.write)
-        .create(options.create)
-        .truncate(options.truncate);
+    std_options.read(true).write(options.write).create(options.create).truncate(options.truncate);
     if options.direct {
         set_direct(&mut std_options)?;
     }

@@ -11,6 +11,7 @@
 
 pub mod detect;
 mod file;
+mod nowait;
 mod tokio_io;
 #[cfg(uring)]
 mod uring;
@@ -153,13 +154,7 @@ impl Batch {
     }
 
     fn push<S: Submittable>(&mut self, rw: Rw, file: &File, buf: Buf<S>, offset: u64) {
-        self.ops.push(BatchOp {
-            rw,
-            fixed: S::FIXED,
-            file: file.clone(),
-            buf: buf.into_in_flight(),
-            offset,
-        });
+        self.ops.push(BatchOp { rw, fixed: S::FIXED, file: file.clone(), buf: buf.into_in_flight(), offset });
     }
 }
 
@@ -197,11 +192,7 @@ pub struct Selection {
 
 impl fmt::Display for Selection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} engine (requested {}): {}",
-            self.backend, self.requested, self.reason
-        )
+        write!(f, "{} engine (requested {}): {}", self.backend, self.requested, self.reason)
     }
 }
 
@@ -234,11 +225,7 @@ pub trait IoEngine: Send + Sync + 'static {
     /// # Errors
     ///
     /// [`Error::Io`](crate::Error::Io) with [`Op::Open`](crate::Op::Open).
-    fn open(
-        &self,
-        path: impl AsRef<Path> + Send,
-        options: &OpenOptions,
-    ) -> impl Future<Output = Result<File>> + Send {
+    fn open(&self, path: impl AsRef<Path> + Send, options: &OpenOptions) -> impl Future<Output = Result<File>> + Send {
         let path = path.as_ref().to_path_buf();
         let options = options.clone();
         async move { File::open(path, &options).await }
@@ -347,10 +334,7 @@ pub trait IoEngine: Send + Sync + 'static {
 
     /// Runs every operation of `batch` (one submission on io_uring) and returns one result per
     /// operation, in order, each with its buffer.
-    fn submit_batch(
-        &self,
-        batch: Batch,
-    ) -> impl Future<Output = Vec<BufResult<usize, Buf<Completed>>>> + Send;
+    fn submit_batch(&self, batch: Batch) -> impl Future<Output = Vec<BufResult<usize, Buf<Completed>>>> + Send;
 }
 
 /// The most buffers one vectored operation takes (Linux's `IOV_MAX`).
@@ -388,12 +372,7 @@ impl IoEngine for Engine {
     fn pool(&self) -> &BufPool {
         dispatch!(self, e => e.pool())
     }
-    async fn read_at<S: Submittable>(
-        &self,
-        file: &File,
-        buf: Buf<S>,
-        offset: u64,
-    ) -> BufResult<usize, Buf<Completed>> {
+    async fn read_at<S: Submittable>(&self, file: &File, buf: Buf<S>, offset: u64) -> BufResult<usize, Buf<Completed>> {
         dispatch!(self, e => e.read_at(file, buf, offset).await)
     }
     async fn write_at<S: Submittable>(
@@ -404,20 +383,10 @@ impl IoEngine for Engine {
     ) -> BufResult<usize, Buf<Completed>> {
         dispatch!(self, e => e.write_at(file, buf, offset).await)
     }
-    async fn read_fixed_at(
-        &self,
-        file: &File,
-        buf: Buf<Registered>,
-        offset: u64,
-    ) -> BufResult<usize, Buf<Completed>> {
+    async fn read_fixed_at(&self, file: &File, buf: Buf<Registered>, offset: u64) -> BufResult<usize, Buf<Completed>> {
         dispatch!(self, e => e.read_fixed_at(file, buf, offset).await)
     }
-    async fn write_fixed_at(
-        &self,
-        file: &File,
-        buf: Buf<Registered>,
-        offset: u64,
-    ) -> BufResult<usize, Buf<Completed>> {
+    async fn write_fixed_at(&self, file: &File, buf: Buf<Registered>, offset: u64) -> BufResult<usize, Buf<Completed>> {
         dispatch!(self, e => e.write_fixed_at(file, buf, offset).await)
     }
     async fn read_exact_at<S: Submittable>(
@@ -473,10 +442,7 @@ impl IoEngine for Engine {
 
 impl fmt::Debug for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Engine")
-            .field("selection", self.selection())
-            .field("pool", self.pool())
-            .finish()
+        f.debug_struct("Engine").field("selection", self.selection()).field("pool", self.pool()).finish()
     }
 }
 
@@ -508,15 +474,9 @@ pub fn create_engine(config: IoEngineConfig) -> Result<SharedIoEngine> {
     config.validate()?;
     let requested = config.engine;
     let tokio = |reason| -> Result<SharedIoEngine> {
-        let selection = Selection {
-            requested,
-            backend: Backend::Tokio,
-            reason,
-        };
+        let selection = Selection { requested, backend: Backend::Tokio, reason };
         tracing::info!(%selection, "ferrite-io engine selected");
-        Ok(Arc::new(Engine::Tokio(TokioEngine::with_selection(
-            &config, selection,
-        )?)))
+        Ok(Arc::new(Engine::Tokio(TokioEngine::with_selection(&config, selection)?)))
     };
     match requested {
         EngineChoice::Tokio => tokio(Reason::Requested(EngineChoice::Tokio)),

@@ -10,6 +10,7 @@
 use std::io;
 use std::os::unix::fs::FileExt;
 
+use super::nowait::{FastPath, Nowait};
 use super::{Batch, BatchOp, BufResult, File, IoEngine, MAX_VECTORED, Reason, Rw, Selection};
 use crate::buf::{Buf, BufPool, Completed, InFlight, Registered, Submittable};
 use crate::config::{EngineChoice, IoEngineConfig};
@@ -33,6 +34,7 @@ use crate::error::{Backend, Error, Op, Result};
 pub struct TokioEngine {
     pool: BufPool,
     selection: Selection,
+    fast: FastPath,
 }
 
 impl TokioEngine {
@@ -56,6 +58,7 @@ impl TokioEngine {
         Ok(TokioEngine {
             pool: BufPool::new(config.registered_buffers, config.buffer_size)?,
             selection,
+            fast: FastPath::new(config.nowait_fast_path),
         })
     }
 
@@ -73,9 +76,21 @@ impl TokioEngine {
         offset: u64,
     ) -> BufResult<usize, Buf<Completed>> {
         let op = rw.op(self.fixed(&buf), false);
-        let (file, mut buf) = (file.clone(), buf.into_in_flight());
+        let mut buf = buf.into_in_flight();
+        // Page-cache hits finish inline, without a trip through the blocking pool.
+        let inline = match self.fast.attempt(rw, file, &mut buf, 0, offset) {
+            Nowait::Done(n) if n == 0 || n == buf.len() => return complete(op, offset, Ok(n), buf),
+            Nowait::Failed(e) => return complete(op, offset, Err(e), buf),
+            Nowait::Done(n) => n,
+            Nowait::WouldBlock | Nowait::Unsupported => 0,
+        };
+        let file = file.clone();
         blocking(move || {
-            let result = rw_once(rw, file.std(), &mut buf, 0, offset);
+            let result = match rw_once(rw, file.std(), &mut buf, inline, offset + inline as u64) {
+                Ok(n) => Ok(inline + n),
+                Err(_) if inline > 0 => Ok(inline),
+                Err(e) => Err(e),
+            };
             complete(op, offset, result, buf)
         })
         .await
@@ -89,10 +104,7 @@ impl TokioEngine {
         offset: u64,
     ) -> BufResult<usize, Buf<Completed>> {
         if !self.fixed(&buf) {
-            let e = Error::ForeignBuffer {
-                buf_pool: buf.pool_id(),
-                engine_pool: self.pool.id(),
-            };
+            let e = Error::ForeignBuffer { buf_pool: buf.pool_id(), engine_pool: self.pool.id() };
             return BufResult(Err(e), buf.into_in_flight().into_failed());
         }
         self.rw(rw, file, buf, offset).await
@@ -106,8 +118,15 @@ impl TokioEngine {
         offset: u64,
     ) -> BufResult<(), Buf<Completed>> {
         let fixed = self.fixed(&buf);
-        let (file, buf) = (file.clone(), buf.into_in_flight());
-        blocking(move || exact(rw, fixed, file.std(), buf, offset)).await
+        let mut buf = buf.into_in_flight();
+        let done = match self.fast.attempt(rw, file, &mut buf, 0, offset) {
+            Nowait::Done(n) if n == buf.len() => return BufResult(Ok(()), buf.into_completed(n)),
+            Nowait::Failed(e) => return BufResult(Err(err(rw.op(fixed, false), offset, e)), buf.into_failed()),
+            Nowait::Done(n) => n,
+            Nowait::WouldBlock | Nowait::Unsupported => 0,
+        };
+        let file = file.clone();
+        blocking(move || exact(rw, fixed, file.std(), buf, offset, done)).await
     }
 }
 
@@ -127,21 +146,11 @@ fn err(op: Op, offset: u64, source: io::Error) -> Error {
 
 /// `EINVAL` for offsets the kernel reads as negative; checked before any syscall on both engines.
 pub(crate) fn check_offset(offset: u64) -> io::Result<()> {
-    if offset > i64::MAX as u64 {
-        Err(io::Error::from_raw_os_error(libc::EINVAL))
-    } else {
-        Ok(())
-    }
+    if offset > i64::MAX as u64 { Err(io::Error::from_raw_os_error(libc::EINVAL)) } else { Ok(()) }
 }
 
 /// One `pread`/`pwrite` of `buf[start..]` at `offset`, retrying `EINTR`.
-fn rw_once(
-    rw: Rw,
-    file: &std::fs::File,
-    buf: &mut Buf<InFlight>,
-    start: usize,
-    offset: u64,
-) -> io::Result<usize> {
+fn rw_once(rw: Rw, file: &std::fs::File, buf: &mut Buf<InFlight>, start: usize, offset: u64) -> io::Result<usize> {
     check_offset(offset)?;
     // SAFETY: the tokio engine performs its I/O on this blocking thread itself; no kernel
     // operation holds the slot (I2), and `buf` is owned by this task.
@@ -159,15 +168,15 @@ fn rw_once(
     }
 }
 
-/// Repeats `rw_once` until `buf` is full or a call transfers nothing. Returns the bytes done and
-/// the error that stopped it, if any.
+/// Repeats `rw_once` from `done` until `buf` is full or a call transfers nothing. Returns the
+/// bytes done and the error that stopped it, if any.
 fn rw_full(
     rw: Rw,
     file: &std::fs::File,
     buf: &mut Buf<InFlight>,
     offset: u64,
+    mut done: usize,
 ) -> (usize, io::Result<()>) {
-    let mut done = 0;
     while done < buf.len() {
         match rw_once(rw, file, buf, done, offset + done as u64) {
             Ok(0) => break,
@@ -178,12 +187,7 @@ fn rw_full(
     (done, Ok(()))
 }
 
-fn complete(
-    op: Op,
-    offset: u64,
-    result: io::Result<usize>,
-    buf: Buf<InFlight>,
-) -> BufResult<usize, Buf<Completed>> {
+fn complete(op: Op, offset: u64, result: io::Result<usize>, buf: Buf<InFlight>) -> BufResult<usize, Buf<Completed>> {
     match result {
         Ok(n) => BufResult(Ok(n), buf.into_completed(n)),
         Err(e) => BufResult(Err(err(op, offset, e)), buf.into_failed()),
@@ -197,31 +201,19 @@ fn exact(
     file: &std::fs::File,
     mut buf: Buf<InFlight>,
     offset: u64,
+    done: usize,
 ) -> BufResult<(), Buf<Completed>> {
     let wanted = buf.len();
     let op = rw.op(fixed, false);
-    let (done, result) = rw_full(rw, file, &mut buf, offset);
+    let (done, result) = rw_full(rw, file, &mut buf, offset, done);
     match result {
         Err(e) => BufResult(Err(err(op, offset + done as u64, e)), buf.into_failed()),
         Ok(()) if done == wanted => BufResult(Ok(()), buf.into_completed(done)),
         Ok(()) if rw == Rw::Read => {
-            let e = Error::UnexpectedEof {
-                op,
-                offset,
-                done,
-                wanted,
-            };
+            let e = Error::UnexpectedEof { op, offset, done, wanted };
             BufResult(Err(e), buf.into_completed(done))
         }
-        Ok(()) => BufResult(
-            Err(Error::WriteZero {
-                op,
-                offset,
-                done,
-                wanted,
-            }),
-            buf.into_failed(),
-        ),
+        Ok(()) => BufResult(Err(Error::WriteZero { op, offset, done, wanted }), buf.into_failed()),
     }
 }
 
@@ -242,12 +234,8 @@ fn vectored(
     let mut moved = Vec::with_capacity(bufs.len());
     for mut buf in bufs {
         let mut done = 0;
-        if failure.is_none()
-            && moved
-                .iter()
-                .all(|(b, d): &(Buf<InFlight>, usize)| *d == b.len())
-        {
-            let (n, result) = rw_full(rw, file, &mut buf, offset + total as u64);
+        if failure.is_none() && moved.iter().all(|(b, d): &(Buf<InFlight>, usize)| *d == b.len()) {
+            let (n, result) = rw_full(rw, file, &mut buf, offset + total as u64, 0);
             (done, total) = (n, total + n);
             failure = result.err();
         }
@@ -255,29 +243,16 @@ fn vectored(
     }
     match failure {
         // Like the syscall: an error before any progress is the result; after some, the progress.
-        Some(e) if total == 0 => BufResult(
-            Err(err(op, offset, e)),
-            moved.into_iter().map(|(b, _)| b.into_failed()).collect(),
-        ),
-        _ => BufResult(
-            Ok(total),
-            moved
-                .into_iter()
-                .map(|(b, done)| b.into_completed(done))
-                .collect(),
-        ),
+        Some(e) if total == 0 => {
+            BufResult(Err(err(op, offset, e)), moved.into_iter().map(|(b, _)| b.into_failed()).collect())
+        }
+        _ => BufResult(Ok(total), moved.into_iter().map(|(b, done)| b.into_completed(done)).collect()),
     }
 }
 
 fn batch_op(op: BatchOp, pool: u64) -> BufResult<usize, Buf<Completed>> {
     let code = op.rw.op(op.fixed && op.buf.pool_id() == pool, false);
-    let BatchOp {
-        rw,
-        file,
-        mut buf,
-        offset,
-        ..
-    } = op;
+    let BatchOp { rw, file, mut buf, offset, .. } = op;
     let result = rw_once(rw, file.std(), &mut buf, 0, offset);
     complete(code, offset, result, buf)
 }
@@ -295,12 +270,7 @@ impl IoEngine for TokioEngine {
         &self.pool
     }
 
-    async fn read_at<S: Submittable>(
-        &self,
-        file: &File,
-        buf: Buf<S>,
-        offset: u64,
-    ) -> BufResult<usize, Buf<Completed>> {
+    async fn read_at<S: Submittable>(&self, file: &File, buf: Buf<S>, offset: u64) -> BufResult<usize, Buf<Completed>> {
         self.rw(Rw::Read, file, buf, offset).await
     }
 
@@ -313,21 +283,11 @@ impl IoEngine for TokioEngine {
         self.rw(Rw::Write, file, buf, offset).await
     }
 
-    async fn read_fixed_at(
-        &self,
-        file: &File,
-        buf: Buf<Registered>,
-        offset: u64,
-    ) -> BufResult<usize, Buf<Completed>> {
+    async fn read_fixed_at(&self, file: &File, buf: Buf<Registered>, offset: u64) -> BufResult<usize, Buf<Completed>> {
         self.rw_fixed(Rw::Read, file, buf, offset).await
     }
 
-    async fn write_fixed_at(
-        &self,
-        file: &File,
-        buf: Buf<Registered>,
-        offset: u64,
-    ) -> BufResult<usize, Buf<Completed>> {
+    async fn write_fixed_at(&self, file: &File, buf: Buf<Registered>, offset: u64) -> BufResult<usize, Buf<Completed>> {
         self.rw_fixed(Rw::Write, file, buf, offset).await
     }
 
@@ -358,14 +318,9 @@ impl IoEngine for TokioEngine {
         let fixed = self.fixed(&buf);
         let (file, buf) = (file.clone(), buf.into_in_flight());
         blocking(move || {
-            let written = exact(Rw::Write, fixed, file.std(), buf, offset);
+            let written = exact(Rw::Write, fixed, file.std(), buf, offset, 0);
             match written.0 {
-                Ok(()) => BufResult(
-                    file.std()
-                        .sync_data()
-                        .map_err(|e| err(Op::SyncData, offset, e)),
-                    written.1,
-                ),
+                Ok(()) => BufResult(file.std().sync_data().map_err(|e| err(Op::SyncData, offset, e)), written.1),
                 Err(_) => written,
             }
         })

@@ -31,6 +31,7 @@ use slab::Slab;
 use tokio::io::unix::AsyncFd;
 
 use super::detect::{self, Unsupported};
+use super::nowait::{FastPath, Nowait};
 use super::tokio_io::check_offset;
 use super::{Batch, BufResult, File, IoEngine, MAX_VECTORED, Reason, Rw, Selection};
 use crate::buf::{Buf, BufPool, Completed, InFlight, Registered, Submittable};
@@ -61,6 +62,7 @@ pub struct UringEngine {
     core: Arc<Core>,
     selection: Selection,
     reaper: tokio::task::JoinHandle<()>,
+    fast: FastPath,
 }
 
 struct Core {
@@ -73,6 +75,8 @@ struct Ring {
     uring: IoUring,
     ops: Slab<Slot>,
     generation: u32,
+    /// Entries pushed over the engine's life.
+    pushed: u64,
 }
 
 struct Slot {
@@ -123,10 +127,7 @@ impl Key {
     }
 
     fn from_user_data(data: u64) -> Key {
-        Key {
-            index: data as u32,
-            generation: (data >> 32) as u32,
-        }
+        Key { index: data as u32, generation: (data >> 32) as u32 }
     }
 }
 
@@ -141,20 +142,14 @@ impl UringEngine {
     /// [`Error::NoRuntime`] outside a tokio runtime, [`Error::Config`] for a bad config.
     pub fn new(config: &IoEngineConfig) -> Result<Self> {
         config.validate()?;
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| Error::NoRuntime("UringEngine::new"))?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime("UringEngine::new"))?;
         let (uring, info) = detect::setup(config.uring_entries)?;
         let pool = BufPool::new(config.registered_buffers, config.buffer_size)?;
         let iovecs = pool.iovecs();
         // SAFETY: the iovecs cover the pool's arena, which `Core` keeps alive for as long as the
         // ring exists (I3) and which never moves (I4).
         unsafe { uring.submitter().register_buffers(&iovecs) }.map_err(|e| {
-            detect::classify(
-                "io_uring_register(BUFFERS)",
-                &e,
-                detect::io_uring_disabled_sysctl(),
-                config.uring_entries,
-            )
+            detect::classify("io_uring_register(BUFFERS)", &e, detect::io_uring_disabled_sysctl(), config.uring_entries)
         })?;
         let eventfd = new_eventfd().map_err(|e| unsupported("eventfd", &e))?;
         uring
@@ -170,11 +165,7 @@ impl UringEngine {
         };
         let capacity = uring.params().cq_entries() as usize;
         let core = Arc::new(Core {
-            ring: Mutex::new(Ring {
-                uring,
-                ops: Slab::with_capacity(capacity),
-                generation: 0,
-            }),
+            ring: Mutex::new(Ring { uring, ops: Slab::with_capacity(capacity), generation: 0, pushed: 0 }),
             pool,
         });
         let reaper = runtime.spawn(reap_loop(Arc::downgrade(&core), eventfd));
@@ -182,16 +173,8 @@ impl UringEngine {
             EngineChoice::Auto => (EngineChoice::Auto, Reason::Probed(info)),
             _ => (EngineChoice::Uring, Reason::Requested(EngineChoice::Uring)),
         };
-        let selection = Selection {
-            requested,
-            backend: Backend::Uring,
-            reason,
-        };
-        Ok(UringEngine {
-            core,
-            selection,
-            reaper,
-        })
+        let selection = Selection { requested, backend: Backend::Uring, reason };
+        Ok(UringEngine { fast: FastPath::new(config.nowait_fast_path), core, selection, reaper })
     }
 
     /// Operations submitted and not yet completed and collected (for tests and metrics).
@@ -199,16 +182,18 @@ impl UringEngine {
         self.core.lock().ops.len()
     }
 
+    /// Entries submitted to the ring over the engine's life (operations served inline by the
+    /// `RWF_NOWAIT` fast path are not counted).
+    pub fn submitted(&self) -> u64 {
+        self.core.lock().pushed
+    }
+
     fn fixed<S: Submittable>(&self, buf: &Buf<S>) -> bool {
         S::FIXED && buf.pool_id() == self.core.pool.id()
     }
 
     /// Submits one entry built from `payload`'s memory.
-    fn start(
-        &self,
-        entry: squeue::Entry,
-        payload: Payload,
-    ) -> std::result::Result<OpFuture<'_>, (io::Error, Payload)> {
+    fn start(&self, entry: squeue::Entry, payload: Payload) -> std::result::Result<OpFuture<'_>, (io::Error, Payload)> {
         let mut ring = self.core.lock();
         if let Err(e) = ring.reserve(1) {
             return Err((e, payload));
@@ -224,20 +209,33 @@ impl UringEngine {
         rw: Rw,
         fixed: bool,
         file: &File,
-        buf: Buf<InFlight>,
+        mut buf: Buf<InFlight>,
         start: usize,
         offset: u64,
     ) -> (io::Result<usize>, Buf<InFlight>) {
         if let Err(e) = check_offset(offset) {
             return (Err(e), buf);
         }
-        let entry = rw_entry(rw, fixed, file, &buf, start, offset);
-        match self.start(entry, Payload::one(file, buf)) {
+        // Page-cache hits finish inline; a short inline transfer continues on the ring.
+        let inline = match self.fast.attempt(rw, file, &mut buf, start, offset) {
+            Nowait::Done(n) if n == 0 || start + n == buf.len() => return (Ok(n), buf),
+            Nowait::Failed(e) => return (Err(e), buf),
+            Nowait::Done(n) => n,
+            Nowait::WouldBlock | Nowait::Unsupported => 0,
+        };
+        let entry = rw_entry(rw, fixed, file, &buf, start + inline, offset + inline as u64);
+        let (result, buf) = match self.start(entry, Payload::one(file, buf)) {
             Ok(op) => {
                 let (result, payload) = op.await;
                 (result, payload.into_one())
             }
             Err((e, payload)) => (Err(e), payload.into_one()),
+        };
+        match result {
+            Ok(n) => (Ok(inline + n), buf),
+            // Bytes already moved are a (short) result, as for a syscall.
+            Err(_) if inline > 0 => (Ok(inline), buf),
+            Err(e) => (Err(e), buf),
         }
     }
 
@@ -249,16 +247,11 @@ impl UringEngine {
         offset: u64,
     ) -> BufResult<usize, Buf<Completed>> {
         let fixed = self.fixed(&buf);
-        let (result, buf) = self
-            .rw_range(rw, fixed, file, buf.into_in_flight(), 0, offset)
-            .await;
+        let (result, buf) = self.rw_range(rw, fixed, file, buf.into_in_flight(), 0, offset).await;
         let op = rw.op(fixed, false);
         match result {
             Ok(n) => BufResult(Ok(n), buf.into_completed(n)),
-            Err(e) => BufResult(
-                Err(Error::os(op, offset, Backend::Uring, e)),
-                buf.into_failed(),
-            ),
+            Err(e) => BufResult(Err(Error::os(op, offset, Backend::Uring, e)), buf.into_failed()),
         }
     }
 
@@ -270,10 +263,7 @@ impl UringEngine {
         offset: u64,
     ) -> BufResult<usize, Buf<Completed>> {
         if !self.fixed(&buf) {
-            let e = Error::ForeignBuffer {
-                buf_pool: buf.pool_id(),
-                engine_pool: self.core.pool.id(),
-            };
+            let e = Error::ForeignBuffer { buf_pool: buf.pool_id(), engine_pool: self.core.pool.id() };
             return BufResult(Err(e), buf.into_in_flight().into_failed());
         }
         self.rw(rw, file, buf, offset).await
@@ -291,32 +281,14 @@ impl UringEngine {
     ) -> BufResult<(), Buf<Completed>> {
         let (op, wanted) = (rw.op(fixed, false), buf.len());
         while done < wanted {
-            let (result, back) = self
-                .rw_range(rw, fixed, file, buf, done, offset + done as u64)
-                .await;
+            let (result, back) = self.rw_range(rw, fixed, file, buf, done, offset + done as u64).await;
             buf = back;
             match result {
                 Ok(0) if rw == Rw::Read => {
-                    return BufResult(
-                        Err(Error::UnexpectedEof {
-                            op,
-                            offset,
-                            done,
-                            wanted,
-                        }),
-                        buf.into_completed(done),
-                    );
+                    return BufResult(Err(Error::UnexpectedEof { op, offset, done, wanted }), buf.into_completed(done));
                 }
                 Ok(0) => {
-                    return BufResult(
-                        Err(Error::WriteZero {
-                            op,
-                            offset,
-                            done,
-                            wanted,
-                        }),
-                        buf.into_failed(),
-                    );
+                    return BufResult(Err(Error::WriteZero { op, offset, done, wanted }), buf.into_failed());
                 }
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -347,12 +319,7 @@ impl UringEngine {
             Err(e) => Err((e, bufs)),
             Ok(()) => {
                 let iovecs = IoVecs(
-                    bufs.iter()
-                        .map(|b| libc::iovec {
-                            iov_base: b.as_ptr().cast(),
-                            iov_len: b.len(),
-                        })
-                        .collect(),
+                    bufs.iter().map(|b| libc::iovec { iov_base: b.as_ptr().cast(), iov_len: b.len() }).collect(),
                 );
                 let fd = types::Fd(file.fd());
                 let (ptr, n) = (iovecs.0.as_ptr(), iovecs.0.len() as u32);
@@ -360,14 +327,8 @@ impl UringEngine {
                     Rw::Read => opcode::Readv::new(fd, ptr, n).offset(offset).build(),
                     Rw::Write => opcode::Writev::new(fd, ptr, n).offset(offset).build(),
                 };
-                match self.start(
-                    entry,
-                    Payload {
-                        bufs: Bufs::Many(bufs),
-                        _iovecs: Some(iovecs),
-                        _file: file.clone(),
-                    },
-                ) {
+                match self.start(entry, Payload { bufs: Bufs::Many(bufs), _iovecs: Some(iovecs), _file: file.clone() })
+                {
                     Ok(op) => {
                         let (result, payload) = op.await;
                         match result {
@@ -405,9 +366,7 @@ impl UringEngine {
             Ok(future) => future.await.0,
             Err((e, _)) => Err(e),
         };
-        result
-            .map(drop)
-            .map_err(|e| Error::os(op, 0, Backend::Uring, e))
+        result.map(drop).map_err(|e| Error::os(op, 0, Backend::Uring, e))
     }
 }
 
@@ -430,11 +389,7 @@ fn read_eventfd(fd: &OwnedFd) -> io::Result<u64> {
     let mut value = 0u64;
     // SAFETY: writes at most 8 bytes into `value`, a live local of 8 bytes.
     let n = unsafe { libc::read(fd.as_raw_fd(), (&raw mut value).cast(), 8) };
-    if n == 8 {
-        Ok(value)
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    if n == 8 { Ok(value) } else { Err(io::Error::last_os_error()) }
 }
 
 /// Wakes on the eventfd and reaps. Holds only a `Weak` so it never keeps the ring alive.
@@ -455,14 +410,7 @@ async fn reap_loop(core: Weak<Core>, eventfd: AsyncFd<OwnedFd>) {
 
 /// The entry for `buf[start..]` at `offset`. Its pointer stays valid while the payload that owns
 /// `buf` is in the ring's slab (I2, I4).
-fn rw_entry(
-    rw: Rw,
-    fixed: bool,
-    file: &File,
-    buf: &Buf<InFlight>,
-    start: usize,
-    offset: u64,
-) -> squeue::Entry {
+fn rw_entry(rw: Rw, fixed: bool, file: &File, buf: &Buf<InFlight>, start: usize, offset: u64) -> squeue::Entry {
     let fd = types::Fd(file.fd());
     let ptr = buf.as_ptr().wrapping_add(start);
     let len = (buf.len() - start) as u32;
@@ -470,41 +418,23 @@ fn rw_entry(
     match (rw, fixed) {
         (Rw::Read, false) => opcode::Read::new(fd, ptr, len).offset(offset).build(),
         (Rw::Write, false) => opcode::Write::new(fd, ptr, len).offset(offset).build(),
-        (Rw::Read, true) => opcode::ReadFixed::new(fd, ptr, len, index)
-            .offset(offset)
-            .build(),
-        (Rw::Write, true) => opcode::WriteFixed::new(fd, ptr, len, index)
-            .offset(offset)
-            .build(),
+        (Rw::Read, true) => opcode::ReadFixed::new(fd, ptr, len, index).offset(offset).build(),
+        (Rw::Write, true) => opcode::WriteFixed::new(fd, ptr, len, index).offset(offset).build(),
     }
 }
 
 fn sync_entry(file: &File, data_only: bool) -> squeue::Entry {
-    let flags = if data_only {
-        types::FsyncFlags::DATASYNC
-    } else {
-        types::FsyncFlags::empty()
-    };
-    opcode::Fsync::new(types::Fd(file.fd()))
-        .flags(flags)
-        .build()
+    let flags = if data_only { types::FsyncFlags::DATASYNC } else { types::FsyncFlags::empty() };
+    opcode::Fsync::new(types::Fd(file.fd())).flags(flags).build()
 }
 
 impl Payload {
     fn sync(file: &File) -> Payload {
-        Payload {
-            bufs: Bufs::None,
-            _iovecs: None,
-            _file: file.clone(),
-        }
+        Payload { bufs: Bufs::None, _iovecs: None, _file: file.clone() }
     }
 
     fn one(file: &File, buf: Buf<InFlight>) -> Payload {
-        Payload {
-            bufs: Bufs::One(buf),
-            _iovecs: None,
-            _file: file.clone(),
-        }
+        Payload { bufs: Bufs::One(buf), _iovecs: None, _file: file.clone() }
     }
 
     fn into_one(self) -> Buf<InFlight> {
@@ -538,18 +468,10 @@ impl Core {
             .ops
             .iter()
             .filter(|(_, slot)| !matches!(slot.state, State::Done(_)))
-            .map(|(index, slot)| {
-                Key {
-                    index: index as u32,
-                    generation: slot.generation,
-                }
-                .user_data()
-            })
+            .map(|(index, slot)| Key { index: index as u32, generation: slot.generation }.user_data())
             .collect();
         for user_data in pending {
-            let cancel = opcode::AsyncCancel::new(user_data)
-                .build()
-                .user_data(CANCEL);
+            let cancel = opcode::AsyncCancel::new(user_data).build().user_data(CANCEL);
             if ring.reserve(1).is_ok() {
                 // SAFETY: a cancel request points at no memory.
                 let _ = unsafe { ring.uring.submission().push(&cancel) };
@@ -557,16 +479,12 @@ impl Core {
         }
         loop {
             ring.submit_and_reap();
-            ring.ops
-                .retain(|_, slot| !matches!(slot.state, State::Done(_)));
+            ring.ops.retain(|_, slot| !matches!(slot.state, State::Done(_)));
             if ring.ops.is_empty() {
                 return;
             }
             if Instant::now() >= deadline {
-                tracing::error!(
-                    in_flight = ring.ops.len(),
-                    "io_uring drain timed out; leaking in-flight buffers"
-                );
+                tracing::error!(in_flight = ring.ops.len(), "io_uring drain timed out; leaking in-flight buffers");
                 for slot in ring.ops.drain() {
                     std::mem::forget(slot);
                 }
@@ -597,29 +515,21 @@ impl Ring {
     }
 
     /// Queues `entry` with a new slot holding `payload`. The caller has reserved room.
-    fn push(
-        &mut self,
-        entry: squeue::Entry,
-        payload: Payload,
-    ) -> std::result::Result<Key, (io::Error, Payload)> {
+    fn push(&mut self, entry: squeue::Entry, payload: Payload) -> std::result::Result<Key, (io::Error, Payload)> {
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
-        let index = self.ops.insert(Slot {
-            generation,
-            state: State::Waiting(None),
-            payload,
-        });
-        let key = Key {
-            index: index as u32,
-            generation,
-        };
+        let index = self.ops.insert(Slot { generation, state: State::Waiting(None), payload });
+        let key = Key { index: index as u32, generation };
         let entry = entry.user_data(key.user_data());
         // SAFETY: every pointer in `entry` points into the buffers or iovecs of the payload just
         // stored in `ops`, which stays there until this entry's completion arrives (I2), inside
         // an arena that outlives the ring (I3) and never moves (I4).
         let pushed = unsafe { self.uring.submission().push(&entry) };
         match pushed {
-            Ok(()) => Ok(key),
+            Ok(()) => {
+                self.pushed += 1;
+                Ok(key)
+            }
             Err(_) => {
                 let slot = self.ops.remove(index);
                 Err((io::Error::from_raw_os_error(libc::EBUSY), slot.payload))
@@ -635,10 +545,8 @@ impl Ring {
             match self.uring.submit() {
                 Ok(_) => return Ok(()),
                 Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
-                    ) && attempts < 1000 =>
+                    if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY))
+                        && attempts < 1000 =>
                 {
                     attempts += 1;
                     self.reap();
@@ -665,14 +573,8 @@ impl Ring {
                 continue;
             }
             let key = Key::from_user_data(cqe.user_data());
-            let Some(slot) = ops
-                .get_mut(key.index as usize)
-                .filter(|s| s.generation == key.generation)
-            else {
-                tracing::error!(
-                    user_data = cqe.user_data(),
-                    "completion for an unknown operation"
-                );
+            let Some(slot) = ops.get_mut(key.index as usize).filter(|s| s.generation == key.generation) else {
+                tracing::error!(user_data = cqe.user_data(), "completion for an unknown operation");
                 continue;
             };
             match std::mem::replace(&mut slot.state, State::Done(cqe.result())) {
@@ -727,10 +629,7 @@ struct OpFuture<'a> {
 
 impl<'a> OpFuture<'a> {
     fn new(core: &'a Core, key: Key) -> Self {
-        OpFuture {
-            core,
-            key: Some(key),
-        }
+        OpFuture { core, key: Some(key) }
     }
 }
 
@@ -749,11 +648,7 @@ impl std::future::Future for OpFuture<'_> {
         match taken {
             Some((result, payload)) => {
                 self.key = None;
-                let result = if result < 0 {
-                    Err(io::Error::from_raw_os_error(-result))
-                } else {
-                    Ok(result as usize)
-                };
+                let result = if result < 0 { Err(io::Error::from_raw_os_error(-result)) } else { Ok(result as usize) };
                 Poll::Ready((result, payload))
             }
             None => Poll::Pending,
@@ -778,10 +673,7 @@ impl Drop for UringEngine {
 
 impl std::fmt::Debug for UringEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UringEngine")
-            .field("selection", &self.selection)
-            .field("pool", &self.core.pool)
-            .finish()
+        f.debug_struct("UringEngine").field("selection", &self.selection).field("pool", &self.core.pool).finish()
     }
 }
 
@@ -798,12 +690,7 @@ impl IoEngine for UringEngine {
         &self.core.pool
     }
 
-    async fn read_at<S: Submittable>(
-        &self,
-        file: &File,
-        buf: Buf<S>,
-        offset: u64,
-    ) -> BufResult<usize, Buf<Completed>> {
+    async fn read_at<S: Submittable>(&self, file: &File, buf: Buf<S>, offset: u64) -> BufResult<usize, Buf<Completed>> {
         self.rw(Rw::Read, file, buf, offset).await
     }
 
@@ -816,21 +703,11 @@ impl IoEngine for UringEngine {
         self.rw(Rw::Write, file, buf, offset).await
     }
 
-    async fn read_fixed_at(
-        &self,
-        file: &File,
-        buf: Buf<Registered>,
-        offset: u64,
-    ) -> BufResult<usize, Buf<Completed>> {
+    async fn read_fixed_at(&self, file: &File, buf: Buf<Registered>, offset: u64) -> BufResult<usize, Buf<Completed>> {
         self.rw_fixed(Rw::Read, file, buf, offset).await
     }
 
-    async fn write_fixed_at(
-        &self,
-        file: &File,
-        buf: Buf<Registered>,
-        offset: u64,
-    ) -> BufResult<usize, Buf<Completed>> {
+    async fn write_fixed_at(&self, file: &File, buf: Buf<Registered>, offset: u64) -> BufResult<usize, Buf<Completed>> {
         self.rw_fixed(Rw::Write, file, buf, offset).await
     }
 
@@ -841,8 +718,7 @@ impl IoEngine for UringEngine {
         offset: u64,
     ) -> BufResult<(), Buf<Completed>> {
         let fixed = self.fixed(&buf);
-        self.rw_all(Rw::Read, fixed, file, buf.into_in_flight(), 0, offset)
-            .await
+        self.rw_all(Rw::Read, fixed, file, buf.into_in_flight(), 0, offset).await
     }
 
     async fn write_all_at<S: Submittable>(
@@ -852,8 +728,7 @@ impl IoEngine for UringEngine {
         offset: u64,
     ) -> BufResult<(), Buf<Completed>> {
         let fixed = self.fixed(&buf);
-        self.rw_all(Rw::Write, fixed, file, buf.into_in_flight(), 0, offset)
-            .await
+        self.rw_all(Rw::Write, fixed, file, buf.into_in_flight(), 0, offset).await
     }
 
     async fn write_durable_at<S: Submittable>(
@@ -880,10 +755,7 @@ impl IoEngine for UringEngine {
                     Ok(write_key) => {
                         let sync_key = ring.push(sync_entry(file, true), Payload::sync(file));
                         ring.submit_and_reap();
-                        Ok((
-                            OpFuture::new(&self.core, write_key),
-                            sync_key.map(|k| OpFuture::new(&self.core, k)),
-                        ))
+                        Ok((OpFuture::new(&self.core, write_key), sync_key.map(|k| OpFuture::new(&self.core, k))))
                     }
                 },
             }
@@ -903,9 +775,7 @@ impl IoEngine for UringEngine {
         let buf = payload.into_one();
         match written {
             Ok(n) if n == wanted => {
-                let result = synced
-                    .map(drop)
-                    .map_err(|e| Error::os(Op::SyncData, offset, Backend::Uring, e));
+                let result = synced.map(drop).map_err(|e| Error::os(Op::SyncData, offset, Backend::Uring, e));
                 BufResult(result, buf.into_completed(n))
             }
             // A short write broke the link (the sync reports ECANCELED): finish, then sync.
@@ -981,10 +851,7 @@ impl IoEngine for UringEngine {
             let buf = payload.into_one();
             results.push(match result {
                 Ok(n) => BufResult(Ok(n), buf.into_completed(n)),
-                Err(e) => BufResult(
-                    Err(Error::os(code, offset, Backend::Uring, e)),
-                    buf.into_failed(),
-                ),
+                Err(e) => BufResult(Err(Error::os(code, offset, Backend::Uring, e)), buf.into_failed()),
             });
         }
         results

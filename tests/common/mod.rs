@@ -7,27 +7,26 @@ use ferrite_io::{Engine, EngineChoice, IoEngine, IoEngineConfig, SharedIoEngine,
 
 /// A config with small buffers so tests stay fast.
 pub fn config(engine: EngineChoice) -> IoEngineConfig {
-    IoEngineConfig {
-        engine,
-        uring_entries: 64,
-        registered_buffers: 16,
-        buffer_size: 8192,
-        direct_io: false,
-    }
+    IoEngineConfig { engine, uring_entries: 64, registered_buffers: 16, buffer_size: 8192, ..IoEngineConfig::default() }
 }
 
-/// Both engines, io_uring first. io_uring must work on the test machines; a build without the
-/// `io-uring` feature (or off Linux) has only the tokio engine.
+/// Every engine variant, io_uring first: each engine with the `RWF_NOWAIT` fast path off (every
+/// operation through the ring or the blocking pool) and on. io_uring must work on the test
+/// machines; a build without the `io-uring` feature (or off Linux) has only the tokio engine.
 pub fn engines(config: &IoEngineConfig) -> Vec<(&'static str, SharedIoEngine)> {
+    let plain = IoEngineConfig { nowait_fast_path: false, ..config.clone() };
+    let fast = IoEngineConfig { nowait_fast_path: true, ..config.clone() };
     let mut all = Vec::new();
     #[cfg(all(feature = "io-uring", target_os = "linux"))]
-    {
+    for (name, config) in [("uring", &plain), ("uring_nowait", &fast)] {
         let uring = ferrite_io::create_engine(config.clone().with_engine(EngineChoice::Uring))
             .expect("io_uring must work on the test machines");
-        all.push(("uring", uring));
+        all.push((name, uring));
     }
-    let tokio = TokioEngine::new(config).expect("tokio engine");
-    all.push(("tokio", std::sync::Arc::new(Engine::Tokio(tokio))));
+    for (name, config) in [("tokio", &plain), ("tokio_nowait", &fast)] {
+        let tokio = TokioEngine::new(config).expect("tokio engine");
+        all.push((name, std::sync::Arc::new(Engine::Tokio(tokio))));
+    }
     all
 }
 
@@ -41,9 +40,5 @@ pub fn tempdir() -> tempfile::TempDir {
 /// Pool accounting: every buffer is back.
 pub fn assert_pool_full(engine: &SharedIoEngine) {
     let pool = engine.pool();
-    assert_eq!(
-        pool.available(),
-        pool.capacity(),
-        "{pool:?}: a buffer did not come back"
-    );
+    assert_eq!(pool.available(), pool.capacity(), "{pool:?}: a buffer did not come back");
 }

@@ -1,5 +1,8 @@
 //! `ferrite-io`: the command line. `probe` prints what the engine detection found and runs a
-//! write, sync and read round trip on the chosen engine.
+//! write, sync and read round trip on the chosen engine; `bench` runs the performance table.
+
+mod bench;
+mod workloads;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,11 +12,7 @@ use clap::{Parser, Subcommand};
 use ferrite_io::{EngineChoice, IoEngine, IoEngineConfig, OpenOptions, UringSupport};
 
 #[derive(Parser)]
-#[command(
-    name = "ferrite-io",
-    version,
-    about = "io_uring-first owned-buffer I/O for storage engines"
-)]
+#[command(name = "ferrite-io", version, about = "io_uring-first owned-buffer I/O for storage engines")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -36,6 +35,21 @@ enum Command {
         #[arg(long)]
         direct: bool,
     },
+    /// Measure every row on both engines and the raw baselines, side by side.
+    Bench {
+        /// Where the 256 MiB bench files go (must be a real disk; tmpfs has no O_DIRECT).
+        #[arg(long, default_value = "target/ferrite-bench")]
+        dir: PathBuf,
+        /// Interleaved rounds per row; the table shows medians.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Only rows whose name contains this (e.g. `direct`).
+        #[arg(long)]
+        only: Option<String>,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,12 +69,10 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Probe {
-            engine,
-            config,
-            dir,
-            direct,
-        } => runtime.block_on(probe(engine, config, dir, direct)),
+        Command::Probe { engine, config, dir, direct } => runtime.block_on(probe(engine, config, dir, direct)),
+        Command::Bench { dir, rounds, only, json } => {
+            runtime.block_on(bench::run(&dir, rounds.max(1), only.as_deref(), json))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -86,15 +98,9 @@ async fn probe(
     }
     config.direct_io |= direct;
     println!("ferrite-io {}", env!("CARGO_PKG_VERSION"));
-    println!(
-        "kernel:           {}",
-        ferrite_io::io::detect::kernel_release()
-    );
+    println!("kernel:           {}", ferrite_io::io::detect::kernel_release());
     let sysctl = ferrite_io::io::detect::io_uring_disabled_sysctl();
-    println!(
-        "io_uring_disabled: {}",
-        sysctl.map_or("absent".to_owned(), |v| v.to_string())
-    );
+    println!("io_uring_disabled: {}", sysctl.map_or("absent".to_owned(), |v| v.to_string()));
     if config.engine == EngineChoice::Tokio {
         println!("io_uring probe:   skipped (engine = \"tokio\")");
     } else {
@@ -105,17 +111,10 @@ async fn probe(
     }
     let engine = ferrite_io::create_engine(config.clone())?;
     println!("engine:           {}", engine.selection());
-    println!(
-        "pool:             {} buffers x {} bytes",
-        engine.pool().capacity(),
-        engine.pool().buffer_size()
-    );
+    println!("pool:             {} buffers x {} bytes", engine.pool().capacity(), engine.pool().buffer_size());
 
     let path = dir.join(format!("ferrite-io-probe-{}.dat", std::process::id()));
-    let options = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .direct(config.direct_io);
+    let options = OpenOptions::new().create(true).truncate(true).direct(config.direct_io);
     let file = engine.open(&path, &options).await?;
     let outcome = round_trip(&*engine, &file).await;
     let _ = std::fs::remove_file(&path);
@@ -134,11 +133,7 @@ async fn probe(
 async fn round_trip<E: IoEngine>(
     engine: &E,
     file: &ferrite_io::File,
-) -> ferrite_io::Result<(
-    std::time::Duration,
-    std::time::Duration,
-    std::time::Duration,
-)> {
+) -> ferrite_io::Result<(std::time::Duration, std::time::Duration, std::time::Duration)> {
     let mut buf = engine.acquire().await;
     for (i, b) in buf.iter_mut().enumerate() {
         *b = (i % 251) as u8;
@@ -161,10 +156,7 @@ async fn round_trip<E: IoEngine>(
             op: ferrite_io::Op::Read,
             offset: 0,
             backend: engine.backend(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "read back different bytes",
-            ),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "read back different bytes"),
         });
     }
     Ok((write, sync, read))

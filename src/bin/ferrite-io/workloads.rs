@@ -1,0 +1,688 @@
+//! Benchmark workloads, shared by `ferrite-io bench` and the Criterion benches
+//! (`benches/io.rs` includes this file), so both measure exactly the same code.
+//!
+//! A [`Row`] is an operation (the rows of the performance table), a [`Backend`] is what runs it:
+//! the crate's two engines, and the baselines they are judged against: a raw io-uring loop with
+//! no safety layer, plain `pread`/`pwrite` on the calling thread, `spawn_blocking` + `pread`, and
+//! `tokio::fs`. [`Bench::run`] performs `iters` operations of one row on one backend and returns
+//! the elapsed time; queue-depth rows keep that many operations in flight.
+
+use std::fmt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrite_io::{
+    Batch, Buf, BufResult, Completed, Engine, EngineChoice, File, IoEngine, IoEngineConfig, OpenOptions, SharedIoEngine,
+};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+/// Size of the data file the read rows use and the write file the sequential row fills.
+pub const FILE_SIZE: u64 = 256 << 20;
+const PAGE: usize = 4096;
+const SEQ_BLOCK: usize = 128 << 10;
+const BATCH: usize = 8;
+
+/// An operation of the performance table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Row {
+    /// 4 KiB random read served from the page cache.
+    CachedRead4k,
+    /// 4 KiB buffered random write.
+    BufferedWrite4k,
+    /// A batch of 8 cached 4 KiB random reads.
+    Batch8,
+    /// A 4 KiB write followed by fdatasync.
+    Fdatasync4k,
+    /// O_DIRECT 4 KiB random reads with this many in flight.
+    DirectRandread(usize),
+    /// O_DIRECT 128 KiB sequential writes, 8 in flight.
+    DirectSeqwrite128k,
+}
+
+impl Row {
+    /// Every row, in table order.
+    pub const ALL: [Row; 8] = [
+        Row::CachedRead4k,
+        Row::BufferedWrite4k,
+        Row::Batch8,
+        Row::Fdatasync4k,
+        Row::DirectRandread(1),
+        Row::DirectRandread(8),
+        Row::DirectRandread(32),
+        Row::DirectSeqwrite128k,
+    ];
+
+    /// The stable name used in bench ids, JSON and the fio comparison.
+    pub fn name(self) -> &'static str {
+        match self {
+            Row::CachedRead4k => "cached_read_4k",
+            Row::BufferedWrite4k => "buffered_write_4k",
+            Row::Batch8 => "batch8_cached_read_4k",
+            Row::Fdatasync4k => "fdatasync_4k",
+            Row::DirectRandread(1) => "direct_randread_qd1",
+            Row::DirectRandread(8) => "direct_randread_qd8",
+            Row::DirectRandread(_) => "direct_randread_qd32",
+            Row::DirectSeqwrite128k => "direct_seqwrite_128k_qd8",
+        }
+    }
+
+    /// Bytes one operation moves (for MB/s).
+    pub fn bytes(self) -> usize {
+        match self {
+            Row::Batch8 => BATCH * PAGE,
+            Row::DirectSeqwrite128k => SEQ_BLOCK,
+            _ => PAGE,
+        }
+    }
+
+    /// Whether the row is reported as a rate (IOPS, MB/s) rather than a latency.
+    pub fn is_rate(self) -> bool {
+        matches!(self, Row::DirectRandread(depth) if depth > 1) || self == Row::DirectSeqwrite128k
+    }
+
+    fn depth(self) -> usize {
+        match self {
+            Row::DirectRandread(depth) => depth,
+            Row::DirectSeqwrite128k => 8,
+            _ => 1,
+        }
+    }
+
+    fn direct(self) -> bool {
+        matches!(self, Row::DirectRandread(_) | Row::DirectSeqwrite128k)
+    }
+}
+
+impl fmt::Display for Row {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What runs a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `UringEngine` with `Buf<Free>` (READ/WRITE).
+    #[cfg(uring)]
+    Uring,
+    /// `UringEngine` with `Buf<Registered>` (READ_FIXED/WRITE_FIXED).
+    #[cfg(uring)]
+    UringFixed,
+    /// `TokioEngine`.
+    Tokio,
+    /// A raw io-uring loop, no safety layer, fixed buffers: the practical limit of the ring.
+    #[cfg(uring)]
+    RawRing,
+    /// `pread`/`pwrite` on the calling thread (one thread per queue slot for depth > 1).
+    Pread,
+    /// `tokio::task::spawn_blocking` around `pread`/`pwrite`.
+    SpawnBlocking,
+    /// `tokio::fs::File` (seek + read/write); cannot do O_DIRECT.
+    TokioFs,
+}
+
+impl Backend {
+    /// Every backend, in table order.
+    pub const ALL: &'static [Backend] = &[
+        #[cfg(uring)]
+        Backend::Uring,
+        #[cfg(uring)]
+        Backend::UringFixed,
+        Backend::Tokio,
+        #[cfg(uring)]
+        Backend::RawRing,
+        Backend::Pread,
+        Backend::SpawnBlocking,
+        Backend::TokioFs,
+    ];
+
+    /// The stable name used in bench ids and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            #[cfg(uring)]
+            Backend::Uring => "uring",
+            #[cfg(uring)]
+            Backend::UringFixed => "uring_fixed",
+            Backend::Tokio => "tokio_engine",
+            #[cfg(uring)]
+            Backend::RawRing => "raw_ring",
+            Backend::Pread => "pread",
+            Backend::SpawnBlocking => "spawn_blocking",
+            Backend::TokioFs => "tokio_fs",
+        }
+    }
+
+    /// Whether this backend can run `row` at all (`tokio::fs` cannot do O_DIRECT: its internal
+    /// buffer is not aligned, so the kernel answers EINVAL).
+    pub fn supports(self, row: Row) -> bool {
+        !(self == Backend::TokioFs && row.direct())
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Files, engines and offsets for all rows. Build once, run many times.
+pub struct Bench {
+    #[cfg(uring)]
+    uring: SharedIoEngine,
+    tokio: SharedIoEngine,
+    #[cfg(uring)]
+    raw: raw::Ring,
+    /// Buffered handles of the data file and the random-write file, and the fsync file.
+    cached: Files,
+    write: Files,
+    sync: Files,
+    /// O_DIRECT handles of the data file and the sequential-write file.
+    direct: Files,
+    seq: Files,
+    offsets: Vec<u64>,
+    next: usize,
+    seq_next: u64,
+}
+
+/// One file opened every way a backend needs it.
+struct Files {
+    engine: File,
+    std: Arc<std::fs::File>,
+    path: PathBuf,
+}
+
+impl Files {
+    async fn open(path: &Path, direct: bool) -> ferrite_io::Result<Files> {
+        let engine = File::open(path, &OpenOptions::new().direct(direct)).await?;
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true);
+        if direct {
+            options.custom_flags(libc::O_DIRECT);
+        }
+        let std = options.open(path).map_err(io_error)?;
+        Ok(Files { engine, std: Arc::new(std), path: path.to_path_buf() })
+    }
+
+    async fn tokio_fs(&self) -> ferrite_io::Result<tokio::fs::File> {
+        let file = tokio::fs::OpenOptions::new().read(true).write(true).open(&self.path).await;
+        file.map_err(io_error)
+    }
+}
+
+fn io_error(source: std::io::Error) -> ferrite_io::Error {
+    ferrite_io::Error::Io { op: ferrite_io::Op::Open, offset: 0, backend: ferrite_io::Backend::Tokio, source }
+}
+
+/// Lays out `path` with `size` bytes of real (non-sparse) data unless it already has them.
+fn lay_out(path: &Path, size: u64) -> std::io::Result<()> {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() == size) {
+        return Ok(());
+    }
+    let file = std::fs::File::create(path)?;
+    let chunk: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    for offset in (0..size).step_by(chunk.len()) {
+        file.write_all_at(&chunk, offset)?;
+    }
+    file.sync_all()
+}
+
+/// Reads the whole file once so the cached rows hit the page cache.
+fn warm(path: &Path) -> std::io::Result<()> {
+    let file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0;
+    while file.read_at(&mut buf, offset)? > 0 {
+        offset += buf.len() as u64;
+    }
+    Ok(())
+}
+
+impl Bench {
+    /// Creates (or reuses) the files in `dir` (must be a real disk, not tmpfs) and the engines.
+    /// Must run inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// Any I/O or engine error.
+    pub async fn new(dir: &Path) -> ferrite_io::Result<Bench> {
+        std::fs::create_dir_all(dir).map_err(io_error)?;
+        let data = dir.join("data.bin");
+        let seq = dir.join("seq.bin");
+        lay_out(&data, FILE_SIZE).map_err(io_error)?;
+        lay_out(&seq, FILE_SIZE).map_err(io_error)?;
+        lay_out(&dir.join("write.bin"), 64 << 20).map_err(io_error)?;
+        lay_out(&dir.join("sync.bin"), 1 << 20).map_err(io_error)?;
+        warm(&data).map_err(io_error)?;
+        let config = IoEngineConfig {
+            uring_entries: 256,
+            registered_buffers: 64,
+            buffer_size: SEQ_BLOCK,
+            ..IoEngineConfig::default()
+        };
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let offsets = (0..1 << 16)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                (rng % (FILE_SIZE / PAGE as u64)) * PAGE as u64
+            })
+            .collect();
+        Ok(Bench {
+            #[cfg(uring)]
+            uring: ferrite_io::create_engine(config.clone().with_engine(EngineChoice::Uring))?,
+            tokio: Arc::new(Engine::Tokio(ferrite_io::TokioEngine::new(&config)?)),
+            #[cfg(uring)]
+            raw: raw::Ring::new(32, SEQ_BLOCK).map_err(io_error)?,
+            cached: Files::open(&data, false).await?,
+            write: Files::open(&dir.join("write.bin"), false).await?,
+            sync: Files::open(&dir.join("sync.bin"), false).await?,
+            direct: Files::open(&data, true).await?,
+            seq: Files::open(&seq, true).await?,
+            offsets,
+            next: 0,
+            seq_next: 0,
+        })
+    }
+
+    fn offset(&mut self) -> u64 {
+        self.next = (self.next + 1) % self.offsets.len();
+        self.offsets[self.next]
+    }
+
+    /// `n` offsets for the next operations of `row`.
+    fn offsets(&mut self, row: Row, n: u64) -> Vec<u64> {
+        (0..n)
+            .map(|_| match row {
+                Row::DirectSeqwrite128k => {
+                    let offset = self.seq_next;
+                    self.seq_next = (self.seq_next + SEQ_BLOCK as u64) % FILE_SIZE;
+                    offset
+                }
+                Row::BufferedWrite4k => self.offset() % (64 << 20),
+                Row::Fdatasync4k => 0,
+                _ => self.offset(),
+            })
+            .collect()
+    }
+
+    fn files(&self, row: Row) -> &Files {
+        match row {
+            Row::CachedRead4k | Row::Batch8 => &self.cached,
+            Row::BufferedWrite4k => &self.write,
+            Row::Fdatasync4k => &self.sync,
+            Row::DirectRandread(_) => &self.direct,
+            Row::DirectSeqwrite128k => &self.seq,
+        }
+    }
+
+    /// Runs `iters` operations of `row` on `backend` and returns the elapsed time. Setup (buffer
+    /// acquisition, offset generation) is outside the timed part where a backend allows it.
+    ///
+    /// # Errors
+    ///
+    /// The first operation that fails.
+    pub async fn run(&mut self, row: Row, backend: Backend, iters: u64) -> ferrite_io::Result<Duration> {
+        let offsets = self.offsets(row, iters);
+        match backend {
+            #[cfg(uring)]
+            Backend::Uring => engine_run(&self.uring, self.files(row), row, &offsets, false).await,
+            #[cfg(uring)]
+            Backend::UringFixed => engine_run(&self.uring, self.files(row), row, &offsets, true).await,
+            Backend::Tokio => engine_run(&self.tokio, self.files(row), row, &offsets, true).await,
+            #[cfg(uring)]
+            Backend::RawRing => {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.files(row).std);
+                self.raw.run(fd, row, &offsets).map_err(io_error)
+            }
+            Backend::Pread => pread_run(&self.files(row).std, row, &offsets).map_err(io_error),
+            Backend::SpawnBlocking => blocking_run(&self.files(row).std, row, &offsets).await.map_err(io_error),
+            Backend::TokioFs => {
+                let file = self.files(row).tokio_fs().await?;
+                tokio_fs_run(file, row, &offsets).await.map_err(io_error)
+            }
+        }
+    }
+}
+
+fn is_write(row: Row) -> bool {
+    matches!(row, Row::BufferedWrite4k | Row::Fdatasync4k | Row::DirectSeqwrite128k)
+}
+
+fn check<T>(result: BufResult<T, Buf<Completed>>) -> ferrite_io::Result<Buf<Completed>> {
+    let (result, buf) = result.into_parts();
+    result.map(|_| buf)
+}
+
+/// One operation of `row` through an engine; hands the buffer back for reuse.
+async fn engine_op(
+    engine: &Engine,
+    file: &File,
+    row: Row,
+    buf: Buf<ferrite_io::Registered>,
+    offset: u64,
+    fixed: bool,
+) -> ferrite_io::Result<Buf<ferrite_io::Registered>> {
+    let done = match (is_write(row), fixed) {
+        (false, true) => check(engine.read_fixed_at(file, buf, offset).await)?,
+        (false, false) => check(engine.read_at(file, buf.into_free(), offset).await)?,
+        (true, true) => check(engine.write_fixed_at(file, buf, offset).await)?,
+        (true, false) => check(engine.write_at(file, buf.into_free(), offset).await)?,
+    };
+    if row == Row::Fdatasync4k {
+        engine.sync_data(file).await?;
+    }
+    registered(engine, done, row.bytes().min(SEQ_BLOCK))
+}
+
+async fn engine_run(
+    engine: &SharedIoEngine,
+    files: &Files,
+    row: Row,
+    offsets: &[u64],
+    fixed: bool,
+) -> ferrite_io::Result<Duration> {
+    let file = &files.engine;
+    let single = row.bytes().min(SEQ_BLOCK);
+    if row == Row::Batch8 {
+        let mut bufs = Vec::with_capacity(BATCH);
+        for _ in 0..BATCH {
+            let mut buf = engine.acquire().await;
+            buf.set_len(PAGE)?;
+            bufs.push(buf);
+        }
+        let start = Instant::now();
+        for &offset in offsets {
+            let mut batch = Batch::new();
+            for (i, buf) in bufs.drain(..).enumerate() {
+                batch.read_at(file, buf, batch_offset(offset, i));
+            }
+            for result in engine.submit_batch(batch).await {
+                bufs.push(registered(engine, check(result)?, PAGE)?);
+            }
+        }
+        return Ok(start.elapsed());
+    }
+    let depth = row.depth();
+    if depth == 1 {
+        let mut buf = engine.acquire().await;
+        buf.set_len(single)?;
+        let start = Instant::now();
+        for &offset in offsets {
+            buf = engine_op(engine, file, row, buf, offset, fixed).await?;
+        }
+        return Ok(start.elapsed());
+    }
+    // Queue depth: `depth` tasks on the runtime, each with its own buffer and share of offsets.
+    let mut tasks = tokio::task::JoinSet::new();
+    let per_task = offsets.len().div_ceil(depth);
+    let mut bufs = Vec::with_capacity(depth);
+    for _ in 0..depth {
+        let mut buf = engine.acquire().await;
+        buf.set_len(single)?;
+        bufs.push(buf);
+    }
+    let start = Instant::now();
+    for (chunk, buf) in offsets.chunks(per_task.max(1)).zip(bufs) {
+        let (engine, file, chunk) = (engine.clone(), file.clone(), chunk.to_vec());
+        tasks.spawn(async move {
+            let mut buf = buf;
+            for offset in chunk {
+                buf = engine_op(&engine, &file, row, buf, offset, fixed).await?;
+            }
+            Ok::<_, ferrite_io::Error>(())
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.map_err(|e| io_error(std::io::Error::other(e)))??;
+    }
+    Ok(start.elapsed())
+}
+
+/// Recycles a completed buffer of `engine`'s own pool for the next operation of `len` bytes.
+fn registered(engine: &Engine, buf: Buf<Completed>, len: usize) -> ferrite_io::Result<Buf<ferrite_io::Registered>> {
+    let mut buf = match buf.try_into_registered(engine) {
+        Ok(buf) => buf,
+        Err(_) => unreachable!("the buffer came from this engine's pool"),
+    };
+    buf.set_len(len)?;
+    Ok(buf)
+}
+
+/// The `i`-th read of a batch starting at `offset`: 64 KiB apart, inside the file.
+fn batch_offset(offset: u64, i: usize) -> u64 {
+    offset.wrapping_add(i as u64 * 65536) % FILE_SIZE
+}
+
+/// A page-aligned buffer for the syscall baselines (O_DIRECT needs 4096 alignment).
+fn aligned(len: usize) -> std::io::Result<memmap2::MmapMut> {
+    memmap2::MmapMut::map_anon(len)
+}
+
+fn sync_op(file: &std::fs::File, row: Row, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    if is_write(row) {
+        file.write_all_at(buf, offset)?;
+    } else {
+        file.read_exact_at(buf, offset)?;
+    }
+    if row == Row::Fdatasync4k {
+        file.sync_data()?;
+    }
+    Ok(())
+}
+
+fn pread_run(file: &std::fs::File, row: Row, offsets: &[u64]) -> std::io::Result<Duration> {
+    let depth = row.depth();
+    let len = row.bytes().min(SEQ_BLOCK);
+    if depth == 1 {
+        let mut buf = aligned(len)?;
+        let start = Instant::now();
+        for &offset in offsets {
+            if row == Row::Batch8 {
+                for i in 0..BATCH {
+                    file.read_exact_at(&mut buf[..PAGE], batch_offset(offset, i))?;
+                }
+            } else {
+                sync_op(file, row, &mut buf, offset)?;
+            }
+        }
+        return Ok(start.elapsed());
+    }
+    let per_thread = offsets.len().div_ceil(depth).max(1);
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = offsets
+            .chunks(per_thread)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    let mut buf = aligned(len)?;
+                    chunk.iter().try_for_each(|&offset| sync_op(file, row, &mut buf, offset))
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| w.join().unwrap_or_else(|_| Err(std::io::Error::other("worker panicked"))))
+    })?;
+    Ok(start.elapsed())
+}
+
+async fn blocking_run(file: &Arc<std::fs::File>, row: Row, offsets: &[u64]) -> std::io::Result<Duration> {
+    let depth = row.depth();
+    let len = row.bytes().min(SEQ_BLOCK);
+    let join = |e: tokio::task::JoinError| std::io::Error::other(e);
+    let start = Instant::now();
+    if row == Row::Batch8 {
+        // The naive way: one blocking task per read, all awaited together.
+        for &offset in offsets {
+            let reads: Vec<_> = (0..BATCH)
+                .map(|i| {
+                    let file = file.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let mut buf = [0u8; PAGE];
+                        file.read_exact_at(&mut buf, batch_offset(offset, i))
+                    })
+                })
+                .collect();
+            for read in reads {
+                read.await.map_err(join)??;
+            }
+        }
+        return Ok(start.elapsed());
+    }
+    let per_task = offsets.len().div_ceil(depth).max(1);
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in offsets.chunks(per_task) {
+        let (file, chunk) = (file.clone(), chunk.to_vec());
+        tasks.spawn(async move {
+            let mut buf = aligned(len)?;
+            for offset in chunk {
+                let file = file.clone();
+                buf = tokio::task::spawn_blocking(move || sync_op(&file, row, &mut buf, offset).map(|()| buf))
+                    .await
+                    .map_err(join)??;
+            }
+            Ok::<_, std::io::Error>(())
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.map_err(join)??;
+    }
+    Ok(start.elapsed())
+}
+
+/// `tokio::fs` as its users write it: seek, then read or write (it has no positional calls).
+/// Only the buffered rows, so every operation is one page.
+async fn tokio_fs_run(mut file: tokio::fs::File, row: Row, offsets: &[u64]) -> std::io::Result<Duration> {
+    let mut buf = vec![0u8; PAGE];
+    let start = Instant::now();
+    for &offset in offsets {
+        let reads = if row == Row::Batch8 { BATCH } else { 1 };
+        for i in 0..reads {
+            file.seek(std::io::SeekFrom::Start(batch_offset(offset, i))).await?;
+            if is_write(row) {
+                file.write_all(&buf).await?;
+                file.flush().await?;
+            } else {
+                file.read_exact(&mut buf).await?;
+            }
+        }
+        if row == Row::Fdatasync4k {
+            file.sync_data().await?;
+        }
+    }
+    Ok(start.elapsed())
+}
+
+/// The raw io-uring baseline: one ring, fixed buffers, no locks, no slab, no futures.
+#[cfg(uring)]
+mod raw {
+    use std::io;
+    use std::os::fd::RawFd;
+    use std::time::{Duration, Instant};
+
+    use io_uring::{IoUring, opcode, types};
+
+    use super::{BATCH, PAGE, Row, batch_offset, is_write};
+
+    pub struct Ring {
+        ring: IoUring,
+        arena: memmap2::MmapMut,
+        slot: usize,
+    }
+
+    impl Ring {
+        pub fn new(slots: usize, slot: usize) -> io::Result<Ring> {
+            let ring = IoUring::new(64)?;
+            let mut arena = memmap2::MmapMut::map_anon(slots * slot)?;
+            let base = arena.as_mut_ptr();
+            let iovecs: Vec<libc::iovec> = (0..slots)
+                .map(|i| libc::iovec { iov_base: base.wrapping_add(i * slot).cast(), iov_len: slot })
+                .collect();
+            // SAFETY: the iovecs cover `arena`, which `Ring` owns and drops after `ring` (fields
+            // drop in declaration order, and nothing is in flight when `Ring` drops: `run`
+            // waits for every completion).
+            unsafe { ring.submitter().register_buffers(&iovecs) }?;
+            Ok(Ring { ring, arena, slot })
+        }
+
+        /// Pushes one operation on slot `slot`; `len` bytes at `offset`.
+        fn push(&mut self, fd: RawFd, row: Row, slot: usize, len: usize, offset: u64) -> io::Result<()> {
+            let ptr = self.arena.as_mut_ptr().wrapping_add(slot * self.slot);
+            let fd = types::Fd(fd);
+            let entry = if is_write(row) {
+                opcode::WriteFixed::new(fd, ptr, len as u32, slot as u16).offset(offset).build()
+            } else {
+                opcode::ReadFixed::new(fd, ptr, len as u32, slot as u16).offset(offset).build()
+            }
+            .user_data(slot as u64);
+            // SAFETY: `ptr..ptr+len` lies in registered slot `slot` of `arena`, which outlives
+            // the operation: every pushed entry is waited for before `run` returns.
+            unsafe { self.ring.submission().push(&entry) }.map_err(|_| io::Error::other("submission queue full"))
+        }
+
+        fn reap(&mut self) -> io::Result<Vec<usize>> {
+            self.ring
+                .completion()
+                .map(|cqe| {
+                    if cqe.result() < 0 {
+                        Err(io::Error::from_raw_os_error(-cqe.result()))
+                    } else {
+                        Ok(cqe.user_data() as usize)
+                    }
+                })
+                .collect()
+        }
+
+        pub fn run(&mut self, fd: RawFd, row: Row, offsets: &[u64]) -> io::Result<Duration> {
+            let len = row.bytes().min(self.slot);
+            let start = Instant::now();
+            match row {
+                Row::Batch8 => {
+                    for &offset in offsets {
+                        for i in 0..BATCH {
+                            self.push(fd, row, i, PAGE, batch_offset(offset, i))?;
+                        }
+                        self.ring.submit_and_wait(BATCH)?;
+                        self.reap()?;
+                    }
+                }
+                Row::Fdatasync4k => {
+                    for &offset in offsets {
+                        self.push(fd, row, 0, len, offset)?;
+                        self.ring.submit_and_wait(1)?;
+                        self.reap()?;
+                        let sync = opcode::Fsync::new(types::Fd(fd)).flags(types::FsyncFlags::DATASYNC).build();
+                        // SAFETY: an fsync entry points at no memory.
+                        unsafe { self.ring.submission().push(&sync) }
+                            .map_err(|_| io::Error::other("submission queue full"))?;
+                        self.ring.submit_and_wait(1)?;
+                        self.reap()?;
+                    }
+                }
+                _ => {
+                    let depth = row.depth().min(offsets.len().max(1));
+                    let mut next = offsets.iter();
+                    let mut in_flight = 0;
+                    for slot in 0..depth {
+                        if let Some(&offset) = next.next() {
+                            self.push(fd, row, slot, len, offset)?;
+                            in_flight += 1;
+                        }
+                    }
+                    while in_flight > 0 {
+                        self.ring.submit_and_wait(1)?;
+                        for slot in self.reap()? {
+                            in_flight -= 1;
+                            if let Some(&offset) = next.next() {
+                                self.push(fd, row, slot, len, offset)?;
+                                in_flight += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(start.elapsed())
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The inline fast path both engines try first: `preadv2`/`pwritev2` with `RWF_NOWAIT` on the
+//! calling thread. Data in the page cache moves at the cost of one plain syscall; anything that
+//! would block (a page-cache miss, a filesystem that cannot write without blocking) is refused
+//! at once by the kernel and goes the normal way (the ring, or the blocking pool).
+//!
+//! Measured here: a cached 4 KiB read through the ring costs about 2.4x `pread`, through this
+//! path about 1.0x. ext4 refuses `RWF_NOWAIT` for buffered writes (`EOPNOTSUPP`), which the
+//! engines remember per engine so they stop asking.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::tokio_io::check_offset;
+use super::{File, Rw};
+use crate::buf::{Buf, InFlight};
+
+/// Per-engine switch for the fast path, per direction; a direction the filesystem refuses is
+/// switched off for the engine's lifetime.
+#[derive(Debug)]
+pub(crate) struct FastPath {
+    reads: AtomicBool,
+    writes: AtomicBool,
+}
+
+impl FastPath {
+    pub(crate) fn new(enabled: bool) -> FastPath {
+        FastPath { reads: AtomicBool::new(enabled), writes: AtomicBool::new(enabled) }
+    }
+
+    /// Tries `buf[start..]` at `offset` inline when the fast path is on for `rw`.
+    pub(crate) fn attempt(&self, rw: Rw, file: &File, buf: &mut Buf<InFlight>, start: usize, offset: u64) -> Nowait {
+        let switch = match rw {
+            Rw::Read => &self.reads,
+            Rw::Write => &self.writes,
+        };
+        if file.is_direct() || !switch.load(Ordering::Relaxed) {
+            return Nowait::WouldBlock;
+        }
+        if let Err(e) = check_offset(offset) {
+            return Nowait::Failed(e);
+        }
+        let outcome = try_rw(rw, file, buf, start, offset);
+        if let Nowait::Unsupported = outcome {
+            tracing::debug!(?rw, "RWF_NOWAIT unsupported here; fast path off for this direction");
+            switch.store(false, Ordering::Relaxed);
+        }
+        outcome
+    }
+}
+
+/// What the attempt came to.
+pub(crate) enum Nowait {
+    /// Moved this many bytes (0 at end of file); may be short.
+    Done(usize),
+    /// Failed in a way the slow path would fail too (e.g. `EBADF`).
+    Failed(io::Error),
+    /// Would block: take the slow path.
+    WouldBlock,
+    /// The file or filesystem does not support `RWF_NOWAIT` for this direction.
+    Unsupported,
+}
+
+/// Tries `buf[start..]` at `offset` without blocking. Never used on `O_DIRECT` files, whose
+/// reads always wait for the device.
+#[cfg(target_os = "linux")]
+fn try_rw(rw: Rw, file: &File, buf: &mut Buf<InFlight>, start: usize, offset: u64) -> Nowait {
+    use std::os::fd::AsRawFd;
+
+    // SAFETY: the syscall below runs on this thread while `buf` is borrowed mutably here; no
+    // kernel operation holds this slot (I2), because the engine has not submitted it anywhere.
+    let bytes = unsafe { buf.bytes_mut() };
+    let bytes = &mut bytes[start..];
+    let iov = libc::iovec { iov_base: bytes.as_mut_ptr().cast(), iov_len: bytes.len() };
+    let fd = file.std().as_raw_fd();
+    let n = match rw {
+        // SAFETY: `iov` describes `bytes`, a live, exclusively borrowed, initialized slice (I5).
+        Rw::Read => unsafe { libc::preadv2(fd, &iov, 1, offset as libc::off_t, libc::RWF_NOWAIT) },
+        // SAFETY: as above; the kernel only reads from `bytes`.
+        Rw::Write => unsafe { libc::pwritev2(fd, &iov, 1, offset as libc::off_t, libc::RWF_NOWAIT) },
+    };
+    if n >= 0 {
+        return Nowait::Done(n as usize);
+    }
+    let error = io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EINTR) => Nowait::WouldBlock,
+        Some(libc::EOPNOTSUPP) => Nowait::Unsupported,
+        _ => Nowait::Failed(error),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn try_rw(_rw: Rw, _file: &File, _buf: &mut Buf<InFlight>, _start: usize, _offset: u64) -> Nowait {
+    Nowait::Unsupported
+}
