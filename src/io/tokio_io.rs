@@ -361,6 +361,29 @@ impl IoEngine for TokioEngine {
 
     async fn submit_batch(&self, batch: Batch) -> Vec<BufResult<usize, Buf<Completed>>> {
         let pool = self.pool.id();
-        blocking(move || batch.ops.into_iter().map(|op| batch_op(op, pool)).collect()).await
+        // Page-cache hits finish inline; whatever would block goes to one blocking task.
+        let mut results: Vec<Option<BufResult<usize, Buf<Completed>>>> = Vec::with_capacity(batch.len());
+        let mut rest = Vec::new();
+        for (i, mut op) in batch.ops.into_iter().enumerate() {
+            let code = op.rw.op(op.fixed && op.buf.pool_id() == pool, false);
+            match self.fast.attempt(op.rw, &op.file, &mut op.buf, 0, op.offset) {
+                Nowait::Done(n) if n == 0 || n == op.buf.len() => {
+                    results.push(Some(complete(code, op.offset, Ok(n), op.buf)))
+                }
+                Nowait::Failed(e) => results.push(Some(complete(code, op.offset, Err(e), op.buf))),
+                Nowait::Done(_) | Nowait::WouldBlock | Nowait::Unsupported => {
+                    results.push(None);
+                    rest.push((i, op));
+                }
+            }
+        }
+        if !rest.is_empty() {
+            let done =
+                blocking(move || rest.into_iter().map(|(i, op)| (i, batch_op(op, pool))).collect::<Vec<_>>()).await;
+            for (i, result) in done {
+                results[i] = Some(result);
+            }
+        }
+        results.into_iter().flatten().collect()
     }
 }

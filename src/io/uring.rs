@@ -621,6 +621,12 @@ impl Ring {
     }
 }
 
+/// A batch entry after submission: finished inline (or refused), or waiting on the ring.
+enum Started {
+    Ready(io::Result<usize>, Buf<InFlight>),
+    Pushed(Key),
+}
+
 /// Waits for one operation; yields its syscall-style result and its payload.
 struct OpFuture<'a> {
     core: &'a Core,
@@ -820,37 +826,53 @@ impl IoEngine for UringEngine {
     }
 
     async fn submit_batch(&self, batch: Batch) -> Vec<BufResult<usize, Buf<Completed>>> {
-        // Push every entry, then one io_uring_enter (more only if the batch outgrows the queue).
+        // Page-cache hits finish inline; the rest is pushed, then one io_uring_enter (more only
+        // if the batch outgrows the submission queue).
         let started: Vec<_> = {
             let mut ring = self.core.lock();
             let started = batch
                 .ops
                 .into_iter()
-                .map(|op| {
+                .map(|mut op| {
                     let fixed = op.fixed && op.buf.pool_id() == self.core.pool.id();
                     let code = op.rw.op(fixed, false);
-                    let pushed = match check_offset(op.offset).and_then(|()| ring.reserve(1)) {
-                        Err(e) => Err((e, Payload::one(&op.file, op.buf))),
+                    let inline = match self.fast.attempt(op.rw, &op.file, &mut op.buf, 0, op.offset) {
+                        Nowait::Done(n) if n == 0 || n == op.buf.len() => {
+                            return (code, op.offset, 0, Started::Ready(Ok(n), op.buf));
+                        }
+                        Nowait::Failed(e) => return (code, op.offset, 0, Started::Ready(Err(e), op.buf)),
+                        Nowait::Done(n) => n,
+                        Nowait::WouldBlock | Nowait::Unsupported => 0,
+                    };
+                    let started = match check_offset(op.offset).and_then(|()| ring.reserve(1)) {
+                        Err(e) => Started::Ready(Err(e), op.buf),
                         Ok(()) => {
-                            let entry = rw_entry(op.rw, fixed, &op.file, &op.buf, 0, op.offset);
-                            ring.push(entry, Payload::one(&op.file, op.buf))
+                            let entry = rw_entry(op.rw, fixed, &op.file, &op.buf, inline, op.offset + inline as u64);
+                            match ring.push(entry, Payload::one(&op.file, op.buf)) {
+                                Ok(key) => Started::Pushed(key),
+                                Err((e, payload)) => Started::Ready(Err(e), payload.into_one()),
+                            }
                         }
                     };
-                    (code, op.offset, pushed)
+                    (code, op.offset, inline, started)
                 })
                 .collect();
             ring.submit_and_reap();
             started
         };
         let mut results = Vec::with_capacity(started.len());
-        for (code, offset, pushed) in started {
-            let (result, payload) = match pushed {
-                Ok(key) => OpFuture::new(&self.core, key).await,
-                Err((e, payload)) => (Err(e), payload),
+        // `inline` bytes moved before the ring took over: a short inline transfer continued.
+        for (code, offset, inline, started) in started {
+            let (result, buf) = match started {
+                Started::Pushed(key) => {
+                    let (result, payload) = OpFuture::new(&self.core, key).await;
+                    (result, payload.into_one())
+                }
+                Started::Ready(result, buf) => (result, buf),
             };
-            let buf = payload.into_one();
             results.push(match result {
-                Ok(n) => BufResult(Ok(n), buf.into_completed(n)),
+                Ok(n) => BufResult(Ok(inline + n), buf.into_completed(inline + n)),
+                Err(_) if inline > 0 => BufResult(Ok(inline), buf.into_completed(inline)),
                 Err(e) => BufResult(Err(Error::os(code, offset, Backend::Uring, e)), buf.into_failed()),
             });
         }

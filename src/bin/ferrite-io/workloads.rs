@@ -338,10 +338,13 @@ impl Bench {
                 self.raw.run(fd, row, &offsets).map_err(io_error)
             }
             Backend::Pread => pread_run(&self.files(row).std, row, &offsets).map_err(io_error),
-            Backend::SpawnBlocking => blocking_run(&self.files(row).std, row, &offsets).await.map_err(io_error),
+            Backend::SpawnBlocking => {
+                let file = self.files(row).std.clone();
+                in_task(async move { blocking_run(&file, row, &offsets).await.map_err(io_error) }).await
+            }
             Backend::TokioFs => {
                 let file = self.files(row).tokio_fs().await?;
-                tokio_fs_run(file, row, &offsets).await.map_err(io_error)
+                in_task(async move { tokio_fs_run(file, row, &offsets).await.map_err(io_error) }).await
             }
         }
     }
@@ -377,6 +380,15 @@ async fn engine_op(
     registered(engine, done, row.bytes().min(SEQ_BLOCK))
 }
 
+/// Runs `work` as a task on the runtime's workers, as application code runs, instead of on the
+/// thread that called `block_on`: completions then wake it on the same worker, with no
+/// cross-thread unpark in the measured path.
+async fn in_task(
+    work: impl std::future::Future<Output = ferrite_io::Result<Duration>> + Send + 'static,
+) -> ferrite_io::Result<Duration> {
+    tokio::spawn(work).await.map_err(|e| io_error(std::io::Error::other(e)))?
+}
+
 async fn engine_run(
     engine: &SharedIoEngine,
     files: &Files,
@@ -384,7 +396,17 @@ async fn engine_run(
     offsets: &[u64],
     fixed: bool,
 ) -> ferrite_io::Result<Duration> {
-    let file = &files.engine;
+    let (engine, file, offsets) = (engine.clone(), files.engine.clone(), offsets.to_vec());
+    in_task(async move { engine_loop(&engine, &file, row, &offsets, fixed).await }).await
+}
+
+async fn engine_loop(
+    engine: &SharedIoEngine,
+    file: &File,
+    row: Row,
+    offsets: &[u64],
+    fixed: bool,
+) -> ferrite_io::Result<Duration> {
     let single = row.bytes().min(SEQ_BLOCK);
     if row == Row::Batch8 {
         let mut bufs = Vec::with_capacity(BATCH);
