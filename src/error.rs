@@ -152,6 +152,36 @@ pub enum Error {
     /// io_uring was asked for and cannot be used here.
     #[error("io_uring unavailable: {0}")]
     Unavailable(#[from] Unsupported),
+    /// A page read back is not the page asked for (never written, torn, misdirected, corrupt).
+    #[error(transparent)]
+    Page(#[from] crate::hybridlog::page::PageError),
+    /// Recovery found a page that no crash can explain (a checksum or address mismatch, or an
+    /// acknowledged page that is not intact); the log is corrupt there.
+    #[error("log corrupt at {address}: {page}")]
+    Corrupt {
+        /// The page's address.
+        address: u64,
+        /// What is wrong with it.
+        page: crate::hybridlog::page::PageError,
+    },
+    /// The flusher saw a sync fail; no later flush can be acknowledged.
+    #[error("flusher poisoned by a failed sync (first failure at address {address}): {cause}")]
+    Poisoned {
+        /// The first page whose sync failed.
+        address: u64,
+        /// The sync error, as text.
+        cause: String,
+    },
+    /// A log address that is not a multiple of the page size, or a page of the wrong size.
+    #[error("{what}: {value} is not a multiple of the page size {page_size}")]
+    Unaligned {
+        /// What was checked.
+        what: &'static str,
+        /// The value.
+        value: u64,
+        /// The page size.
+        page_size: usize,
+    },
     /// The buffer arena could not be mapped.
     #[error("mapping the buffer arena failed: {0}")]
     Map(#[source] io::Error),

@@ -43,6 +43,7 @@
 pub mod buf;
 pub mod config;
 pub mod error;
+pub mod hybridlog;
 pub mod io;
 
 pub use buf::{Buf, BufPool, Completed, Free, InFlight, Registered};
