@@ -114,6 +114,24 @@ impl File {
         })
     }
 
+    /// Reserves disk blocks for the first `len` bytes (`fallocate`, keeping the size unchanged
+    /// when `len` is below it), on the blocking pool. Returns `false` when the filesystem (or
+    /// the platform) cannot preallocate; that is not an error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] for any other failure (e.g. `ENOSPC`).
+    pub async fn preallocate(&self, len: u64) -> Result<bool> {
+        let file = self.inner.clone();
+        let done = tokio::task::spawn_blocking(move || fallocate(&file, len)).await;
+        let result = done.unwrap_or_else(|join| Err(std::io::Error::other(join)));
+        match result {
+            Ok(()) => Ok(true),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => Ok(false),
+            Err(source) => Err(Error::Io { op: Op::Open, offset: len, backend: Backend::Tokio, source }),
+        }
+    }
+
     #[cfg(uring)]
     pub(crate) fn fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
@@ -151,4 +169,18 @@ fn set_direct(_options: &mut std::fs::OpenOptions) -> Result<()> {
         backend: Backend::Tokio,
         source: std::io::Error::new(std::io::ErrorKind::Unsupported, "O_DIRECT is Linux only"),
     })
+}
+
+#[cfg(target_os = "linux")]
+fn fallocate(file: &std::fs::File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(len).map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: fallocate(2) takes no pointers; the descriptor is open for the borrow of `file`.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn fallocate(_file: &std::fs::File, _len: u64) -> std::io::Result<()> {
+    Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP))
 }

@@ -10,6 +10,7 @@
 //! becomes `Arc<Engine>`, an enum that dispatches with a `match`, as compio's fusion driver does.
 
 pub mod detect;
+pub mod fault;
 mod file;
 mod nowait;
 mod tokio_io;

@@ -14,18 +14,22 @@ pub fn config(engine: EngineChoice) -> IoEngineConfig {
 /// operation through the ring or the blocking pool) and on. io_uring must work on the test
 /// machines; a build without the `io-uring` feature (or off Linux) has only the tokio engine.
 pub fn engines(config: &IoEngineConfig) -> Vec<(&'static str, SharedIoEngine)> {
+    owned_engines(config).into_iter().map(|(name, engine)| (name, std::sync::Arc::new(engine))).collect()
+}
+
+/// As [`engines`], as owned values (to wrap, e.g. in a `FaultyEngine`). Needs a tokio runtime.
+pub fn owned_engines(config: &IoEngineConfig) -> Vec<(&'static str, Engine)> {
     let plain = IoEngineConfig { nowait_fast_path: false, ..config.clone() };
     let fast = IoEngineConfig { nowait_fast_path: true, ..config.clone() };
     let mut all = Vec::new();
     #[cfg(all(feature = "io-uring", target_os = "linux"))]
     for (name, config) in [("uring", &plain), ("uring_nowait", &fast)] {
-        let uring = ferrite_io::create_engine(config.clone().with_engine(EngineChoice::Uring))
+        let uring = ferrite_io::UringEngine::new(&config.clone().with_engine(EngineChoice::Uring))
             .expect("io_uring must work on the test machines");
-        all.push((name, uring));
+        all.push((name, Engine::Uring(uring)));
     }
     for (name, config) in [("tokio", &plain), ("tokio_nowait", &fast)] {
-        let tokio = TokioEngine::new(config).expect("tokio engine");
-        all.push((name, std::sync::Arc::new(Engine::Tokio(tokio))));
+        all.push((name, Engine::Tokio(TokioEngine::new(config).expect("tokio engine"))));
     }
     all
 }

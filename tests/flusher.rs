@@ -1,0 +1,192 @@
+//! The page flusher on every engine variant: out-of-order completion with a gap-free
+//! `flushed_until`, group commit, per-page sync, poisoning by a failed fdatasync, failed writes.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrite_io::hybridlog::{FlusherConfig, PageFlusher, SyncPolicy, page};
+use ferrite_io::io::fault::FaultyEngine;
+use ferrite_io::{Engine, EngineChoice, Error, IoEngine, IoEngineConfig, OpenOptions};
+
+const PAGE: usize = 8192;
+
+fn config() -> IoEngineConfig {
+    IoEngineConfig { registered_buffers: 32, ..common::config(EngineChoice::Auto) }
+}
+
+type Flusher = PageFlusher<FaultyEngine<Engine>>;
+
+async fn flusher(dir: &tempfile::TempDir, name: &str, engine: Engine, sync: SyncPolicy) -> Arc<Flusher> {
+    let engine = Arc::new(FaultyEngine::new(engine));
+    let path = dir.path().join(format!("{name}-{sync:?}.log"));
+    let file = engine.open(path, &OpenOptions::new().create(true)).await.unwrap();
+    assert!(file.preallocate(64 * PAGE as u64).await.unwrap(), "ext4 supports fallocate");
+    Arc::new(PageFlusher::new(engine, file, FlusherConfig { page_size: PAGE, depth: 16, sync, start: 0 }))
+}
+
+/// Flushes page `index` with a payload naming it; checks the buffer came back whole.
+async fn flush(flusher: &Flusher, index: u64) -> Result<(), Error> {
+    let mut buf = flusher.engine().acquire().await;
+    let payload = format!("page {index}");
+    buf[32..32 + payload.len()].copy_from_slice(payload.as_bytes());
+    let (result, back) = flusher.flush(buf, index * PAGE as u64, payload.len()).await.into_parts();
+    assert_eq!(back.len(), PAGE, "the page buffer comes back whole");
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_order_completion_keeps_flushed_until_gap_free() {
+    let dir = common::tempdir();
+    for sync in [SyncPolicy::Group, SyncPolicy::PerPage, SyncPolicy::None] {
+        for (name, engine) in common::owned_engines(&config()) {
+            let flusher = flusher(&dir, name, engine, sync).await;
+            // Early pages finish last.
+            for (index, delay) in [(0u64, 60u64), (1, 40), (2, 20), (5, 30)] {
+                flusher.engine().delay_writes_at(index * PAGE as u64, Duration::from_millis(delay));
+            }
+            let watcher = tokio::spawn({
+                let flusher = flusher.clone();
+                async move {
+                    let mut seen = vec![flusher.flushed_until()];
+                    while *seen.last().unwrap() < 12 * PAGE as u64 {
+                        tokio::time::sleep(Duration::from_micros(200)).await;
+                        seen.push(flusher.flushed_until());
+                    }
+                    seen
+                }
+            });
+            let mut tasks = Vec::new();
+            for index in 0..12u64 {
+                let flusher = flusher.clone();
+                tasks.push(tokio::spawn(async move {
+                    flush(&flusher, index).await.unwrap();
+                    (index, flusher.flushed_until())
+                }));
+            }
+            let mut acks = Vec::new();
+            for task in tasks {
+                acks.push(task.await.unwrap());
+            }
+            let seen = tokio::time::timeout(Duration::from_secs(10), watcher).await.unwrap().unwrap();
+            assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{name} {sync:?}: flushed_until went back");
+            assert!(seen.iter().all(|v| v % PAGE as u64 == 0));
+            assert_eq!(flusher.flushed_until(), 12 * PAGE as u64, "{name} {sync:?}");
+            // Page 3 was acknowledged while page 0 (delayed) was not: flushed_until was still 0.
+            let (_, at_page_3) = acks[3];
+            assert!(at_page_3 < 3 * PAGE as u64, "{name} {sync:?}: page 3 waited for page 0 ({at_page_3})");
+            // Every page is on disk, intact.
+            let bytes = std::fs::read(dir.path().join(format!("{name}-{sync:?}.log"))).unwrap();
+            for index in 0..12u64 {
+                let at = (index * PAGE as u64) as usize;
+                let info = page::verify(&bytes[at..at + PAGE], index * PAGE as u64).unwrap();
+                assert_eq!(
+                    &bytes[at + 32..at + 32 + info.header.payload_len as usize],
+                    format!("page {index}").as_bytes()
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_shares_syncs_and_per_page_does_not() {
+    let dir = common::tempdir();
+    for (name, engine) in common::owned_engines(&config()) {
+        let group = flusher(&dir, name, engine, SyncPolicy::Group).await;
+        let flushes: Vec<_> = (0..16u64)
+            .map(|i| {
+                tokio::spawn({
+                    let group = group.clone();
+                    async move { flush(&group, i).await }
+                })
+            })
+            .collect();
+        for f in flushes {
+            f.await.unwrap().unwrap();
+        }
+        let syncs = group.engine().syncs();
+        assert!((1..16).contains(&syncs), "{name}: 16 concurrent pages took {syncs} syncs");
+    }
+    for (name, engine) in common::owned_engines(&config()) {
+        let per_page = flusher(&dir, name, engine, SyncPolicy::PerPage).await;
+        for i in 0..4u64 {
+            flush(&per_page, i).await.unwrap();
+        }
+        assert_eq!(per_page.engine().syncs(), 4, "{name}: one sync per page");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fdatasync_poisons_the_flusher() {
+    let dir = common::tempdir();
+    for (name, engine) in common::owned_engines(&config()) {
+        let flusher = flusher(&dir, name, engine, SyncPolicy::Group).await;
+        flush(&flusher, 0).await.unwrap();
+        assert_eq!(flusher.flushed_until(), PAGE as u64);
+        flusher.engine().fail_syncs_from(2, libc::EIO);
+        // Every page waiting on the failed sync fails; none is acknowledged.
+        let waiting: Vec<_> = (1..6u64)
+            .map(|i| {
+                tokio::spawn({
+                    let flusher = flusher.clone();
+                    async move { flush(&flusher, i).await }
+                })
+            })
+            .collect();
+        for w in waiting {
+            let result = w.await.unwrap();
+            assert!(matches!(result, Err(Error::Poisoned { .. })), "{name}: {result:?}");
+        }
+        assert_eq!(flusher.flushed_until(), PAGE as u64, "{name}: nothing past the failure is acknowledged");
+        assert!(flusher.poisoned().is_some());
+        // Later flushes fail at once and never sync again (no retry that could "succeed").
+        let syncs = flusher.engine().syncs();
+        let later = flush(&flusher, 6).await;
+        assert!(matches!(later, Err(Error::Poisoned { .. })), "{name}: {later:?}");
+        assert_eq!(flusher.engine().syncs(), syncs, "{name}: a poisoned flusher syncs no more");
+        assert_eq!(flusher.flushed_until(), PAGE as u64);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_page_sync_failure_poisons_too() {
+    let dir = common::tempdir();
+    for (name, engine) in common::owned_engines(&config()) {
+        let flusher = flusher(&dir, name, engine, SyncPolicy::PerPage).await;
+        flusher.engine().fail_syncs_from(1, libc::EIO);
+        assert!(matches!(flush(&flusher, 0).await, Err(Error::Poisoned { address: 0, .. })), "{name}");
+        assert!(matches!(flush(&flusher, 1).await, Err(Error::Poisoned { address: 0, .. })), "{name}");
+        assert_eq!(flusher.flushed_until(), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_fails_its_page_only() {
+    let dir = common::tempdir();
+    for (name, engine) in common::owned_engines(&config()) {
+        let flusher = flusher(&dir, name, engine, SyncPolicy::Group).await;
+        flusher.engine().fail_writes_at(PAGE as u64, libc::ENOSPC);
+        flush(&flusher, 0).await.unwrap();
+        let failed = flush(&flusher, 1).await;
+        assert!(matches!(&failed, Err(e) if e.raw_os_error() == Some(libc::ENOSPC)), "{name}: {failed:?}");
+        flush(&flusher, 2).await.unwrap();
+        assert!(flusher.poisoned().is_none(), "{name}: a write error does not poison");
+        assert_eq!(flusher.flushed_until(), PAGE as u64, "{name}: the gap at page 1 holds the prefix");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_addresses_and_payloads_are_refused_with_the_buffer() {
+    let dir = common::tempdir();
+    for (name, engine) in common::owned_engines(&config()) {
+        let flusher = flusher(&dir, name, engine, SyncPolicy::Group).await;
+        let buf = flusher.engine().acquire().await;
+        let (result, back) = flusher.flush(buf, 100, 0).await.into_parts();
+        assert!(matches!(result, Err(Error::Unaligned { value: 100, .. })), "{name}: {result:?}");
+        let (result, _) = flusher.flush(back.into_free(), 0, PAGE).await.into_parts();
+        assert!(matches!(result, Err(Error::Page(_))), "{name}: {result:?}");
+        assert_eq!(flusher.engine().syncs(), 0);
+    }
+}
