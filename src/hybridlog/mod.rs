@@ -3,4 +3,9 @@
 //!
 //! The log is one file; a page's log address is its byte offset, a multiple of the page size.
 
+mod flusher;
 pub mod page;
+
+pub use flusher::{FlusherConfig, PageFlusher, SyncPolicy};
+mod reader;
+pub use reader::{Hole, HoleKind, Recovery, read_page, recover};
