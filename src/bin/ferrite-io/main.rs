@@ -2,6 +2,7 @@
 //! write, sync and read round trip on the chosen engine; `bench` runs the performance table.
 
 mod bench;
+mod flush;
 mod workloads;
 
 use std::path::PathBuf;
@@ -34,6 +35,43 @@ enum Command {
         /// Open the round-trip file with O_DIRECT.
         #[arg(long)]
         direct: bool,
+    },
+    /// The HybridLog workload: flush pages of records through the page flusher, then cold-read
+    /// random pages and verify them.
+    Flush {
+        /// Engine: auto, uring or tokio.
+        #[arg(long, default_value = "auto")]
+        engine: EngineChoice,
+        /// Open the log with O_DIRECT.
+        #[arg(long)]
+        direct: bool,
+        /// Page size (bytes, or with K/KiB/M/MiB): a multiple of 4096.
+        #[arg(long, default_value = "64KiB", value_parser = parse_size)]
+        page_size: u64,
+        /// Number of pages (overrides --size).
+        #[arg(long)]
+        pages: Option<u64>,
+        /// Log size to write (bytes, or with K/M/G suffixes).
+        #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+        size: u64,
+        /// per-page (linked write + fdatasync), group (group commit) or none.
+        #[arg(long, default_value = "group")]
+        sync: ferrite_io::hybridlog::SyncPolicy,
+        /// Pages in flight.
+        #[arg(long, default_value_t = 8)]
+        depth: usize,
+        /// Random pages to read back and verify afterwards.
+        #[arg(long, default_value_t = 1000)]
+        reads: u64,
+        /// Directory for the log file (a real disk for --direct; not tmpfs).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Keep the log file.
+        #[arg(long)]
+        keep: bool,
     },
     /// Measure every row on both engines and the raw baselines, side by side.
     Bench {
@@ -72,6 +110,13 @@ fn main() -> ExitCode {
         Command::Probe { engine, config, dir, direct } => runtime.block_on(probe(engine, config, dir, direct)),
         Command::Bench { dir, rounds, only, json } => {
             runtime.block_on(bench::run(&dir, rounds.max(1), only.as_deref(), json))
+        }
+        Command::Flush { engine, direct, page_size, pages, size, sync, depth, reads, dir, json, keep } => {
+            let page_size = page_size as usize;
+            let pages = pages.unwrap_or(size / page_size.max(1) as u64).max(1);
+            let options =
+                flush::Options { engine, direct, page_size, pages, sync, depth: depth.max(1), reads, dir, json, keep };
+            runtime.block_on(flush::run(options))
         }
     };
     match result {
@@ -160,4 +205,20 @@ async fn round_trip<E: IoEngine>(
         });
     }
     Ok((write, sync, read))
+}
+
+/// Parses `4096`, `64K`, `64KiB`, `1M`, `1MiB`, `2G`, `2GiB` (binary units).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size like 4096, 64KiB or 1MiB"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        other => return Err(format!("unknown size unit {other:?}: use K, M or G")),
+    };
+    number.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))
 }
