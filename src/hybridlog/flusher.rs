@@ -62,14 +62,23 @@ pub struct FlusherConfig {
     pub depth: usize,
     /// When a page counts as durable.
     pub sync: SyncPolicy,
-    /// The address `flushed_until` starts at: 0 for a new log, `Recovery::durable_until` for
-    /// a reopened one.
+    /// The address `flushed_until` starts at: 0 for a new log, [`Recovery::durable_until`]
+    /// for a reopened one. Pages above it that survived the crash (see [`Recovery::holes`])
+    /// were never acknowledged: truncate the file to `durable_until` (or overwrite them) before
+    /// resuming, or a later recovery would count them as log.
+    ///
+    /// [`Recovery::durable_until`]: super::Recovery::durable_until
+    /// [`Recovery::holes`]: super::Recovery::holes
     pub start: u64,
+    /// The sequence number of the first page flushed: 1 for a new log,
+    /// `Recovery::max_sequence_seen + 1` for a reopened one, so no two writes of a page share a
+    /// sequence (torn-write detection relies on it).
+    pub first_sequence: u64,
 }
 
 impl Default for FlusherConfig {
     fn default() -> Self {
-        FlusherConfig { page_size: 64 * 1024, depth: 8, sync: SyncPolicy::Group, start: 0 }
+        FlusherConfig { page_size: 64 * 1024, depth: 8, sync: SyncPolicy::Group, start: 0, first_sequence: 1 }
     }
 }
 
@@ -106,7 +115,7 @@ struct State {
     flushed_until: u64,
     /// Acknowledged pages at or above `flushed_until`.
     ahead: BTreeSet<u64>,
-    /// Sequence number for the next page.
+    /// Sequence number of the last page sealed.
     sequence: u64,
     /// Whether a group sync is running, and the generation the next one will have.
     syncing: bool,
@@ -121,7 +130,8 @@ impl<E: IoEngine> PageFlusher<E> {
     /// A flusher writing to `file` through `engine` (a [`SharedIoEngine`](crate::SharedIoEngine)
     /// or an `Arc` of any engine, such as a fault injector).
     pub fn new(engine: Arc<E>, file: File, config: FlusherConfig) -> Self {
-        let state = State { flushed_until: config.start, next_sync: 1, ..State::default() };
+        let sequence = config.first_sequence.saturating_sub(1);
+        let state = State { flushed_until: config.start, next_sync: 1, sequence, ..State::default() };
         PageFlusher {
             engine,
             file,

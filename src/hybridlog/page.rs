@@ -123,17 +123,20 @@ fn checksum(page: &[u8]) -> u32 {
 }
 
 /// Stamps `page` (a whole page, a multiple of 4096 bytes) as the page at `address`, written
-/// with `sequence`, whose first `payload_len` payload bytes are already in place after the header.
+/// with `sequence` (at least 1), whose first `payload_len` payload bytes are already in place after the header.
 /// Zeroes the rest of the payload area, writes header and footer, and computes the checksum.
 ///
 /// # Errors
 ///
 /// [`PageError::Invalid`] when the page is smaller than 4096 bytes, not a multiple of it, or
-/// `payload_len` does not fit.
+/// `payload_len` does not fit, or `sequence` is 0.
 pub fn seal(page: &mut [u8], address: u64, sequence: u64, payload_len: usize) -> Result<(), PageError> {
     let size = page.len();
     if size < 4096 || size % 4096 != 0 {
         return Err(PageError::Invalid { address, reason: "page size is not a multiple of 4096" });
+    }
+    if sequence == 0 {
+        return Err(PageError::Invalid { address, reason: "sequence 0 is reserved (a zero footer means unwritten)" });
     }
     if payload_len > size - OVERHEAD {
         return Err(PageError::Invalid { address, reason: "payload does not fit the page" });
@@ -175,13 +178,10 @@ pub fn verify(page: &[u8], address: u64) -> Result<PageInfo, PageError> {
     let footer: PageFooter = bytemuck::pod_read_unaligned(&page[size - size_of::<PageFooter>()..]);
     let header_written = header.magic == MAGIC;
     let footer_written = footer != PageFooter::zeroed();
-    if header_written != footer_written
-        || (header_written && (footer.address, footer.sequence) != (header.address, header.sequence))
-    {
+    // Header or footer missing, or from different writes: only some sectors of the page reached
+    // the disk. (Neither written but the body is: a middle sector of a torn first write.)
+    if !header_written || !footer_written || (footer.address, footer.sequence) != (header.address, header.sequence) {
         return Err(PageError::Torn { address });
-    }
-    if !header_written {
-        return Err(PageError::Invalid { address, reason: "bad magic" });
     }
     if header.version != VERSION {
         return Err(PageError::Invalid { address, reason: "unknown format version" });
@@ -233,12 +233,13 @@ mod tests {
         assert_eq!(verify(&page(8192, 1), 0), Err(PageError::Misdirected { expected: 0, found: 8192 }));
         let mut garbage = vec![0u8; 4096];
         garbage[4000] = 1;
-        assert_eq!(verify(&garbage, 0), Err(PageError::Invalid { address: 0, reason: "bad magic" }));
+        assert_eq!(verify(&garbage, 0), Err(PageError::Torn { address: 0 }));
     }
 
     #[test]
     fn seal_refuses_what_does_not_fit() {
-        assert!(seal(&mut [0; 4096], 0, 0, 4096 - OVERHEAD + 1).is_err());
-        assert!(seal(&mut [0; 1000], 0, 0, 0).is_err());
+        assert!(seal(&mut [0; 4096], 0, 1, 4096 - OVERHEAD + 1).is_err());
+        assert!(seal(&mut [0; 1000], 0, 1, 0).is_err());
+        assert!(seal(&mut [0; 4096], 0, 0, 0).is_err(), "sequence 0 would look unwritten");
     }
 }

@@ -79,8 +79,11 @@ pub async fn run(options: Options) -> ferrite_io::Result<()> {
     let path = dir.join(format!("ferrite-io-flush-{}.log", std::process::id()));
     let file = engine.open(&path, &OpenOptions::new().create(true).truncate(true).direct(direct)).await?;
     let preallocated = file.preallocate(pages * page_size as u64).await?;
-    let flusher =
-        Arc::new(PageFlusher::new(engine.clone(), file.clone(), FlusherConfig { page_size, depth, sync, start: 0 }));
+    let flusher = Arc::new(PageFlusher::new(
+        engine.clone(),
+        file.clone(),
+        FlusherConfig { page_size, depth, sync, ..FlusherConfig::default() },
+    ));
     let progress = if json { ProgressBar::hidden() } else { ProgressBar::new(pages) };
     progress.set_style(
         ProgressStyle::with_template("{spinner} flush [{bar:40}] {pos}/{len} pages {per_sec} eta {eta}")
