@@ -826,49 +826,70 @@ impl IoEngine for UringEngine {
     }
 
     async fn submit_batch(&self, batch: Batch) -> Vec<BufResult<usize, Buf<Completed>>> {
-        // Page-cache hits finish inline; the rest is pushed, then one io_uring_enter (more only
-        // if the batch outgrows the submission queue).
-        let started: Vec<_> = {
+        // Page-cache hits finish inline, before the ring lock is taken.
+        let steps: Vec<_> = batch
+            .ops
+            .into_iter()
+            .map(|mut op| {
+                let fixed = op.fixed && op.buf.pool_id() == self.core.pool.id();
+                let code = op.rw.op(fixed, false);
+                let inline = match self.fast.attempt(op.rw, &op.file, &mut op.buf, 0, op.offset) {
+                    Nowait::Done(n) if n == 0 || n == op.buf.len() => return (code, op.offset, 0, Err((Ok(n), op))),
+                    Nowait::Failed(e) => return (code, op.offset, 0, Err((Err(e), op))),
+                    Nowait::Done(n) => n,
+                    Nowait::WouldBlock | Nowait::Unsupported => 0,
+                };
+                (code, op.offset, inline, Ok((fixed, op)))
+            })
+            .collect();
+        // The rest is pushed, then one io_uring_enter (more only if the batch outgrows the queue).
+        let pushed: Vec<_> = {
             let mut ring = self.core.lock();
-            let started = batch
-                .ops
+            let pushed = steps
                 .into_iter()
-                .map(|mut op| {
-                    let fixed = op.fixed && op.buf.pool_id() == self.core.pool.id();
-                    let code = op.rw.op(fixed, false);
-                    let inline = match self.fast.attempt(op.rw, &op.file, &mut op.buf, 0, op.offset) {
-                        Nowait::Done(n) if n == 0 || n == op.buf.len() => {
-                            return (code, op.offset, 0, Started::Ready(Ok(n), op.buf));
-                        }
-                        Nowait::Failed(e) => return (code, op.offset, 0, Started::Ready(Err(e), op.buf)),
-                        Nowait::Done(n) => n,
-                        Nowait::WouldBlock | Nowait::Unsupported => 0,
-                    };
-                    let started = match check_offset(op.offset).and_then(|()| ring.reserve(1)) {
-                        Err(e) => Started::Ready(Err(e), op.buf),
-                        Ok(()) => {
-                            let entry = rw_entry(op.rw, fixed, &op.file, &op.buf, inline, op.offset + inline as u64);
-                            match ring.push(entry, Payload::one(&op.file, op.buf)) {
-                                Ok(key) => Started::Pushed(key),
-                                Err((e, payload)) => Started::Ready(Err(e), payload.into_one()),
+                .map(|(code, offset, inline, step)| {
+                    let started = match step {
+                        Err((result, op)) => Started::Ready(result, op.buf),
+                        Ok((fixed, op)) => match check_offset(op.offset).and_then(|()| ring.reserve(1)) {
+                            Err(e) => Started::Ready(Err(e), op.buf),
+                            Ok(()) => {
+                                let entry =
+                                    rw_entry(op.rw, fixed, &op.file, &op.buf, inline, op.offset + inline as u64);
+                                match ring.push(entry, Payload::one(&op.file, op.buf)) {
+                                    Ok(key) => Started::Pushed(key),
+                                    Err((e, payload)) => Started::Ready(Err(e), payload.into_one()),
+                                }
                             }
-                        }
+                        },
                     };
-                    (code, op.offset, inline, started)
+                    (code, offset, inline, started)
                 })
                 .collect();
             ring.submit_and_reap();
-            started
+            pushed
         };
-        let mut results = Vec::with_capacity(started.len());
+        // Every pushed entry gets its future before the first await, so dropping this future
+        // part-way abandons each operation not yet awaited (its slot and buffer are freed at its
+        // completion). Made after the lock is released: `OpFuture`'s drop takes the lock.
+        let waiting: Vec<_> = pushed
+            .into_iter()
+            .map(|(code, offset, inline, started)| {
+                let op = match started {
+                    Started::Pushed(key) => Ok(OpFuture::new(&self.core, key)),
+                    Started::Ready(result, buf) => Err((result, buf)),
+                };
+                (code, offset, inline, op)
+            })
+            .collect();
+        let mut results = Vec::with_capacity(waiting.len());
         // `inline` bytes moved before the ring took over: a short inline transfer continued.
-        for (code, offset, inline, started) in started {
-            let (result, buf) = match started {
-                Started::Pushed(key) => {
-                    let (result, payload) = OpFuture::new(&self.core, key).await;
+        for (code, offset, inline, op) in waiting {
+            let (result, buf) = match op {
+                Ok(op) => {
+                    let (result, payload) = op.await;
                     (result, payload.into_one())
                 }
-                Started::Ready(result, buf) => (result, buf),
+                Err(ready) => ready,
             };
             results.push(match result {
                 Ok(n) => BufResult(Ok(inline + n), buf.into_completed(inline + n)),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrite_io::{
-    Batch, Buf, BufResult, Completed, Engine, EngineChoice, File, IoEngine, IoEngineConfig, OpenOptions, SharedIoEngine,
+    Batch, Buf, BufResult, Completed, Engine, File, IoEngine, IoEngineConfig, OpenOptions, SharedIoEngine,
 };
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
@@ -272,7 +272,7 @@ impl Bench {
             .collect();
         Ok(Bench {
             #[cfg(uring)]
-            uring: ferrite_io::create_engine(config.clone().with_engine(EngineChoice::Uring))?,
+            uring: ferrite_io::create_engine(config.clone().with_engine(ferrite_io::EngineChoice::Uring))?,
             tokio: Arc::new(Engine::Tokio(ferrite_io::TokioEngine::new(&config)?)),
             #[cfg(uring)]
             raw: raw::Ring::new(32, SEQ_BLOCK).map_err(io_error)?,

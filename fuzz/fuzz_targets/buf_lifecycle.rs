@@ -1,0 +1,70 @@
+//! Fuzzes the buffer lifecycle: pool accounting, typestate transitions, bytes and file contents
+//! across plain, fixed, batched and abandoned operations, on the io_uring engine when this
+//! machine has io_uring and on the tokio engine. The model and its checks are in `src/model.rs`.
+//!
+//! `cargo +nightly fuzz run buf_lifecycle -- -max_total_time=180`
+
+#![no_main]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ferrite_io::{EngineChoice, TokioEngine};
+use ferrite_io_fuzz::{Input, model};
+use libfuzzer_sys::fuzz_target;
+
+/// The model's options.
+fn options() -> model::Options {
+    model::Options { timeout: Duration::from_secs(5) }
+}
+
+/// One current-thread runtime for the whole process; each input runs in a `block_on`.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime"))
+}
+
+/// This process's directory for data files, under the (gitignored, ext4) fuzz/target.
+fn data_dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join("fuzz-tmp")
+            .join(std::process::id().to_string());
+        std::fs::create_dir_all(&dir).expect("fuzz data dir");
+        dir
+    })
+}
+
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+fn uring_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let config = model::Setup::new(1, false, false, false).config(EngineChoice::Uring);
+        matches!(ferrite_io::check_uring_support(&config), ferrite_io::UringSupport::Supported(_))
+    })
+}
+
+fuzz_target!(|input: Input| {
+    static NEXT_FILE: AtomicU64 = AtomicU64::new(0);
+    let path = data_dir().join(NEXT_FILE.fetch_add(1, Ordering::Relaxed).to_string());
+    runtime().block_on(async {
+        let foreign = TokioEngine::new(&model::foreign_config()).expect("foreign engine");
+        #[cfg(all(feature = "io-uring", target_os = "linux"))]
+        if input.uring && uring_available() {
+            let config = input.setup.config(EngineChoice::Uring);
+            let engine = ferrite_io::UringEngine::new(&config).expect("io_uring engine");
+            let (setup, actions) = (&input.setup, &input.actions);
+            model::run(engine, foreign, &path, setup, actions, options()).await;
+            return;
+        }
+        let config = input.setup.config(EngineChoice::Tokio);
+        let engine = TokioEngine::new(&config).expect("tokio engine");
+        let (setup, actions) = (&input.setup, &input.actions);
+        model::run(engine, foreign, &path, setup, actions, options()).await;
+    });
+    let _ = std::fs::remove_file(&path);
+});
