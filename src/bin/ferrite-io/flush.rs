@@ -113,6 +113,9 @@ pub async fn run(options: Options) -> ferrite_io::Result<()> {
                 flusher.flush(buf, address, len).await.0?;
                 latencies.push(began.elapsed());
                 progress.inc(1);
+                // Let the writer this completion woke (its page is filled) submit before this
+                // one spends CPU filling the next page.
+                tokio::task::yield_now().await;
             }
         });
     }
