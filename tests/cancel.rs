@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::Rng;
+
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Waker};
@@ -14,20 +16,6 @@ use ferrite_io::{EngineChoice, IoEngine, IoEngineConfig, OpenOptions};
 const FILE_SIZE: u64 = 16 << 20;
 const OLD: u8 = 0xA5;
 const NEW: u8 = 0x5A;
-
-/// xorshift64*: deterministic and dependency-free.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// Polls `future` up to `polls` times with a no-op waker, then drops it wherever it is.
 fn poll_then_drop<F: Future>(future: F, polls: u64) -> bool {

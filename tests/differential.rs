@@ -4,23 +4,11 @@
 
 mod common;
 
+use common::Rng;
+
 use ferrite_io::{Batch, Buf, Completed, EngineChoice, Error, IoEngine, OpenOptions, SharedIoEngine};
 
 const SPAN: u64 = 256 << 10;
-
-/// xorshift64*: deterministic and dependency-free.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[derive(Debug, Clone)]
 enum Action {

@@ -89,6 +89,18 @@ impl Rw {
     }
 }
 
+/// Whether `buf` may name a fixed-buffer index of `pool`'s engine: it claims registration and
+/// comes from that pool (the claim alone is not enough, see `buf::state`).
+pub(crate) fn is_fixed<S: Submittable>(buf: &Buf<S>, pool: &BufPool) -> bool {
+    S::FIXED && buf.pool_id() == pool.id()
+}
+
+/// A fixed-buffer operation's refusal of a buffer registered elsewhere: the buffer comes back.
+pub(crate) fn foreign(buf: Buf<Registered>, pool: &BufPool) -> BufResult<usize, Buf<Completed>> {
+    let e = crate::Error::ForeignBuffer { buf_pool: buf.pool_id(), engine_pool: pool.id() };
+    BufResult(Err(e), buf.into_in_flight().into_failed())
+}
+
 /// One operation of a [`Batch`].
 pub(crate) struct BatchOp {
     pub(crate) rw: Rw,

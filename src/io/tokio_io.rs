@@ -11,7 +11,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 use super::nowait::{FastPath, Nowait};
-use super::{Batch, BatchOp, BufResult, File, IoEngine, MAX_VECTORED, Reason, Rw, Selection};
+use super::{Batch, BatchOp, BufResult, File, IoEngine, MAX_VECTORED, Reason, Rw, Selection, foreign, is_fixed};
 use crate::buf::{Buf, BufPool, Completed, InFlight, Registered, Submittable};
 use crate::config::{EngineChoice, IoEngineConfig};
 use crate::error::{Backend, Error, Op, Result};
@@ -62,12 +62,6 @@ impl TokioEngine {
         })
     }
 
-    /// Whether `buf` counts as a fixed buffer here: registered, and of this engine's pool. The
-    /// syscalls are the same either way; errors name the operation as io_uring would.
-    fn fixed<S: Submittable>(&self, buf: &Buf<S>) -> bool {
-        S::FIXED && buf.pool_id() == self.pool.id()
-    }
-
     async fn rw<S: Submittable>(
         &self,
         rw: Rw,
@@ -75,7 +69,7 @@ impl TokioEngine {
         buf: Buf<S>,
         offset: u64,
     ) -> BufResult<usize, Buf<Completed>> {
-        let op = rw.op(self.fixed(&buf), false);
+        let op = rw.op(is_fixed(&buf, &self.pool), false);
         let mut buf = buf.into_in_flight();
         // Page-cache hits finish inline, without a trip through the blocking pool.
         let inline = match self.fast.attempt(rw, file, &mut buf, 0, offset) {
@@ -103,9 +97,8 @@ impl TokioEngine {
         buf: Buf<Registered>,
         offset: u64,
     ) -> BufResult<usize, Buf<Completed>> {
-        if !self.fixed(&buf) {
-            let e = Error::ForeignBuffer { buf_pool: buf.pool_id(), engine_pool: self.pool.id() };
-            return BufResult(Err(e), buf.into_in_flight().into_failed());
+        if !is_fixed(&buf, &self.pool) {
+            return foreign(buf, &self.pool);
         }
         self.rw(rw, file, buf, offset).await
     }
@@ -117,7 +110,7 @@ impl TokioEngine {
         buf: Buf<S>,
         offset: u64,
     ) -> BufResult<(), Buf<Completed>> {
-        let fixed = self.fixed(&buf);
+        let fixed = is_fixed(&buf, &self.pool);
         let mut buf = buf.into_in_flight();
         let done = match self.fast.attempt(rw, file, &mut buf, 0, offset) {
             Nowait::Done(n) if n == buf.len() => return BufResult(Ok(()), buf.into_completed(n)),
@@ -315,7 +308,7 @@ impl IoEngine for TokioEngine {
         buf: Buf<S>,
         offset: u64,
     ) -> BufResult<(), Buf<Completed>> {
-        let fixed = self.fixed(&buf);
+        let fixed = is_fixed(&buf, &self.pool);
         let (file, buf) = (file.clone(), buf.into_in_flight());
         blocking(move || {
             let written = exact(Rw::Write, fixed, file.std(), buf, offset, 0);

@@ -33,7 +33,7 @@ use tokio::io::unix::AsyncFd;
 use super::detect::{self, Unsupported};
 use super::nowait::{FastPath, Nowait};
 use super::tokio_io::check_offset;
-use super::{Batch, BufResult, File, IoEngine, MAX_VECTORED, Reason, Rw, Selection};
+use super::{Batch, BufResult, File, IoEngine, MAX_VECTORED, Reason, Rw, Selection, foreign, is_fixed};
 use crate::buf::{Buf, BufPool, Completed, InFlight, Registered, Submittable};
 use crate::config::{EngineChoice, IoEngineConfig};
 use crate::error::{Backend, Error, Op, Result};
@@ -188,10 +188,6 @@ impl UringEngine {
         self.core.lock().pushed
     }
 
-    fn fixed<S: Submittable>(&self, buf: &Buf<S>) -> bool {
-        S::FIXED && buf.pool_id() == self.core.pool.id()
-    }
-
     /// Submits one entry built from `payload`'s memory.
     fn start(&self, entry: squeue::Entry, payload: Payload) -> std::result::Result<OpFuture<'_>, (io::Error, Payload)> {
         let mut ring = self.core.lock();
@@ -246,7 +242,7 @@ impl UringEngine {
         buf: Buf<S>,
         offset: u64,
     ) -> BufResult<usize, Buf<Completed>> {
-        let fixed = self.fixed(&buf);
+        let fixed = is_fixed(&buf, &self.core.pool);
         let (result, buf) = self.rw_range(rw, fixed, file, buf.into_in_flight(), 0, offset).await;
         let op = rw.op(fixed, false);
         match result {
@@ -262,9 +258,8 @@ impl UringEngine {
         buf: Buf<Registered>,
         offset: u64,
     ) -> BufResult<usize, Buf<Completed>> {
-        if !self.fixed(&buf) {
-            let e = Error::ForeignBuffer { buf_pool: buf.pool_id(), engine_pool: self.core.pool.id() };
-            return BufResult(Err(e), buf.into_in_flight().into_failed());
+        if !is_fixed(&buf, &self.core.pool) {
+            return foreign(buf, &self.core.pool);
         }
         self.rw(rw, file, buf, offset).await
     }
@@ -723,7 +718,7 @@ impl IoEngine for UringEngine {
         buf: Buf<S>,
         offset: u64,
     ) -> BufResult<(), Buf<Completed>> {
-        let fixed = self.fixed(&buf);
+        let fixed = is_fixed(&buf, &self.core.pool);
         self.rw_all(Rw::Read, fixed, file, buf.into_in_flight(), 0, offset).await
     }
 
@@ -733,7 +728,7 @@ impl IoEngine for UringEngine {
         buf: Buf<S>,
         offset: u64,
     ) -> BufResult<(), Buf<Completed>> {
-        let fixed = self.fixed(&buf);
+        let fixed = is_fixed(&buf, &self.core.pool);
         self.rw_all(Rw::Write, fixed, file, buf.into_in_flight(), 0, offset).await
     }
 
@@ -743,7 +738,7 @@ impl IoEngine for UringEngine {
         buf: Buf<S>,
         offset: u64,
     ) -> BufResult<(), Buf<Completed>> {
-        let fixed = self.fixed(&buf);
+        let fixed = is_fixed(&buf, &self.core.pool);
         let buf = buf.into_in_flight();
         let wanted = buf.len();
         if let Err(e) = check_offset(offset) {

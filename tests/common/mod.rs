@@ -46,3 +46,19 @@ pub fn assert_pool_full(engine: &SharedIoEngine) {
     let pool = engine.pool();
     assert_eq!(pool.available(), pool.capacity(), "{pool:?}: a buffer did not come back");
 }
+
+/// xorshift64*: deterministic and dependency-free.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
