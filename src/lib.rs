@@ -14,9 +14,14 @@
 //!
 //! - [`buf`]: [`Buf<S>`](Buf) and its states, [`BufPool`] (the `memmap2` arena).
 //! - [`io`]: the [`IoEngine`] trait, [`UringEngine`], [`TokioEngine`], [`create_engine`] and
-//!   [`check_uring_support`].
+//!   [`check_uring_support`] (in `io::detect`), the `RWF_NOWAIT` fast path, and
+//!   [`io::fault::FaultyEngine`] for tests of code above the engine.
+//! - [`hybridlog`]: the page format, [`hybridlog::PageFlusher`] (owned pages in, durable pages
+//!   back), [`hybridlog::read_page`] and [`hybridlog::recover`].
 //! - [`config`]: [`IoEngineConfig`], the `[io]` TOML table.
 //! - [`error`]: [`Error`], typed with the operation, offset and engine.
+//! - `src/bin/ferrite-io`: the CLI (`flush`, `probe`, `bench`); its workloads are shared with the
+//!   Criterion benches.
 //!
 //! ```
 //! use ferrite_io::{IoEngine, IoEngineConfig, OpenOptions};
