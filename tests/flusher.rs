@@ -248,3 +248,24 @@ async fn reopen_and_recovery_find_every_acknowledged_page() {
         assert!(again.last_sequence.unwrap() >= next + 3, "{name}: sequences continue after reopen");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_dropped_during_its_group_sync_does_not_stall_the_others() {
+    let dir = common::tempdir();
+    for (name, engine) in common::owned_engines(&config()) {
+        let flusher = flusher(&dir, name, engine, SyncPolicy::Group).await;
+        // Drop the first flush while it runs the group sync.
+        flusher.engine().delay_syncs(Duration::from_millis(200));
+        let first = tokio::spawn({
+            let flusher = flusher.clone();
+            async move { flush(&flusher, 0).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(flusher.engine().syncs(), 0, "{name}: the sync is still waiting");
+        first.abort();
+        let _ = first.await;
+        // Later pages still become durable (a fresh sync runs for them).
+        let later = tokio::time::timeout(Duration::from_secs(10), flush(&flusher, 1)).await;
+        assert!(matches!(later, Ok(Ok(()))), "{name}: {later:?}");
+    }
+}

@@ -247,7 +247,11 @@ impl<E: IoEngine> PageFlusher<E> {
                 notified.await;
                 continue;
             };
+            // If this future is dropped during the sync, the guard hands the job to the next
+            // waiter (its generation is never marked synced, so nobody is acknowledged by it).
+            let running = SyncRunning(self);
             let result = self.engine.sync_data(&self.file).await;
+            std::mem::forget(running);
             {
                 let mut state = self.lock();
                 state.syncing = false;
@@ -299,6 +303,16 @@ impl<E: IoEngine> PageFlusher<E> {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Marks the group sync as not running when the future running it is dropped mid-sync.
+struct SyncRunning<'a, E: IoEngine>(&'a PageFlusher<E>);
+
+impl<E: IoEngine> Drop for SyncRunning<'_, E> {
+    fn drop(&mut self) {
+        self.0.lock().syncing = false;
+        self.0.synced.notify_waiters();
     }
 }
 

@@ -37,6 +37,8 @@ struct Faults {
     /// Sync calls so far, and the first one (1-based) that fails, with its errno.
     syncs: u64,
     failing_syncs: Option<(u64, i32)>,
+    /// Every sync waits this long before running.
+    sync_delay: Option<Duration>,
     /// Writes at these offsets wait this long before running.
     write_delays: HashMap<u64, Duration>,
     /// Writes at these offsets fail with this errno.
@@ -58,6 +60,11 @@ impl<E: IoEngine> FaultyEngine<E> {
     /// from 1) and every later one fail with `errno` without reaching the kernel.
     pub fn fail_syncs_from(&self, nth: u64, errno: i32) {
         self.lock().failing_syncs = Some((nth, errno));
+    }
+
+    /// Every sync waits `delay` before it starts (to drop futures in the middle of one).
+    pub fn delay_syncs(&self, delay: Duration) {
+        self.lock().sync_delay = Some(delay);
     }
 
     /// Writes at `offset` wait `delay` before they start (to complete out of order).
@@ -100,6 +107,10 @@ impl<E: IoEngine> FaultyEngine<E> {
     }
 
     async fn sync(&self, file: &File, op: Op) -> Result<()> {
+        let delay = self.lock().sync_delay;
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         match (self.sync_fault(), op) {
             (Some(errno), _) => Err(self.error(op, 0, errno)),
             (None, Op::SyncAll) => self.inner.sync_all(file).await,
