@@ -164,8 +164,8 @@ pub fn seal(page: &mut [u8], address: u64, sequence: u64, payload_len: usize) ->
 ///
 /// # Errors
 ///
-/// The [`PageError`] that says what is wrong, checked in this order: never written, torn,
-/// invalid header, checksum, misdirected.
+/// The [`PageError`] that says what is wrong, checked in this order: never written, invalid
+/// header, misdirected (a header or footer naming another address), torn, checksum.
 pub fn verify(page: &[u8], address: u64) -> Result<PageInfo, PageError> {
     let size = page.len();
     if size < 4096 || size % 4096 != 0 {
@@ -178,6 +178,16 @@ pub fn verify(page: &[u8], address: u64) -> Result<PageInfo, PageError> {
     let footer: PageFooter = bytemuck::pod_read_unaligned(&page[size - size_of::<PageFooter>()..]);
     let header_written = header.magic == MAGIC;
     let footer_written = footer != PageFooter::zeroed();
+    // A crash leaves every sector either zero or from some write of *this* page, which carries
+    // this address: anything else in the header or footer is not a torn write.
+    if !header_written && page[..size_of::<PageHeader>()].iter().any(|&b| b != 0) {
+        return Err(PageError::Invalid { address, reason: "bad magic" });
+    }
+    for found in [header_written.then_some(header.address), footer_written.then_some(footer.address)] {
+        if let Some(found) = found.filter(|&found| found != address) {
+            return Err(PageError::Misdirected { expected: address, found });
+        }
+    }
     // Header or footer missing, or from different writes: only some sectors of the page reached
     // the disk. (Neither written but the body is: a middle sector of a torn first write.)
     if !header_written || !footer_written || (footer.address, footer.sequence) != (header.address, header.sequence) {
@@ -227,6 +237,13 @@ mod tests {
         let mut half = page(0, 1);
         half[4096..].fill(0);
         assert_eq!(verify(&half, 0), Err(PageError::Torn { address: 0 }));
+        // Corruption in the header is not a tear: a crash only leaves sectors of this page.
+        let mut magic = page(0, 1);
+        magic[0] ^= 1;
+        assert_eq!(verify(&magic, 0), Err(PageError::Invalid { address: 0, reason: "bad magic" }));
+        let mut moved = page(8192, 1);
+        moved[8] ^= 0x40; // one bit of the header's address
+        assert!(matches!(verify(&moved, 8192), Err(PageError::Misdirected { expected: 8192, .. })));
         let mut flipped = page(0, 1);
         flipped[500] ^= 1;
         assert!(matches!(verify(&flipped, 0), Err(PageError::Checksum { address: 0, .. })));

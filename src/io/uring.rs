@@ -562,6 +562,23 @@ impl Ring {
 
     /// Moves every completion into its slot and wakes the waiting future; frees ignored slots.
     fn reap(&mut self) {
+        loop {
+            self.reap_cq();
+            // Completions that did not fit the CQ wait in the kernel's overflow list, which only
+            // an io_uring_enter(GETEVENTS) flushes and which raises no eventfd signal. (The
+            // io-uring crate's `submit` adds GETEVENTS when the overflow flag is set.)
+            if !self.uring.submission().cq_overflow() {
+                return;
+            }
+            if let Err(e) = self.uring.submit() {
+                tracing::error!(error = %e, "io_uring_enter to flush the CQ overflow failed");
+                return;
+            }
+        }
+    }
+
+    /// Moves what is in the CQ ring now into the slots (see `reap`).
+    fn reap_cq(&mut self) {
         let Ring { uring, ops, .. } = self;
         for cqe in uring.completion() {
             if cqe.user_data() == CANCEL {
