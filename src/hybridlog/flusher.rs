@@ -14,6 +14,12 @@
 //!   write-back error, so retrying the sync could "succeed" without the data. Every waiter at or
 //!   before the failure, and every later flush, fails with [`Error::Poisoned`].
 //! - A failed write fails that page only (its buffer comes back); the caller may flush it again.
+//! - Dropping a `flush` future never loses a sync result: each page's write and sync run in a
+//!   task of their own, which records the outcome (and returns the buffer to the pool) even when
+//!   nobody waits for it any more. A sync whose error nobody recorded could otherwise have taken
+//!   the write-back error from the file (Linux reports it once), and the next sync would pass.
+//! - Concurrent per-page syncs share the file's error state too: a page whose own sync passed is
+//!   acknowledged only after every sync that overlapped it has reported, and none failed.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -101,12 +107,18 @@ impl Default for FlusherConfig {
 /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
 /// ```
 pub struct PageFlusher<E> {
+    core: Arc<Core<E>>,
+    slots: Arc<Semaphore>,
+}
+
+/// What the per-page tasks share with the flusher.
+struct Core<E> {
     engine: Arc<E>,
     file: File,
     config: FlusherConfig,
-    slots: Semaphore,
     state: Mutex<State>,
-    synced: Notify,
+    /// Woken when a sync finishes or a per-page sync ticket closes.
+    changed: Notify,
 }
 
 #[derive(Default)]
@@ -122,6 +134,9 @@ struct State {
     next_sync: u64,
     /// Highest generation whose sync succeeded (generations start at 1).
     synced: u64,
+    /// Per-page syncs: the next ticket, and the tickets whose sync has not reported yet.
+    next_ticket: u64,
+    open: BTreeSet<u64>,
     /// The first failed sync: the address of a page it covered, and the error.
     poisoned: Option<(u64, String)>,
 }
@@ -133,51 +148,48 @@ impl<E: IoEngine> PageFlusher<E> {
         let sequence = config.first_sequence.saturating_sub(1);
         let state = State { flushed_until: config.start, next_sync: 1, sequence, ..State::default() };
         PageFlusher {
-            engine,
-            file,
-            slots: Semaphore::new(config.depth.max(1)),
-            config,
-            state: Mutex::new(state),
-            synced: Notify::new(),
+            slots: Arc::new(Semaphore::new(config.depth.max(1))),
+            core: Arc::new(Core { engine, file, config, state: Mutex::new(state), changed: Notify::new() }),
         }
     }
 
     /// The engine pages are written through.
     pub fn engine(&self) -> &Arc<E> {
-        &self.engine
+        &self.core.engine
     }
 
     /// The log file.
     pub fn file(&self) -> &File {
-        &self.file
+        &self.core.file
     }
 
     /// The address below which every page is acknowledged durable.
     pub fn flushed_until(&self) -> u64 {
-        self.lock().flushed_until
+        self.core.lock().flushed_until
     }
 
     /// The failed sync that poisoned the flusher, if one did.
     pub fn poisoned(&self) -> Option<Error> {
-        self.lock().poisoned.as_ref().map(|(address, cause)| poisoned(*address, cause))
+        self.core.poison_error()
     }
 
     /// Seals `page` as the page at `address` (its first `payload_len` bytes after the 32-byte
     /// header are the payload), writes it, and gives it back once durable under the sync policy.
-    /// Waits while `depth` pages are in flight.
+    /// Waits while `depth` pages are in flight. Must run on a tokio runtime.
     ///
     /// # Errors
     ///
     /// [`Error::Unaligned`] for an address or buffer length that is not the page size,
     /// [`Error::Page`] when the payload does not fit, the write's I/O error (the page is not
-    /// acknowledged; flushing it again is safe), and [`Error::Poisoned`] once a sync failed.
+    /// acknowledged; flushing it again is safe), [`Error::Poisoned`] once a sync failed, and
+    /// [`Error::NoRuntime`] outside a tokio runtime.
     pub async fn flush<S: Submittable>(
         &self,
         mut page: Buf<S>,
         address: u64,
         payload_len: usize,
     ) -> BufResult<(), Buf<Completed>> {
-        let size = self.config.page_size;
+        let size = self.core.config.page_size;
         if page.len() != size && page.set_len(size).is_err() {
             let e = Error::Unaligned { what: "page buffer length", value: page.len() as u64, page_size: size };
             return refuse(page, e);
@@ -185,33 +197,77 @@ impl<E: IoEngine> PageFlusher<E> {
         if address % size as u64 != 0 {
             return refuse(page, Error::Unaligned { what: "log address", value: address, page_size: size });
         }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return refuse(page, Error::NoRuntime("PageFlusher::flush"));
+        };
         let sequence = {
-            let mut state = self.lock();
-            if let Some((at, cause)) = &state.poisoned {
-                let e = poisoned(*at, cause);
-                drop(state);
-                return refuse(page, e);
-            }
+            let mut state = self.core.lock();
             state.sequence += 1;
             state.sequence
         };
         if let Err(e) = page::seal(&mut page, address, sequence, payload_len) {
             return refuse(page, e.into());
         }
-        let Ok(_slot) = self.slots.acquire().await else {
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
             unreachable!("the flusher never closes its semaphore");
         };
-        let written = match self.config.sync {
-            SyncPolicy::PerPage => self.engine.write_durable_at(&self.file, page, address).await,
-            SyncPolicy::Group | SyncPolicy::None => self.engine.write_all_at(&self.file, page, address).await,
-        };
-        let (result, page) = written.into_parts();
-        let result = match (result, self.config.sync) {
-            (Err(Error::Io { op: Op::SyncData, source, .. }), _) => Err(self.poison(address, source.to_string())),
-            (Err(Error::Cancelled { op: Op::SyncData, .. }), _) => Err(self.poison(address, "sync cancelled".into())),
-            (Err(e), _) => Err(e),
-            (Ok(()), SyncPolicy::Group) => self.group_sync(address).await,
-            (Ok(()), _) => self.check_poison(),
+        // Checked after the wait for a slot, so nothing queued behind a failed sync syncs again.
+        if let Some(e) = self.core.poison_error() {
+            return refuse(page, e);
+        }
+        // The write and its sync run to the end even if this future is dropped (see module docs).
+        let core = self.core.clone();
+        let task = runtime.spawn(async move {
+            let done = core.write(page, address).await;
+            drop(slot);
+            done
+        });
+        match task.await {
+            Ok(done) => done,
+            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+            // The runtime is shutting down and cancelled the task; so is this future's task.
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
+impl<E: IoEngine> Core<E> {
+    /// Writes one sealed page and makes it durable under the policy; acknowledges it on success.
+    async fn write<S: Submittable>(&self, page: Buf<S>, address: u64) -> BufResult<(), Buf<Completed>> {
+        let (result, page) = match self.config.sync {
+            SyncPolicy::PerPage => {
+                let ticket = self.open_ticket();
+                let written = self.engine.write_durable_at(&self.file, page, address).await;
+                let (result, page) = written.into_parts();
+                let result = match result {
+                    Err(Error::Io { op: Op::SyncData, source, .. }) => {
+                        self.close_ticket(ticket, Some((address, source.to_string())));
+                        Err(self.poison_error().unwrap_or_else(|| poisoned(address, "sync failed")))
+                    }
+                    Err(Error::Cancelled { op: Op::SyncData, .. }) => {
+                        self.close_ticket(ticket, Some((address, "sync cancelled".into())));
+                        Err(self.poison_error().unwrap_or_else(|| poisoned(address, "sync cancelled")))
+                    }
+                    Err(e) => {
+                        self.close_ticket(ticket, None);
+                        Err(e)
+                    }
+                    Ok(()) => self.settle(ticket).await,
+                };
+                (result, page)
+            }
+            SyncPolicy::Group => {
+                let (result, page) = self.engine.write_all_at(&self.file, page, address).await.into_parts();
+                let result = match result {
+                    Ok(()) => self.group_sync(address).await,
+                    Err(e) => Err(e),
+                };
+                (result, page)
+            }
+            SyncPolicy::None => {
+                let (result, page) = self.engine.write_all_at(&self.file, page, address).await.into_parts();
+                (result.and_then(|()| self.check_poison()), page)
+            }
         };
         if result.is_ok() {
             self.acknowledge(address);
@@ -224,9 +280,9 @@ impl<E: IoEngine> PageFlusher<E> {
     async fn group_sync(&self, address: u64) -> Result<()> {
         let wanted = self.lock().next_sync;
         loop {
-            let notified = self.synced.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let generation = {
                 let mut state = self.lock();
                 if let Some((at, cause)) = &state.poisoned {
@@ -244,14 +300,10 @@ impl<E: IoEngine> PageFlusher<E> {
                 }
             };
             let Some(generation) = generation else {
-                notified.await;
+                changed.await;
                 continue;
             };
-            // If this future is dropped during the sync, the guard hands the job to the next
-            // waiter (its generation is never marked synced, so nobody is acknowledged by it).
-            let running = SyncRunning(self);
             let result = self.engine.sync_data(&self.file).await;
-            std::mem::forget(running);
             {
                 let mut state = self.lock();
                 state.syncing = false;
@@ -263,25 +315,63 @@ impl<E: IoEngine> PageFlusher<E> {
                     }
                 }
             }
-            self.synced.notify_waiters();
+            self.changed.notify_waiters();
         }
     }
 
-    fn poison(&self, address: u64, cause: String) -> Error {
-        tracing::error!(address, %cause, "fdatasync failed; the page flusher is poisoned");
+    /// A ticket for a per-page sync about to start.
+    fn open_ticket(&self) -> u64 {
         let mut state = self.lock();
-        let (at, cause) = state.poisoned.get_or_insert((address, cause));
-        let e = poisoned(*at, cause);
-        drop(state);
-        self.synced.notify_waiters();
-        e
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.open.insert(ticket);
+        ticket
+    }
+
+    /// The per-page sync of `ticket` reported; `failure` poisons the flusher.
+    fn close_ticket(&self, ticket: u64, failure: Option<(u64, String)>) {
+        {
+            let mut state = self.lock();
+            state.open.remove(&ticket);
+            if let Some((address, cause)) = failure {
+                tracing::error!(address, %cause, "fdatasync failed; the page flusher is poisoned");
+                state.poisoned.get_or_insert((address, cause));
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// This page's own sync passed: wait until every sync that overlapped it (any ticket issued
+    /// before now) has reported, then fail if one of them failed.
+    async fn settle(&self, ticket: u64) -> Result<()> {
+        let cutoff = {
+            let state = self.lock();
+            state.next_ticket
+        };
+        self.close_ticket(ticket, None);
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let state = self.lock();
+                if let Some((at, cause)) = &state.poisoned {
+                    return Err(poisoned(*at, cause));
+                }
+                if state.open.range(..cutoff).next().is_none() {
+                    return Ok(());
+                }
+            }
+            changed.await;
+        }
+    }
+
+    fn poison_error(&self) -> Option<Error> {
+        self.lock().poisoned.as_ref().map(|(address, cause)| poisoned(*address, cause))
     }
 
     fn check_poison(&self) -> Result<()> {
-        match &self.lock().poisoned {
-            Some((at, cause)) => Err(poisoned(*at, cause)),
-            None => Ok(()),
-        }
+        self.poison_error().map_or(Ok(()), Err)
     }
 
     /// Records `address` as durable and advances `flushed_until` over the contiguous prefix.
@@ -303,16 +393,6 @@ impl<E: IoEngine> PageFlusher<E> {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// Marks the group sync as not running when the future running it is dropped mid-sync.
-struct SyncRunning<'a, E: IoEngine>(&'a PageFlusher<E>);
-
-impl<E: IoEngine> Drop for SyncRunning<'_, E> {
-    fn drop(&mut self) {
-        self.0.lock().syncing = false;
-        self.0.synced.notify_waiters();
     }
 }
 

@@ -34,9 +34,10 @@ pub struct FaultyEngine<E> {
 
 #[derive(Default)]
 struct Faults {
-    /// Sync calls so far, and the first one (1-based) that fails, with its errno.
+    /// Sync calls so far; the first one (1-based) that fails, its errno, and whether only that
+    /// one fails (Linux reports a write-back error to one sync, then forgets it).
     syncs: u64,
-    failing_syncs: Option<(u64, i32)>,
+    failing_syncs: Option<(u64, i32, bool)>,
     /// Every sync waits this long before running.
     sync_delay: Option<Duration>,
     /// Writes at these offsets wait this long before running.
@@ -59,7 +60,14 @@ impl<E: IoEngine> FaultyEngine<E> {
     /// The `nth` sync (`sync_all`, `sync_data`, or the sync of `write_durable_at`; counting
     /// from 1) and every later one fail with `errno` without reaching the kernel.
     pub fn fail_syncs_from(&self, nth: u64, errno: i32) {
-        self.lock().failing_syncs = Some((nth, errno));
+        self.lock().failing_syncs = Some((nth, errno, false));
+    }
+
+    /// Only the `nth` sync fails with `errno`; later ones pass, as a write-back error is
+    /// reported to one sync and then forgotten by Linux. The fault is decided when the sync is
+    /// called, so a sync whose caller gives up during a delay still "consumed" the error.
+    pub fn fail_one_sync(&self, nth: u64, errno: i32) {
+        self.lock().failing_syncs = Some((nth, errno, true));
     }
 
     /// Every sync waits `delay` before it starts (to drop futures in the middle of one).
@@ -77,7 +85,7 @@ impl<E: IoEngine> FaultyEngine<E> {
         self.lock().failing_writes.insert(offset, errno);
     }
 
-    /// Sync calls seen so far (failed ones included).
+    /// Sync calls started so far (failed ones included).
     pub fn syncs(&self) -> u64 {
         self.lock().syncs
     }
@@ -90,7 +98,11 @@ impl<E: IoEngine> FaultyEngine<E> {
     fn sync_fault(&self) -> Option<i32> {
         let mut faults = self.lock();
         faults.syncs += 1;
-        faults.failing_syncs.filter(|(nth, _)| faults.syncs >= *nth).map(|(_, errno)| errno)
+        let count = faults.syncs;
+        faults
+            .failing_syncs
+            .filter(|&(nth, _, once)| if once { count == nth } else { count >= nth })
+            .map(|(_, errno, _)| errno)
     }
 
     /// Waits out a delay set for `offset`; then the errno a write there fails with, if any.
@@ -107,11 +119,12 @@ impl<E: IoEngine> FaultyEngine<E> {
     }
 
     async fn sync(&self, file: &File, op: Op) -> Result<()> {
+        let fault = self.sync_fault();
         let delay = self.lock().sync_delay;
         if let Some(delay) = delay {
             tokio::time::sleep(delay).await;
         }
-        match (self.sync_fault(), op) {
+        match (fault, op) {
             (Some(errno), _) => Err(self.error(op, 0, errno)),
             (None, Op::SyncAll) => self.inner.sync_all(file).await,
             (None, _) => self.inner.sync_data(file).await,
