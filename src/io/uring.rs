@@ -398,7 +398,7 @@ async fn reap_loop(core: Weak<Core>, eventfd: AsyncFd<OwnedFd>) {
             let Some(core) = core.upgrade() else {
                 return;
             };
-            core.lock().reap();
+            core.lock().progress();
         }
     }
 }
@@ -560,6 +560,17 @@ impl Ring {
         self.reap();
     }
 
+    /// Submits entries a failed `io_uring_enter` left queued, then reaps: a waiting future never
+    /// depends on some other operation being submitted after it.
+    fn progress(&mut self) {
+        if !self.uring.submission().is_empty() {
+            if let Err(e) = self.submit() {
+                tracing::error!(error = %e, "io_uring_enter failed; entries stay queued");
+            }
+        }
+        self.reap();
+    }
+
     /// Moves every completion into its slot and wakes the waiting future; frees ignored slots.
     fn reap(&mut self) {
         loop {
@@ -660,7 +671,7 @@ impl std::future::Future for OpFuture<'_> {
         };
         let taken = {
             let mut ring = self.core.lock();
-            ring.reap();
+            ring.progress();
             ring.take(key, cx.waker())
         };
         match taken {
