@@ -14,9 +14,9 @@
 //!   write-back error, so retrying the sync could "succeed" without the data. Every waiter at or
 //!   before the failure, and every later flush, fails with [`Error::Poisoned`].
 //! - A failed write fails that page only (its buffer comes back); the caller may flush it again.
-//! - Dropping a `flush` future never loses a sync result: each page's write and sync run in a
-//!   task of their own, which records the outcome (and returns the buffer to the pool) even when
-//!   nobody waits for it any more. A sync whose error nobody recorded could otherwise have taken
+//! - Dropping a `flush` future never loses a sync result: a group sync, and a per-page write
+//!   with its linked sync, run in a task of their own, which records the outcome (and returns
+//!   the buffer to the pool) even when nobody waits for it any more. A sync whose error nobody recorded could otherwise have taken
 //!   the write-back error from the file (Linux reports it once), and the next sync would pass.
 //! - Concurrent per-page syncs share the file's error state too: a page whose own sync passed is
 //!   acknowledged only after every sync that overlapped it has reported, and none failed.
@@ -215,10 +215,17 @@ impl<E: IoEngine> PageFlusher<E> {
         if let Some(e) = self.core.poison_error() {
             return refuse(page, e);
         }
-        // The write and its sync run to the end even if this future is dropped (see module docs).
+        if self.core.config.sync != SyncPolicy::PerPage {
+            // The write runs here (a write abandoned with this future is simply not
+            // acknowledged); a group sync runs in a task of its own (see `group_sync`).
+            let done = self.core.write(page, address, &runtime).await;
+            drop(slot);
+            return done;
+        }
+        // A per-page write and its linked sync run to the end even if this future is dropped.
         let core = self.core.clone();
-        let task = runtime.spawn(async move {
-            let done = core.write(page, address).await;
+        let task = runtime.clone().spawn(async move {
+            let done = core.write(page, address, &runtime).await;
             drop(slot);
             done
         });
@@ -233,7 +240,12 @@ impl<E: IoEngine> PageFlusher<E> {
 
 impl<E: IoEngine> Core<E> {
     /// Writes one sealed page and makes it durable under the policy; acknowledges it on success.
-    async fn write<S: Submittable>(&self, page: Buf<S>, address: u64) -> BufResult<(), Buf<Completed>> {
+    async fn write<S: Submittable>(
+        self: &Arc<Self>,
+        page: Buf<S>,
+        address: u64,
+        runtime: &tokio::runtime::Handle,
+    ) -> BufResult<(), Buf<Completed>> {
         let (result, page) = match self.config.sync {
             SyncPolicy::PerPage => {
                 let ticket = self.open_ticket();
@@ -259,7 +271,7 @@ impl<E: IoEngine> Core<E> {
             SyncPolicy::Group => {
                 let (result, page) = self.engine.write_all_at(&self.file, page, address).await.into_parts();
                 let result = match result {
-                    Ok(()) => self.group_sync(address).await,
+                    Ok(()) => self.group_sync(address, runtime).await,
                     Err(e) => Err(e),
                 };
                 (result, page)
@@ -275,9 +287,10 @@ impl<E: IoEngine> Core<E> {
         BufResult(result, page)
     }
 
-    /// Waits for a sync that starts after now (this page's write has completed), running it if
-    /// no sync is running; one sync covers every page that waits for it.
-    async fn group_sync(&self, address: u64) -> Result<()> {
+    /// Waits for a sync that starts after now (this page's write has completed), starting it if
+    /// no sync is running; one sync covers every page that waits for it. The sync runs in a task
+    /// of its own, so its result is recorded even if every waiter is dropped.
+    async fn group_sync(self: &Arc<Self>, address: u64, runtime: &tokio::runtime::Handle) -> Result<()> {
         let wanted = self.lock().next_sync;
         loop {
             let changed = self.changed.notified();
@@ -299,24 +312,31 @@ impl<E: IoEngine> Core<E> {
                     Some(state.next_sync - 1)
                 }
             };
-            let Some(generation) = generation else {
-                changed.await;
-                continue;
-            };
-            let result = self.engine.sync_data(&self.file).await;
-            {
-                let mut state = self.lock();
-                state.syncing = false;
-                match &result {
-                    Ok(()) => state.synced = generation,
-                    Err(e) => {
-                        tracing::error!(address, error = %e, "fdatasync failed; the page flusher is poisoned");
-                        state.poisoned.get_or_insert((address, e.to_string()));
-                    }
+            if let Some(generation) = generation {
+                let core = self.clone();
+                runtime.spawn(async move {
+                    let result = core.engine.sync_data(&core.file).await;
+                    core.finish_sync(generation, address, result);
+                });
+            }
+            changed.await;
+        }
+    }
+
+    /// Records the group sync of `generation` (started for the page at `address`).
+    fn finish_sync(&self, generation: u64, address: u64, result: Result<()>) {
+        {
+            let mut state = self.lock();
+            state.syncing = false;
+            match &result {
+                Ok(()) => state.synced = generation,
+                Err(e) => {
+                    tracing::error!(address, error = %e, "fdatasync failed; the page flusher is poisoned");
+                    state.poisoned.get_or_insert((address, e.to_string()));
                 }
             }
-            self.changed.notify_waiters();
         }
+        self.changed.notify_waiters();
     }
 
     /// A ticket for a per-page sync about to start.
