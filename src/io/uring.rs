@@ -196,7 +196,12 @@ impl UringEngine {
         }
         let key = ring.push(entry, payload)?;
         ring.submit_and_reap();
-        Ok(OpFuture::new(&self.core, key))
+        // Work the kernel finished inside the submit (most page-cache reads on the ring) is
+        // handed over now, saving the future a second trip through the lock.
+        match ring.take_done(key) {
+            Some(done) => Ok(OpFuture::ready(&self.core, done)),
+            None => Ok(OpFuture::new(&self.core, key)),
+        }
     }
 
     /// Reads or writes `buf[start..]` at `offset` and returns the syscall-style result.
@@ -615,12 +620,12 @@ impl Ring {
 
     /// The result and payload of `key` if it completed; otherwise remembers `waker`.
     fn take(&mut self, key: Key, waker: &Waker) -> Option<(i32, Payload)> {
+        if let Some(done) = self.take_done(key) {
+            return Some(done);
+        }
         let slot = self.ops.get_mut(key.index as usize)?;
         match &mut slot.state {
-            State::Done(result) => {
-                let result = *result;
-                Some((result, self.ops.remove(key.index as usize).payload))
-            }
+            State::Done(_) => None,
             State::Waiting(stored) => {
                 match stored {
                     Some(w) if w.will_wake(waker) => {}
@@ -630,6 +635,14 @@ impl Ring {
             }
             State::Ignored => None,
         }
+    }
+
+    /// The result and payload of `key` if it completed (the slot is freed).
+    fn take_done(&mut self, key: Key) -> Option<(i32, Payload)> {
+        let State::Done(result) = self.ops.get(key.index as usize)?.state else {
+            return None;
+        };
+        Some((result, self.ops.remove(key.index as usize).payload))
     }
 
     /// The future of `key` is gone: free the slot now if it completed, else at its completion.
@@ -653,12 +666,19 @@ enum Started {
 /// Waits for one operation; yields its syscall-style result and its payload.
 struct OpFuture<'a> {
     core: &'a Core,
+    /// The operation still in the slab, or `None` once taken.
     key: Option<Key>,
+    /// An operation that completed inside its submit: the result, to hand out on first poll.
+    ready: Option<(i32, Payload)>,
 }
 
 impl<'a> OpFuture<'a> {
     fn new(core: &'a Core, key: Key) -> Self {
-        OpFuture { core, key: Some(key) }
+        OpFuture { core, key: Some(key), ready: None }
+    }
+
+    fn ready(core: &'a Core, done: (i32, Payload)) -> Self {
+        OpFuture { core, key: None, ready: Some(done) }
     }
 }
 
@@ -666,13 +686,14 @@ impl std::future::Future for OpFuture<'_> {
     type Output = (io::Result<usize>, Payload);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some(key) = self.key else {
-            return Poll::Pending;
-        };
-        let taken = {
-            let mut ring = self.core.lock();
-            ring.progress();
-            ring.take(key, cx.waker())
+        let taken = match (self.ready.take(), self.key) {
+            (Some(done), _) => Some(done),
+            (None, Some(key)) => {
+                let mut ring = self.core.lock();
+                ring.progress();
+                ring.take(key, cx.waker())
+            }
+            (None, None) => None,
         };
         match taken {
             Some((result, payload)) => {
