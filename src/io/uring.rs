@@ -77,6 +77,10 @@ struct Ring {
     generation: u32,
     /// Entries pushed over the engine's life.
     pushed: u64,
+    /// Entries pushed whose completion has not arrived yet.
+    waiting: usize,
+    /// Whether the kernel has the CQ flags word (5.8+) that can silence the eventfd.
+    can_quiet: bool,
 }
 
 struct Slot {
@@ -165,7 +169,14 @@ impl UringEngine {
         };
         let capacity = uring.params().cq_entries() as usize;
         let core = Arc::new(Core {
-            ring: Mutex::new(Ring { uring, ops: Slab::with_capacity(capacity), generation: 0, pushed: 0 }),
+            ring: Mutex::new(Ring {
+                can_quiet: uring.params().is_feature_poll_32bits(),
+                uring,
+                ops: Slab::with_capacity(capacity),
+                generation: 0,
+                pushed: 0,
+                waiting: 0,
+            }),
             pool,
         });
         let reaper = runtime.spawn(reap_loop(Arc::downgrade(&core), eventfd));
@@ -528,6 +539,7 @@ impl Ring {
         match pushed {
             Ok(()) => {
                 self.pushed += 1;
+                self.waiting += 1;
                 Ok(key)
             }
             Err(_) => {
@@ -557,12 +569,31 @@ impl Ring {
         }
     }
 
+    /// Submits what is queued and reaps.
+    ///
+    /// When every operation in flight is one queued here, the eventfd is silenced around the
+    /// submit: whatever completes inside it is reaped right here, and the signal would only wake
+    /// the reaper on another CPU for nothing (a cross-CPU wake-up costs microseconds in a VM).
+    /// No completion is lost. The kernel publishes the CQ tail, then issues a full barrier (in
+    /// `io_cqring_wake`), then reads the flag to decide whether to signal; here the flag is
+    /// cleared with a locked read-modify-write, then a full fence, then the CQ is read again.
+    /// With a full barrier between the write and the read on both sides, at least one side sees
+    /// the other's write: the kernel signals, or the second reap finds the completion.
     fn submit_and_reap(&mut self) {
+        let quiet = self.can_quiet && self.waiting == self.uring.submission().len();
+        if quiet {
+            self.uring.completion().disable_eventfd();
+        }
         if let Err(e) = self.submit() {
             // The entries stay queued and owned by their slots; the next enter submits them.
             tracing::error!(error = %e, "io_uring_enter failed; entries stay queued");
         }
         self.reap();
+        if quiet {
+            self.uring.completion().enable_eventfd();
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            self.reap();
+        }
     }
 
     /// Submits entries a failed `io_uring_enter` left queued, then reaps: a waiting future never
@@ -595,7 +626,7 @@ impl Ring {
 
     /// Moves what is in the CQ ring now into the slots (see `reap`).
     fn reap_cq(&mut self) {
-        let Ring { uring, ops, .. } = self;
+        let Ring { uring, ops, waiting, .. } = self;
         for cqe in uring.completion() {
             if cqe.user_data() == CANCEL {
                 continue;
@@ -605,7 +636,11 @@ impl Ring {
                 tracing::error!(user_data = cqe.user_data(), "completion for an unknown operation");
                 continue;
             };
-            match std::mem::replace(&mut slot.state, State::Done(cqe.result())) {
+            let previous = std::mem::replace(&mut slot.state, State::Done(cqe.result()));
+            if !matches!(previous, State::Done(_)) {
+                *waiting -= 1;
+            }
+            match previous {
                 State::Waiting(waker) => {
                     if let Some(waker) = waker {
                         waker.wake();
@@ -657,10 +692,15 @@ impl Ring {
     }
 }
 
-/// A batch entry after submission: finished inline (or refused), or waiting on the ring.
-enum Started {
-    Ready(io::Result<usize>, Buf<InFlight>),
+/// A batch entry after submission: finished (or refused), or waiting on the ring.
+enum Step {
+    Done(io::Result<usize>, Buf<InFlight>),
     Pushed(Key),
+}
+
+/// A CQE result as a syscall-style result.
+fn syscall_result(result: i32) -> io::Result<usize> {
+    if result < 0 { Err(io::Error::from_raw_os_error(-result)) } else { Ok(result as usize) }
 }
 
 /// Waits for one operation; yields its syscall-style result and its payload.
@@ -698,8 +738,7 @@ impl std::future::Future for OpFuture<'_> {
         match taken {
             Some((result, payload)) => {
                 self.key = None;
-                let result = if result < 0 { Err(io::Error::from_raw_os_error(-result)) } else { Ok(result as usize) };
-                Poll::Ready((result, payload))
+                Poll::Ready((syscall_result(result), payload))
             }
             None => Poll::Pending,
         }
@@ -870,74 +909,58 @@ impl IoEngine for UringEngine {
     }
 
     async fn submit_batch(&self, batch: Batch) -> Vec<BufResult<usize, Buf<Completed>>> {
-        // Page-cache hits finish inline, before the ring lock is taken.
-        let steps: Vec<_> = batch
-            .ops
-            .into_iter()
-            .map(|mut op| {
-                let fixed = op.fixed && op.buf.pool_id() == self.core.pool.id();
-                let code = op.rw.op(fixed, false);
-                let inline = match self.fast.attempt(op.rw, &op.file, &mut op.buf, 0, op.offset) {
-                    Nowait::Done(n) if n == 0 || n == op.buf.len() => return (code, op.offset, 0, Err((Ok(n), op))),
-                    Nowait::Failed(e) => return (code, op.offset, 0, Err((Err(e), op))),
-                    Nowait::Done(n) => n,
-                    Nowait::WouldBlock | Nowait::Unsupported => 0,
-                };
-                (code, op.offset, inline, Ok((fixed, op)))
-            })
-            .collect();
-        // The rest is pushed, then one io_uring_enter (more only if the batch outgrows the queue).
-        let pushed: Vec<_> = {
+        // The whole batch goes to the ring in one io_uring_enter (more only if it outgrows the
+        // queue), not through the fast path: one syscall for the batch is cheaper than one per
+        // operation, and page-cache hits complete inside it anyway. What completed inside the
+        // submit is collected under the same lock.
+        let mut steps: Vec<(Op, u64, Step)> = Vec::with_capacity(batch.ops.len());
+        {
             let mut ring = self.core.lock();
-            let pushed = steps
+            for op in batch.ops {
+                let fixed = op.fixed && op.buf.pool_id() == self.core.pool.id();
+                let step = match check_offset(op.offset).and_then(|()| ring.reserve(1)) {
+                    Err(e) => Step::Done(Err(e), op.buf),
+                    Ok(()) => {
+                        let entry = rw_entry(op.rw, fixed, &op.file, &op.buf, 0, op.offset);
+                        match ring.push(entry, Payload::one(&op.file, op.buf)) {
+                            Ok(key) => Step::Pushed(key),
+                            Err((e, payload)) => Step::Done(Err(e), payload.into_one()),
+                        }
+                    }
+                };
+                steps.push((op.rw.op(fixed, false), op.offset, step));
+            }
+            ring.submit_and_reap();
+            for (_, _, step) in &mut steps {
+                if let Step::Pushed(key) = *step {
+                    if let Some((result, payload)) = ring.take_done(key) {
+                        *step = Step::Done(syscall_result(result), payload.into_one());
+                    }
+                }
+            }
+        }
+        // Every operation still in flight gets its future before the first await, so dropping
+        // this future part-way abandons each one (its slot and buffer are freed at its
+        // completion). Made after the lock is released: `OpFuture`'s drop takes the lock.
+        let mut waiting: Vec<(Op, u64, std::result::Result<OpFuture<'_>, (io::Result<usize>, Buf<InFlight>)>)> =
+            steps
                 .into_iter()
-                .map(|(code, offset, inline, step)| {
-                    let started = match step {
-                        Err((result, op)) => Started::Ready(result, op.buf),
-                        Ok((fixed, op)) => match check_offset(op.offset).and_then(|()| ring.reserve(1)) {
-                            Err(e) => Started::Ready(Err(e), op.buf),
-                            Ok(()) => {
-                                let entry =
-                                    rw_entry(op.rw, fixed, &op.file, &op.buf, inline, op.offset + inline as u64);
-                                match ring.push(entry, Payload::one(&op.file, op.buf)) {
-                                    Ok(key) => Started::Pushed(key),
-                                    Err((e, payload)) => Started::Ready(Err(e), payload.into_one()),
-                                }
-                            }
-                        },
-                    };
-                    (code, offset, inline, started)
+                .map(|(code, offset, step)| match step {
+                    Step::Pushed(key) => (code, offset, Ok(OpFuture::new(&self.core, key))),
+                    Step::Done(result, buf) => (code, offset, Err((result, buf))),
                 })
                 .collect();
-            ring.submit_and_reap();
-            pushed
-        };
-        // Every pushed entry gets its future before the first await, so dropping this future
-        // part-way abandons each operation not yet awaited (its slot and buffer are freed at its
-        // completion). Made after the lock is released: `OpFuture`'s drop takes the lock.
-        let waiting: Vec<_> = pushed
-            .into_iter()
-            .map(|(code, offset, inline, started)| {
-                let op = match started {
-                    Started::Pushed(key) => Ok(OpFuture::new(&self.core, key)),
-                    Started::Ready(result, buf) => Err((result, buf)),
-                };
-                (code, offset, inline, op)
-            })
-            .collect();
         let mut results = Vec::with_capacity(waiting.len());
-        // `inline` bytes moved before the ring took over: a short inline transfer continued.
-        for (code, offset, inline, op) in waiting {
+        for (code, offset, op) in waiting.drain(..) {
             let (result, buf) = match op {
                 Ok(op) => {
                     let (result, payload) = op.await;
                     (result, payload.into_one())
                 }
-                Err(ready) => ready,
+                Err(done) => done,
             };
             results.push(match result {
-                Ok(n) => BufResult(Ok(inline + n), buf.into_completed(inline + n)),
-                Err(_) if inline > 0 => BufResult(Ok(inline), buf.into_completed(inline)),
+                Ok(n) => BufResult(Ok(n), buf.into_completed(n)),
                 Err(e) => BufResult(Err(Error::os(code, offset, Backend::Uring, e)), buf.into_failed()),
             });
         }
