@@ -13,9 +13,10 @@ use crate::workloads::{Backend, Bench, Row};
 /// How long one measurement (one backend, one round) should take.
 const SAMPLE: Duration = Duration::from_millis(60);
 
-/// Median time per operation of every backend on one row.
+/// Time per operation of every backend on one row, one sample per round.
 struct Measured {
     row: Row,
+    samples: BTreeMap<&'static str, Vec<f64>>,
     medians: BTreeMap<&'static str, f64>,
 }
 
@@ -45,8 +46,8 @@ pub async fn run(dir: &Path, rounds: usize, only: Option<&str>, json: bool) -> f
                 progress.inc(1);
             }
         }
-        let medians = samples.into_iter().map(|(name, mut v)| (name, median(&mut v))).collect();
-        measured.push(Measured { row, medians });
+        let medians = samples.iter().map(|(name, v)| (*name, median(&mut v.clone()))).collect();
+        measured.push(Measured { row, samples, medians });
     }
     progress.finish_and_clear();
     if json {
@@ -81,18 +82,23 @@ fn cell(row: Row, us: f64) -> String {
     }
 }
 
-/// `ours / baseline` as a time ratio (lower is better) for every row; rate rows print the same
-/// number, which there means "baseline throughput / ours".
-fn ratio(m: &Measured, ours: &str, baseline: &str) -> String {
-    match (m.medians.get(ours), m.medians.get(baseline)) {
-        (Some(a), Some(b)) => format!("{:.2}x", a / b),
-        _ => "-".to_owned(),
-    }
+/// `ours / baseline` as a time ratio (lower is better): the median over rounds of the ratio
+/// within each round, so drift of the machine between rounds cancels out. Rate rows print the
+/// same number, which there means "baseline throughput / ours".
+fn paired_ratio(m: &Measured, ours: &str, baseline: &str) -> Option<f64> {
+    let (ours, baseline) = (m.samples.get(ours)?, m.samples.get(baseline)?);
+    let mut ratios: Vec<f64> = ours.iter().zip(baseline).map(|(a, b)| a / b).collect();
+    (!ratios.is_empty()).then(|| median(&mut ratios))
 }
 
-const RATIOS: [(&str, &str, &str); 4] = [
+fn ratio(m: &Measured, ours: &str, baseline: &str) -> String {
+    paired_ratio(m, ours, baseline).map_or("-".to_owned(), |r| format!("{r:.2}x"))
+}
+
+const RATIOS: [(&str, &str, &str); 5] = [
     ("fixed/raw", "uring_fixed", "raw_ring"),
     ("fixed/pread", "uring_fixed", "pread"),
+    ("fixed/nowait", "uring_fixed", "nowait"),
     ("tokio/tokio_fs", "tokio_engine", "tokio_fs"),
     ("tokio/spawn_blk", "tokio_engine", "spawn_blocking"),
 ];
@@ -123,7 +129,9 @@ fn print_table(measured: &[Measured], rounds: usize) {
         }
         println!("{line}");
     }
-    println!("ratios are time per operation, ours / baseline: below 1.00x is faster than the baseline");
+    println!(
+        "ratios are time per operation, ours / baseline, the median of the per-round ratios: below 1.00x is faster"
+    );
 }
 
 fn to_json(measured: &[Measured], rounds: usize) -> serde_json::Value {
@@ -132,9 +140,7 @@ fn to_json(measured: &[Measured], rounds: usize) -> serde_json::Value {
         .map(|m| {
             let ratios: serde_json::Map<String, serde_json::Value> = RATIOS
                 .iter()
-                .filter_map(|(label, ours, base)| {
-                    Some(((*label).to_owned(), json!(m.medians.get(ours)? / m.medians.get(base)?)))
-                })
+                .filter_map(|(label, ours, base)| Some(((*label).to_owned(), json!(paired_ratio(m, ours, base)?))))
                 .collect();
             json!({
                 "row": m.row.name(),

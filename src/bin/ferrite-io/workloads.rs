@@ -117,6 +117,9 @@ pub enum Backend {
     RawRing,
     /// `pread`/`pwrite` on the calling thread (one thread per queue slot for depth > 1).
     Pread,
+    /// `preadv2(RWF_NOWAIT)` on the calling thread: the floor of the engines' inline fast path
+    /// (cached rows only; a refused read falls back to `pread`).
+    Nowait,
     /// `tokio::task::spawn_blocking` around `pread`/`pwrite`.
     SpawnBlocking,
     /// `tokio::fs::File` (seek + read/write); cannot do O_DIRECT.
@@ -134,6 +137,7 @@ impl Backend {
         #[cfg(uring)]
         Backend::RawRing,
         Backend::Pread,
+        Backend::Nowait,
         Backend::SpawnBlocking,
         Backend::TokioFs,
     ];
@@ -149,15 +153,21 @@ impl Backend {
             #[cfg(uring)]
             Backend::RawRing => "raw_ring",
             Backend::Pread => "pread",
+            Backend::Nowait => "nowait",
             Backend::SpawnBlocking => "spawn_blocking",
             Backend::TokioFs => "tokio_fs",
         }
     }
 
     /// Whether this backend can run `row` at all (`tokio::fs` cannot do O_DIRECT: its internal
-    /// buffer is not aligned, so the kernel answers EINVAL).
+    /// buffer is not aligned, so the kernel answers EINVAL; `nowait` is the floor of the cached
+    /// reads only).
     pub fn supports(self, row: Row) -> bool {
-        !(self == Backend::TokioFs && row.direct())
+        match self {
+            Backend::TokioFs => !row.direct(),
+            Backend::Nowait => matches!(row, Row::CachedRead4k | Row::Batch8),
+            _ => true,
+        }
     }
 }
 
@@ -338,6 +348,7 @@ impl Bench {
                 self.raw.run(fd, row, &offsets).map_err(io_error)
             }
             Backend::Pread => pread_run(&self.files(row).std, row, &offsets).map_err(io_error),
+            Backend::Nowait => nowait_run(&self.files(row).std, row, &offsets).map_err(io_error),
             Backend::SpawnBlocking => {
                 let file = self.files(row).std.clone();
                 in_task(async move { blocking_run(&file, row, &offsets).await.map_err(io_error) }).await
@@ -526,6 +537,29 @@ fn pread_run(file: &std::fs::File, row: Row, offsets: &[u64]) -> std::io::Result
             .collect();
         workers.into_iter().try_for_each(|w| w.join().unwrap_or_else(|_| Err(std::io::Error::other("worker panicked"))))
     })?;
+    Ok(start.elapsed())
+}
+
+/// Cached reads with `preadv2(RWF_NOWAIT)`, what the engines' fast path issues; a read the
+/// kernel refuses (`EAGAIN`: not cached, or a readahead mark) is redone with `pread`, as the
+/// engines redo it on the ring or the blocking pool.
+fn nowait_run(file: &std::fs::File, row: Row, offsets: &[u64]) -> std::io::Result<Duration> {
+    use std::os::fd::AsRawFd;
+    let reads = if row == Row::Batch8 { BATCH } else { 1 };
+    let mut buf = aligned(PAGE)?;
+    let start = Instant::now();
+    for &offset in offsets {
+        for i in 0..reads {
+            let at = if row == Row::Batch8 { batch_offset(offset, i) } else { offset };
+            let iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: PAGE };
+            // SAFETY: `iov` describes `buf`, a live mapping of PAGE bytes borrowed mutably for
+            // the call; the kernel writes at most PAGE bytes into it.
+            let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, at as libc::off_t, libc::RWF_NOWAIT) };
+            if n != PAGE as isize {
+                file.read_exact_at(&mut buf, at)?;
+            }
+        }
+    }
     Ok(start.elapsed())
 }
 
