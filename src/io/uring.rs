@@ -692,10 +692,11 @@ impl Ring {
     }
 }
 
-/// A batch entry after submission: finished (or refused), or waiting on the ring.
-enum Step {
+/// A batch entry: finished (or refused), pushed to the ring, or awaited.
+enum Step<'a> {
     Done(io::Result<usize>, Buf<InFlight>),
     Pushed(Key),
+    Waiting(OpFuture<'a>),
 }
 
 /// A CQE result as a syscall-style result.
@@ -913,7 +914,7 @@ impl IoEngine for UringEngine {
         // queue), not through the fast path: one syscall for the batch is cheaper than one per
         // operation, and page-cache hits complete inside it anyway. What completed inside the
         // submit is collected under the same lock.
-        let mut steps: Vec<(Op, u64, Step)> = Vec::with_capacity(batch.ops.len());
+        let mut steps: Vec<(Op, u64, Step<'_>)> = Vec::with_capacity(batch.ops.len());
         {
             let mut ring = self.core.lock();
             for op in batch.ops {
@@ -942,22 +943,20 @@ impl IoEngine for UringEngine {
         // Every operation still in flight gets its future before the first await, so dropping
         // this future part-way abandons each one (its slot and buffer are freed at its
         // completion). Made after the lock is released: `OpFuture`'s drop takes the lock.
-        let mut waiting: Vec<(Op, u64, std::result::Result<OpFuture<'_>, (io::Result<usize>, Buf<InFlight>)>)> =
-            steps
-                .into_iter()
-                .map(|(code, offset, step)| match step {
-                    Step::Pushed(key) => (code, offset, Ok(OpFuture::new(&self.core, key))),
-                    Step::Done(result, buf) => (code, offset, Err((result, buf))),
-                })
-                .collect();
-        let mut results = Vec::with_capacity(waiting.len());
-        for (code, offset, op) in waiting.drain(..) {
-            let (result, buf) = match op {
-                Ok(op) => {
+        for (_, _, step) in &mut steps {
+            if let Step::Pushed(key) = *step {
+                *step = Step::Waiting(OpFuture::new(&self.core, key));
+            }
+        }
+        let mut results = Vec::with_capacity(steps.len());
+        for (code, offset, step) in steps.drain(..) {
+            let (result, buf) = match step {
+                Step::Waiting(op) => {
                     let (result, payload) = op.await;
                     (result, payload.into_one())
                 }
-                Err(done) => done,
+                Step::Done(result, buf) => (result, buf),
+                Step::Pushed(_) => unreachable!("every pushed step got its future above"),
             };
             results.push(match result {
                 Ok(n) => BufResult(Ok(n), buf.into_completed(n)),
