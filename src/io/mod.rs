@@ -121,7 +121,7 @@ pub(crate) struct BatchOp {
 /// # let dir = tempfile::tempdir().unwrap();
 /// let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
 /// let file = engine.open(dir.path().join("data"), &OpenOptions::new().create(true)).await?;
-/// let mut batch = Batch::new();
+/// let mut batch = Batch::with_capacity(8);
 /// for page in 0..8u64 {
 ///     let mut buf = engine.pool().acquire().await;
 ///     buf.fill(page as u8);
@@ -142,6 +142,11 @@ impl Batch {
     /// An empty batch.
     pub fn new() -> Self {
         Batch::default()
+    }
+
+    /// An empty batch with room for `n` operations, so adding them does not reallocate.
+    pub fn with_capacity(n: usize) -> Self {
+        Batch { ops: Vec::with_capacity(n) }
     }
 
     /// Adds a read of `buf.len()` bytes at `offset`. A `Buf<Registered>` of the engine's pool

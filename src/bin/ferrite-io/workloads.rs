@@ -428,7 +428,7 @@ async fn engine_loop(
         }
         let start = Instant::now();
         for &offset in offsets {
-            let mut batch = Batch::new();
+            let mut batch = Batch::with_capacity(BATCH);
             for (i, buf) in bufs.drain(..).enumerate() {
                 batch.read_at(file, buf, batch_offset(offset, i));
             }
