@@ -6,7 +6,10 @@
 //!   with no thread hop.
 //! - **Later completions** (device I/O, work punted to io-wq) signal an eventfd registered with
 //!   the ring. A reaper task awaits it with tokio's `AsyncFd`, drains the queue and wakes the
-//!   futures. Every poll reaps too, so progress never depends on the reaper alone.
+//!   futures. Every poll reaps too, so progress never depends on the reaper alone. A submit with
+//!   nothing else in flight silences the eventfd for its duration (see `Ring::submit_and_reap`),
+//!   so completions reaped inline never wake the reaper.
+//! - **Batches** are pushed whole and submitted with one `io_uring_enter`.
 //! - **Ownership.** Each operation has a slot in a slab, keyed by a generation-tagged
 //!   `user_data`. The slot holds the operation's buffers (`Buf<InFlight>`), `iovec`s and a
 //!   clone of the file, so nothing the kernel points at can be freed or reused early. A future
