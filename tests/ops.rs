@@ -133,6 +133,15 @@ async fn vectored_round_trip() {
     }
 }
 
+/// Entries the io_uring engine has submitted so far; `None` for the tokio engine.
+fn ring_entries(engine: &ferrite_io::Engine) -> Option<u64> {
+    match engine {
+        #[cfg(all(feature = "io-uring", target_os = "linux"))]
+        ferrite_io::Engine::Uring(uring) => Some(uring.submitted()),
+        _ => None,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_returns_every_buffer_with_its_result() {
     let dir = common::tempdir();
@@ -161,7 +170,12 @@ async fn batch_returns_every_buffer_with_its_result() {
         // One read past the end and one with a bad offset: errors stay per operation.
         batch.read_at(&file, engine.acquire().await, 100 * SIZE as u64);
         batch.read_at(&file, engine.acquire().await, u64::MAX);
+        let before = ring_entries(&engine);
         let results = engine.submit_batch(batch).await;
+        if let (Some(before), Some(after)) = (before, ring_entries(&engine)) {
+            // The ring takes the whole batch (the bad offset is refused before it), fast path or not.
+            assert_eq!(after - before, 9, "{name}: a batch goes to the ring whole");
+        }
         for (page, r) in results.iter().take(8).enumerate() {
             assert_eq!(r.0.as_ref().unwrap(), &SIZE);
             assert_eq!(&r.1[..], &pattern(page as u8, SIZE)[..], "{name} page {page}");
@@ -169,6 +183,7 @@ async fn batch_returns_every_buffer_with_its_result() {
         assert_eq!(results[8].0.as_ref().unwrap(), &0);
         assert_eq!(results[9].0.as_ref().unwrap_err().raw_os_error(), Some(libc::EINVAL), "{name}");
         drop(results);
+        assert!(engine.submit_batch(Batch::new()).await.is_empty(), "{name}");
         common::assert_pool_full(&engine);
     }
 }

@@ -445,7 +445,11 @@ impl Payload {
     }
 
     fn one(file: &File, buf: Buf<InFlight>) -> Payload {
-        Payload { bufs: Bufs::One(buf), _iovecs: None, _file: file.clone() }
+        Payload::owned(file.clone(), buf)
+    }
+
+    fn owned(file: File, buf: Buf<InFlight>) -> Payload {
+        Payload { bufs: Bufs::One(buf), _iovecs: None, _file: file }
     }
 
     fn into_one(self) -> Buf<InFlight> {
@@ -914,6 +918,9 @@ impl IoEngine for UringEngine {
         // queue), not through the fast path: one syscall for the batch is cheaper than one per
         // operation, and page-cache hits complete inside it anyway. What completed inside the
         // submit is collected under the same lock.
+        if batch.is_empty() {
+            return Vec::new();
+        }
         let mut steps: Vec<(Op, u64, Step<'_>)> = Vec::with_capacity(batch.ops.len());
         {
             let mut ring = self.core.lock();
@@ -923,7 +930,7 @@ impl IoEngine for UringEngine {
                     Err(e) => Step::Done(Err(e), op.buf),
                     Ok(()) => {
                         let entry = rw_entry(op.rw, fixed, &op.file, &op.buf, 0, op.offset);
-                        match ring.push(entry, Payload::one(&op.file, op.buf)) {
+                        match ring.push(entry, Payload::owned(op.file, op.buf)) {
                             Ok(key) => Step::Pushed(key),
                             Err((e, payload)) => Step::Done(Err(e), payload.into_one()),
                         }
