@@ -29,6 +29,10 @@ pub enum Op {
     SyncAll,
     /// `sync_data` (fdatasync).
     SyncData,
+    /// `File::size` (fstat).
+    Stat,
+    /// `File::preallocate` (fallocate).
+    Allocate,
 }
 
 impl fmt::Display for Op {
@@ -43,6 +47,8 @@ impl fmt::Display for Op {
             Op::WriteVectored => "write_vectored",
             Op::SyncAll => "fsync",
             Op::SyncData => "fdatasync",
+            Op::Stat => "fstat",
+            Op::Allocate => "fallocate",
         })
     }
 }
@@ -79,6 +85,15 @@ pub enum Error {
         /// The engine.
         backend: Backend,
         /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A file could not be opened (or created).
+    #[error("open {} failed: {source}", path.display())]
+    Open {
+        /// The path as given.
+        path: std::path::PathBuf,
+        /// The OS error (e.g. `NotFound`, or `EINVAL` for `O_DIRECT` on a filesystem without it).
         #[source]
         source: io::Error,
     },
@@ -194,7 +209,7 @@ impl Error {
     /// The OS error code, when the error came from the kernel.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            Error::Io { source, .. } => source.raw_os_error(),
+            Error::Io { source, .. } | Error::Open { source, .. } => source.raw_os_error(),
             Error::Cancelled { .. } => Some(libc::ECANCELED),
             _ => None,
         }

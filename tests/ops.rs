@@ -245,8 +245,11 @@ async fn errors_come_back_with_the_buffer() {
         let (result, back) = engine.write_all_at(&read_only, back.into_free(), 1 << 63).await.into_parts();
         assert_eq!(result.unwrap_err().raw_os_error(), Some(libc::EINVAL), "{name}");
         drop(back);
-        let missing = engine.open(dir.path().join("missing"), &OpenOptions::new()).await;
-        assert!(matches!(missing, Err(Error::Io { op: ferrite_io::Op::Open, .. })), "{name}");
+        let missing = engine.open(dir.path().join("missing"), &OpenOptions::new()).await.unwrap_err();
+        assert_eq!(missing.raw_os_error(), Some(libc::ENOENT), "{name}");
+        let Error::Open { path, .. } = &missing else { panic!("{name}: {missing}") };
+        assert_eq!(path, &dir.path().join("missing"));
+        assert!(missing.to_string().contains("missing"), "the message names the path: {missing}");
         common::assert_pool_full(&engine);
     }
 }

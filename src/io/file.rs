@@ -70,19 +70,16 @@ impl File {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] with [`Op::Open`] (the OS error, e.g. `NotFound`, or `EINVAL` for
+    /// [`Error::Open`] with the path and the OS error (e.g. `NotFound`, or `EINVAL` for
     /// `O_DIRECT` on a filesystem without it); [`Error::NoRuntime`] outside a tokio runtime.
     pub async fn open(path: impl AsRef<Path>, options: &OpenOptions) -> Result<File> {
         let path: PathBuf = path.as_ref().to_path_buf();
         let options = options.clone();
         let handle = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime("File::open"))?;
-        let opened = handle.spawn_blocking(move || open_blocking(&path, &options)).await;
-        match opened {
-            Ok(result) => result,
-            Err(join) => {
-                Err(Error::Io { op: Op::Open, offset: 0, backend: Backend::Tokio, source: std::io::Error::other(join) })
-            }
-        }
+        let opening = path.clone();
+        let opened = handle.spawn_blocking(move || open_blocking(&opening, &options)).await;
+        let opened = opened.unwrap_or_else(|join| Err(std::io::Error::other(join)));
+        opened.map_err(|source| Error::Open { path, source })
     }
 
     /// Wraps an already open file. `direct` says whether it was opened with `O_DIRECT`.
@@ -107,7 +104,7 @@ impl File {
     /// [`Error::Io`] when `fstat` fails.
     pub fn size(&self) -> Result<u64> {
         self.inner.metadata().map(|m| m.len()).map_err(|source| Error::Io {
-            op: Op::Open,
+            op: Op::Stat,
             offset: 0,
             backend: Backend::Tokio,
             source,
@@ -128,7 +125,7 @@ impl File {
         match result {
             Ok(()) => Ok(true),
             Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => Ok(false),
-            Err(source) => Err(Error::Io { op: Op::Open, offset: len, backend: Backend::Tokio, source }),
+            Err(source) => Err(Error::Io { op: Op::Allocate, offset: len, backend: Backend::Tokio, source }),
         }
     }
 
@@ -139,36 +136,26 @@ impl File {
     }
 }
 
-fn open_blocking(path: &Path, options: &OpenOptions) -> Result<File> {
+fn open_blocking(path: &Path, options: &OpenOptions) -> std::io::Result<File> {
     let mut std_options = std::fs::OpenOptions::new();
     std_options.read(true).write(options.write).create(options.create).truncate(options.truncate);
     if options.direct {
         set_direct(&mut std_options)?;
     }
-    let file = std_options.open(path).map_err(|source| Error::Io {
-        op: Op::Open,
-        offset: 0,
-        backend: Backend::Tokio,
-        source,
-    })?;
+    let file = std_options.open(path)?;
     Ok(File::from_std(file, options.direct))
 }
 
 #[cfg(target_os = "linux")]
-fn set_direct(options: &mut std::fs::OpenOptions) -> Result<()> {
+fn set_direct(options: &mut std::fs::OpenOptions) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     options.custom_flags(libc::O_DIRECT);
     Ok(())
 }
 
 #[cfg(not(target_os = "linux"))]
-fn set_direct(_options: &mut std::fs::OpenOptions) -> Result<()> {
-    Err(Error::Io {
-        op: Op::Open,
-        offset: 0,
-        backend: Backend::Tokio,
-        source: std::io::Error::new(std::io::ErrorKind::Unsupported, "O_DIRECT is Linux only"),
-    })
+fn set_direct(_options: &mut std::fs::OpenOptions) -> std::io::Result<()> {
+    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "O_DIRECT is Linux only"))
 }
 
 #[cfg(target_os = "linux")]

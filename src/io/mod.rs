@@ -242,7 +242,7 @@ pub trait IoEngine: Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`](crate::Error::Io) with [`Op::Open`](crate::Op::Open).
+    /// [`Error::Open`](crate::Error::Open) with the path and the OS error.
     fn open(&self, path: impl AsRef<Path> + Send, options: &OpenOptions) -> impl Future<Output = Result<File>> + Send {
         let path = path.as_ref().to_path_buf();
         let options = options.clone();

@@ -76,6 +76,7 @@ pub async fn run(options: Options) -> ferrite_io::Result<()> {
         ..IoEngineConfig::default()
     };
     let engine = ferrite_io::create_engine(config)?;
+    std::fs::create_dir_all(&dir).map_err(|source| ferrite_io::Error::Open { path: dir.clone(), source })?;
     let path = dir.join(format!("ferrite-io-flush-{}.log", std::process::id()));
     let file = engine.open(&path, &OpenOptions::new().create(true).truncate(true).direct(direct)).await?;
     let preallocated = file.preallocate(pages * page_size as u64).await?;
