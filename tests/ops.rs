@@ -395,16 +395,20 @@ async fn more_completions_than_the_cq_holds_all_arrive() {
     );
 }
 
-/// The engine silences its eventfd while it submits with nothing else in flight (inline
-/// completions are reaped on the spot). Operations that complete asynchronously after such a
-/// submit (here: buffered writes, which ext4 hands to io-wq workers, next to reads served
-/// inline) must still wake their waiter: an eventfd left silenced hangs this test at once. (The
-/// nanosecond race at the moment the eventfd is turned back on is closed by the barrier pairing
-/// argued in `Ring::submit_and_reap`; no test can aim at it.)
+/// The engine silences its eventfd around each submit and reaps whatever completed meanwhile.
+/// A completion that lands just after (here: reads of an empty pipe, answered by a writer thread
+/// at once or a few microseconds later) must still wake its waiter. Every read is checked to
+/// have gone asynchronous, and the watchdog is polled before the read, so a lost wake-up fails
+/// the test instead of hanging it or being rescued by the watchdog's own poll. (The nanosecond
+/// race at the moment the eventfd is turned back on is closed by the barrier pairing argued in
+/// `Ring::submit_and_reap`; no test can aim at it.)
 #[cfg(all(feature = "io-uring", target_os = "linux"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn completions_around_a_silenced_eventfd_all_wake_their_waiter() {
-    use std::time::Duration;
+async fn completions_after_a_silenced_submit_wake_their_waiter() {
+    use std::future::Future;
+    use std::os::fd::OwnedFd;
+    use std::task::Poll;
+    use std::time::{Duration, Instant};
     let config = ferrite_io::IoEngineConfig {
         registered_buffers: 4,
         buffer_size: 4096,
@@ -412,22 +416,49 @@ async fn completions_around_a_silenced_eventfd_all_wake_their_waiter() {
         ..common::config(EngineChoice::Uring)
     };
     let engine = ferrite_io::UringEngine::new(&config).unwrap();
-    let dir = common::tempdir();
-    let file = engine.open(dir.path().join("quiet"), &OpenOptions::new().create(true)).await.unwrap();
+    let (reader, writer): (OwnedFd, OwnedFd) = {
+        let (r, w) = std::io::pipe().unwrap();
+        (r.into(), w.into())
+    };
+    let file = ferrite_io::File::from_std(std::fs::File::from(reader), false);
+    let (go, delays) = std::sync::mpsc::channel::<u64>();
+    let feeder = std::thread::spawn(move || {
+        let mut writer = std::fs::File::from(writer);
+        for delay in delays {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_micros(delay) {
+                std::hint::spin_loop();
+            }
+            std::io::Write::write_all(&mut writer, &[5u8; 16]).unwrap();
+        }
+    });
+    const READS: u64 = 2000;
+    let mut went_async = 0;
     let mut buf = engine.acquire().await;
-    buf.fill(3);
-    for i in 0..4000u64 {
-        let offset = (i % 64) * 4096;
-        let written = tokio::time::timeout(Duration::from_secs(10), engine.write_fixed_at(&file, buf, offset)).await;
-        let Ok(written) = written else { panic!("write {i} never woke its waiter") };
-        let (n, back) = ok(written);
-        assert_eq!(n, 4096);
-        let back = back.try_into_registered(&engine).unwrap_or_else(|_| unreachable!());
-        let read = tokio::time::timeout(Duration::from_secs(10), engine.read_fixed_at(&file, back, offset)).await;
-        let Ok(read) = read else { panic!("read {i} never woke its waiter") };
-        let (n, back) = ok(read);
-        assert_eq!((n, back.iter().all(|&b| b == 3)), (4096, true));
+    buf.set_len(16).unwrap();
+    for i in 0..READS {
+        let read = engine.read_fixed_at(&file, buf, 0);
+        tokio::pin!(read);
+        // The first poll submits; the pipe is empty, so the read waits in the kernel.
+        let done = match std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
+            Poll::Ready(done) => done,
+            Poll::Pending => {
+                went_async += 1;
+                go.send(i % 3 * 10).unwrap();
+                tokio::select! {
+                    biased;
+                    () = tokio::time::sleep(Duration::from_secs(10)) => panic!("read {i} never woke its waiter"),
+                    done = &mut read => done,
+                }
+            }
+        };
+        let (n, back) = ok(done);
+        assert_eq!((n, &back[..]), (16, &[5u8; 16][..]));
         buf = back.try_into_registered(&engine).unwrap_or_else(|_| unreachable!());
+        buf.set_len(16).unwrap();
     }
+    assert_eq!(went_async, READS, "every read must wait for the writer");
+    drop(go);
+    feeder.join().unwrap();
     assert_eq!(engine.in_flight(), 0);
 }

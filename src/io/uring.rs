@@ -6,9 +6,9 @@
 //!   with no thread hop.
 //! - **Later completions** (device I/O, work punted to io-wq) signal an eventfd registered with
 //!   the ring. A reaper task awaits it with tokio's `AsyncFd`, drains the queue and wakes the
-//!   futures. Every poll reaps too, so progress never depends on the reaper alone. A submit with
-//!   nothing else in flight silences the eventfd for its duration (see `Ring::submit_and_reap`),
-//!   so completions reaped inline never wake the reaper.
+//!   futures. Every poll reaps too, so progress never depends on the reaper alone. The eventfd
+//!   is silenced for the duration of each submit (see `Ring::submit_and_reap`), so completions
+//!   reaped inline never wake the reaper.
 //! - **Batches** are pushed whole and submitted with one `io_uring_enter`.
 //! - **Ownership.** Each operation has a slot in a slab, keyed by a generation-tagged
 //!   `user_data`. The slot holds the operation's buffers (`Buf<InFlight>`), `iovec`s and a
@@ -80,9 +80,8 @@ struct Ring {
     generation: u32,
     /// Entries pushed over the engine's life.
     pushed: u64,
-    /// Entries pushed whose completion has not arrived yet.
-    waiting: usize,
-    /// Whether the kernel has the CQ flags word (5.8+) that can silence the eventfd.
+    /// Whether the eventfd can be silenced: the CQ flags word exists since 5.8; the check is
+    /// on `IORING_FEAT_POLL_32BITS` (5.9), the nearest feature bit.
     can_quiet: bool,
 }
 
@@ -178,7 +177,6 @@ impl UringEngine {
                 ops: Slab::with_capacity(capacity),
                 generation: 0,
                 pushed: 0,
-                waiting: 0,
             }),
             pool,
         });
@@ -543,7 +541,6 @@ impl Ring {
         match pushed {
             Ok(()) => {
                 self.pushed += 1;
-                self.waiting += 1;
                 Ok(key)
             }
             Err(_) => {
@@ -575,17 +572,17 @@ impl Ring {
 
     /// Submits what is queued and reaps.
     ///
-    /// When every operation in flight is one queued here, the eventfd is silenced around the
-    /// submit: whatever completes inside it is reaped right here, and the signal would only wake
-    /// the reaper on another CPU for nothing (a cross-CPU wake-up costs microseconds in a VM).
-    /// No completion is lost. The kernel publishes the CQ tail, then issues a full barrier (in
+    /// The eventfd is silenced around the submit: whatever completes while it is silent (inside
+    /// the submit, which is where page-cache hits complete, or anywhere else at that moment) is
+    /// reaped here before the lock is released, and a signal would only wake the reaper on
+    /// another CPU for nothing (a cross-CPU wake-up costs microseconds in a VM). No completion
+    /// is lost: the kernel publishes the CQ tail, then issues a full barrier (in
     /// `io_cqring_wake`), then reads the flag to decide whether to signal; here the flag is
     /// cleared with a locked read-modify-write, then a full fence, then the CQ is read again.
     /// With a full barrier between the write and the read on both sides, at least one side sees
     /// the other's write: the kernel signals, or the second reap finds the completion.
     fn submit_and_reap(&mut self) {
-        let quiet = self.can_quiet && self.waiting == self.uring.submission().len();
-        if quiet {
+        if self.can_quiet {
             self.uring.completion().disable_eventfd();
         }
         if let Err(e) = self.submit() {
@@ -593,7 +590,7 @@ impl Ring {
             tracing::error!(error = %e, "io_uring_enter failed; entries stay queued");
         }
         self.reap();
-        if quiet {
+        if self.can_quiet {
             self.uring.completion().enable_eventfd();
             std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             self.reap();
@@ -630,7 +627,7 @@ impl Ring {
 
     /// Moves what is in the CQ ring now into the slots (see `reap`).
     fn reap_cq(&mut self) {
-        let Ring { uring, ops, waiting, .. } = self;
+        let Ring { uring, ops, .. } = self;
         for cqe in uring.completion() {
             if cqe.user_data() == CANCEL {
                 continue;
@@ -640,11 +637,7 @@ impl Ring {
                 tracing::error!(user_data = cqe.user_data(), "completion for an unknown operation");
                 continue;
             };
-            let previous = std::mem::replace(&mut slot.state, State::Done(cqe.result()));
-            if !matches!(previous, State::Done(_)) {
-                *waiting -= 1;
-            }
-            match previous {
+            match std::mem::replace(&mut slot.state, State::Done(cqe.result())) {
                 State::Waiting(waker) => {
                     if let Some(waker) = waker {
                         waker.wake();
