@@ -52,7 +52,8 @@ impl std::str::FromStr for EngineChoice {
 /// ```toml
 /// [io]
 /// engine = "auto"           # "auto", "uring" or "tokio"
-/// uring_entries = 256       # submission queue size, a power of two in 1..=32768
+/// uring_entries = 256       # submission queue size per ring, a power of two in 1..=32768
+/// rings = 0                 # io_uring rings, 0 = one per CPU, at most 64
 /// registered_buffers = 64   # pool slots, registered as io_uring fixed buffers, 1..=16384
 /// buffer_size = 65536       # bytes per slot, a multiple of 4096, at most 1 GiB
 /// direct_io = false         # open data files with O_DIRECT
@@ -70,13 +71,15 @@ impl std::str::FromStr for EngineChoice {
 pub struct IoEngineConfig {
     /// The engine to build.
     pub engine: EngineChoice,
-    /// io_uring submission queue entries.
+    /// io_uring submission queue entries, per ring.
     pub uring_entries: u32,
+    /// io_uring rings; 0 means one per CPU. Submitters use the ring of the CPU they run on.
+    pub rings: u32,
     /// Number of pool buffers (fixed buffers on io_uring).
     pub registered_buffers: u32,
     /// Bytes per pool buffer.
     pub buffer_size: usize,
-    /// Whether data files are opened with `O_DIRECT` by default.
+    /// Whether files the engine opens use `O_DIRECT` when their `OpenOptions` do not say.
     pub direct_io: bool,
     /// Whether single reads and writes on buffered files first try `RWF_NOWAIT` inline (page
     /// cache hits then cost one plain syscall and no ring round trip or thread hop).
@@ -88,6 +91,7 @@ impl Default for IoEngineConfig {
         IoEngineConfig {
             engine: EngineChoice::Auto,
             uring_entries: 256,
+            rings: 0,
             registered_buffers: 64,
             buffer_size: 64 * 1024,
             direct_io: false,
@@ -98,6 +102,8 @@ impl Default for IoEngineConfig {
 
 /// Largest ring the kernel accepts without `IORING_SETUP_CLAMP`.
 pub const MAX_URING_ENTRIES: u32 = 32768;
+/// Most io_uring rings per engine.
+pub const MAX_RINGS: u32 = 64;
 /// Largest fixed-buffer table the kernel accepts.
 pub const MAX_REGISTERED_BUFFERS: u32 = 16384;
 /// Largest pool buffer: one registered buffer may not exceed 1 GiB.
@@ -122,6 +128,9 @@ impl IoEngineConfig {
         let e = self.uring_entries;
         if !e.is_power_of_two() || e > MAX_URING_ENTRIES {
             return Err(bad("io.uring_entries", e, "a power of two in 1..=32768"));
+        }
+        if self.rings > MAX_RINGS {
+            return Err(bad("io.rings", self.rings, "an integer in 0..=64 (0: one per CPU)"));
         }
         let n = self.registered_buffers;
         if n == 0 || n > MAX_REGISTERED_BUFFERS {

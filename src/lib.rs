@@ -58,8 +58,8 @@ pub use error::{Backend, Error, Op, Result};
 pub use io::UringEngine;
 pub use io::detect::{Unsupported, UringInfo, UringSupport, check_uring_support};
 pub use io::{
-    Batch, BufResult, Engine, File, IoEngine, OpenOptions, Reason, Selection, SharedIoEngine, TokioEngine,
-    create_engine,
+    Batch, BatchResults, BufResult, Engine, EngineStats, File, IoEngine, OpenOptions, Reason, Selection,
+    SharedIoEngine, TokioEngine, create_engine,
 };
 
 /// The README's examples, compiled as doctests.

@@ -317,6 +317,7 @@ fn fixture(path: Path) -> Fixture {
             Path::Ring => false,
             Path::Default => IoEngineConfig::default().nowait_fast_path,
         },
+        ..IoEngineConfig::default()
     };
     let engine = {
         let _runtime = rt.enter();

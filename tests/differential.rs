@@ -148,7 +148,7 @@ async fn run(engine: &SharedIoEngine, file: &ferrite_io::File, action: &Action) 
                 let buf = buffer(engine, len, seed).await;
                 if write { batch.write_at(file, buf, offset) } else { batch.read_at(file, buf, offset) }
             }
-            let results = engine.submit_batch(batch).await;
+            let results: Vec<_> = engine.submit_batch(&mut batch).await.collect();
             Outcome {
                 results: results.iter().map(|r| r.0.as_ref().map(|n| *n).map_err(describe)).collect(),
                 bytes: results.iter().map(|r| digest(&r.1)).collect(),

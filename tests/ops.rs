@@ -137,7 +137,7 @@ async fn vectored_round_trip() {
 fn ring_entries(engine: &ferrite_io::Engine) -> Option<u64> {
     match engine {
         #[cfg(all(feature = "io-uring", target_os = "linux"))]
-        ferrite_io::Engine::Uring(uring) => Some(uring.submitted()),
+        ferrite_io::Engine::Uring(uring) => Some(uring.stats().submitted),
         _ => None,
     }
 }
@@ -158,7 +158,7 @@ async fn batch_returns_every_buffer_with_its_result() {
             }
         }
         assert_eq!(batch.len(), 8);
-        let results = engine.submit_batch(batch).await;
+        let results: Vec<_> = engine.submit_batch(&mut batch).await.collect();
         assert_eq!(results.len(), 8);
         for r in results {
             assert_eq!(r.0.unwrap(), SIZE, "{name}");
@@ -171,7 +171,7 @@ async fn batch_returns_every_buffer_with_its_result() {
         batch.read_at(&file, engine.acquire().await, 100 * SIZE as u64);
         batch.read_at(&file, engine.acquire().await, u64::MAX);
         let before = ring_entries(&engine);
-        let results = engine.submit_batch(batch).await;
+        let results: Vec<_> = engine.submit_batch(&mut batch).await.collect();
         if let (Some(before), Some(after)) = (before, ring_entries(&engine)) {
             // The ring takes the whole batch (the bad offset is refused before it), fast path or not.
             assert_eq!(after - before, 9, "{name}: a batch goes to the ring whole");
@@ -183,7 +183,7 @@ async fn batch_returns_every_buffer_with_its_result() {
         assert_eq!(results[8].0.as_ref().unwrap(), &0);
         assert_eq!(results[9].0.as_ref().unwrap_err().raw_os_error(), Some(libc::EINVAL), "{name}");
         drop(results);
-        assert!(engine.submit_batch(Batch::new()).await.is_empty(), "{name}");
+        assert_eq!(engine.submit_batch(&mut Batch::new()).await.count(), 0, "{name}");
         common::assert_pool_full(&engine);
     }
 }
@@ -332,10 +332,10 @@ async fn cached_reads_skip_the_ring_only_with_the_fast_path() {
     for (name, engine) in common::engines(&common::config(EngineChoice::Auto)) {
         let ferrite_io::Engine::Uring(uring) = &*engine else { continue };
         let file = engine.open(&path, &OpenOptions::new()).await.unwrap();
-        let before = uring.submitted();
+        let before = uring.stats().submitted;
         let (n, back) = ok(engine.read_fixed_at(&file, engine.acquire().await, SIZE as u64).await);
         assert_eq!((n, &back[..]), (SIZE, &pattern(9, 4 * SIZE)[SIZE..2 * SIZE]), "{name}");
-        let through_ring = uring.submitted() - before;
+        let through_ring = uring.stats().submitted - before;
         match name {
             "uring_nowait" => assert_eq!(through_ring, 0, "a page-cache hit went through the ring"),
             _ => assert_eq!(through_ring, 1, "with the fast path off every read uses the ring"),
@@ -347,12 +347,17 @@ async fn cached_reads_skip_the_ring_only_with_the_fast_path() {
 /// overflow list (which raises no eventfd signal); the engine must flush it, or those futures
 /// hang. Found in review: with 8 CQ entries, 24 of 32 reads never completed.
 #[cfg(all(feature = "io-uring", target_os = "linux"))]
+/// Operations in flight on a ring are capped at its CQ size, so completions can never overflow
+/// the CQ: with 8 CQ entries, 32 reads of an empty pipe put 8 in the kernel and make the other 24
+/// wait for room; written to, all 32 complete, and the high-water mark is the cap.
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn more_completions_than_the_cq_holds_all_arrive() {
+async fn in_flight_is_capped_at_the_cq_size() {
     use std::os::fd::OwnedFd;
     use std::time::Duration;
     let config = ferrite_io::IoEngineConfig {
         uring_entries: 4, // 8 CQ entries
+        rings: 1,
         registered_buffers: 64,
         buffer_size: 4096,
         nowait_fast_path: false,
@@ -366,6 +371,7 @@ async fn more_completions_than_the_cq_holds_all_arrive() {
     };
     let file = ferrite_io::File::from_std(std::fs::File::from(reader), false);
     const READS: usize = 32;
+    const CQ: usize = 8;
     let mut tasks = Vec::new();
     for _ in 0..READS {
         let (engine, file) = (engine.clone(), file.clone());
@@ -375,9 +381,13 @@ async fn more_completions_than_the_cq_holds_all_arrive() {
             engine.read_at(&file, buf, 0).await.0.unwrap()
         }));
     }
-    while engine.in_flight() < READS {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while engine.in_flight() < CQ || engine.stats().ring_waits < (READS - CQ) as u64 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", engine.stats());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(engine.in_flight(), CQ, "never more in flight than the CQ holds");
     std::io::Write::write_all(&mut std::fs::File::from(writer), &[7u8; 16 * READS]).unwrap();
     let all = tokio::time::timeout(Duration::from_secs(10), async {
         let mut total = 0;
@@ -387,12 +397,9 @@ async fn more_completions_than_the_cq_holds_all_arrive() {
         total
     })
     .await;
-    assert_eq!(
-        all.ok(),
-        Some(16 * READS),
-        "reads whose completions overflowed the CQ hang ({} in flight)",
-        engine.in_flight()
-    );
+    let stats = engine.stats();
+    assert_eq!(all.ok(), Some(16 * READS), "reads beyond the cap hang: {stats:?}");
+    assert_eq!((stats.in_flight_high_water, stats.cq_overflows, stats.in_flight), (CQ as u64, 0, 0), "{stats:?}");
 }
 
 /// The engine silences its eventfd around each submit and reaps whatever completed meanwhile.

@@ -76,6 +76,7 @@ impl Setup {
             buffer_size: self.buffer_size,
             direct_io: false,
             nowait_fast_path: self.nowait,
+            ..IoEngineConfig::default()
         }
     }
 }
@@ -591,7 +592,8 @@ impl<'a, E: EngineProbe> Model<'a, E> {
             }
         }
         assert_eq!(batch.len(), planned.len(), "{}", self.ctx());
-        match drive(self.engine.submit_batch(batch), abandon).await {
+        let submitted = async { self.engine.submit_batch(&mut batch).await.collect::<Vec<_>>() };
+        match drive(submitted, abandon).await {
             Some(results) => self.completed(&planned, results),
             None => self.abandoned(&planned).await,
         }

@@ -41,6 +41,8 @@ pub(crate) struct PoolInner {
     slots: u32,
     free: Mutex<Vec<u32>>,
     returned: Notify,
+    /// Acquires that found every slot out and had to wait.
+    waits: AtomicU64,
     /// Owns the mapping `base` points into; unmapped when the last `Arc<PoolInner>` drops.
     _arena: MmapMut,
 }
@@ -93,6 +95,7 @@ impl BufPool {
                 // Pop from the end: slot 0 goes out first.
                 free: Mutex::new((0..slots).rev().collect()),
                 returned: Notify::new(),
+                waits: AtomicU64::new(0),
                 _arena: arena,
             }),
         })
@@ -100,6 +103,7 @@ impl BufPool {
 
     /// A buffer, waiting while all are out (backpressure: the waiter sleeps until one returns).
     pub async fn acquire(&self) -> Buf<Free> {
+        let mut counted = false;
         loop {
             let returned = self.inner.returned.notified();
             tokio::pin!(returned);
@@ -107,6 +111,10 @@ impl BufPool {
             returned.as_mut().enable();
             if let Some(buf) = self.try_acquire() {
                 return buf;
+            }
+            if !counted {
+                counted = true;
+                self.inner.waits.fetch_add(1, Ordering::Relaxed);
             }
             returned.await;
         }
@@ -131,6 +139,11 @@ impl BufPool {
     /// Bytes per buffer.
     pub fn buffer_size(&self) -> usize {
         self.inner.slot_size
+    }
+
+    /// How many [`acquire`](Self::acquire) calls found every buffer out and had to wait.
+    pub fn waits(&self) -> u64 {
+        self.inner.waits.load(Ordering::Relaxed)
     }
 
     /// This pool's process-unique id, which engines use to check registration.

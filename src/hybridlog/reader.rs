@@ -271,7 +271,7 @@ pub async fn recover<E: IoEngine>(engine: &E, file: &File, page_size: usize, ack
             addresses.push(address);
             address += step;
         }
-        for (at, BufResult(result, buf)) in addresses.into_iter().zip(engine.submit_batch(batch).await) {
+        for (at, BufResult(result, buf)) in addresses.into_iter().zip(engine.submit_batch(&mut batch).await) {
             let BufResult(result, buf) = match result {
                 Ok(n) if n == page_size => verified(buf, at),
                 // A short read: the end of the file, or a read the kernel cut short. Read the

@@ -9,7 +9,7 @@ use std::io;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use super::{Batch, BufResult, File, IoEngine, Selection};
+use super::{Batch, BatchResults, BufResult, EngineStats, File, IoEngine, Selection};
 use crate::buf::{Buf, BufPool, Completed, Registered, Submittable};
 use crate::error::{Backend, Error, Op, Result};
 
@@ -149,6 +149,14 @@ impl<E: IoEngine> IoEngine for FaultyEngine<E> {
         self.inner.pool()
     }
 
+    fn direct_io(&self) -> bool {
+        self.inner.direct_io()
+    }
+
+    fn stats(&self) -> EngineStats {
+        self.inner.stats()
+    }
+
     async fn read_at<S: Submittable>(&self, file: &File, buf: Buf<S>, offset: u64) -> BufResult<usize, Buf<Completed>> {
         self.inner.read_at(file, buf, offset).await
     }
@@ -237,7 +245,7 @@ impl<E: IoEngine> IoEngine for FaultyEngine<E> {
         self.sync(file, Op::SyncData).await
     }
 
-    async fn submit_batch(&self, batch: Batch) -> Vec<BufResult<usize, Buf<Completed>>> {
+    async fn submit_batch<'b>(&self, batch: &'b mut Batch) -> BatchResults<'b> {
         self.inner.submit_batch(batch).await
     }
 }

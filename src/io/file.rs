@@ -19,17 +19,18 @@ pub struct OpenOptions {
     write: bool,
     create: bool,
     truncate: bool,
-    direct: bool,
+    /// `None`: the engine's `direct_io` default (buffered for [`File::open`]).
+    direct: Option<bool>,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { write: true, create: false, truncate: false, direct: false }
+        OpenOptions { write: true, create: false, truncate: false, direct: None }
     }
 }
 
 impl OpenOptions {
-    /// Read and write, no create, no truncate, buffered.
+    /// Read and write, no create, no truncate; direct I/O as the engine's config says.
     pub fn new() -> Self {
         OpenOptions::default()
     }
@@ -58,9 +59,18 @@ impl OpenOptions {
     /// Open with `O_DIRECT` (Linux): I/O bypasses the page cache. Buffers, offsets and lengths
     /// must then be multiples of the device's logical block size; pool buffers always are
     /// aligned to 4096. Not on tmpfs, which rejects it.
+    ///
+    /// Left unset, a file opened through an engine follows the engine's `io.direct_io` config
+    /// key, and [`File::open`] opens it buffered.
     #[must_use]
     pub fn direct(mut self, direct: bool) -> Self {
-        self.direct = direct;
+        self.direct = Some(direct);
+        self
+    }
+
+    /// Direct I/O as set, or `default` when it was left unset.
+    pub(crate) fn direct_default(mut self, default: bool) -> Self {
+        self.direct.get_or_insert(default);
         self
     }
 }
@@ -139,11 +149,12 @@ impl File {
 fn open_blocking(path: &Path, options: &OpenOptions) -> std::io::Result<File> {
     let mut std_options = std::fs::OpenOptions::new();
     std_options.read(true).write(options.write).create(options.create).truncate(options.truncate);
-    if options.direct {
+    let direct = options.direct.unwrap_or(false);
+    if direct {
         set_direct(&mut std_options)?;
     }
     let file = std_options.open(path)?;
-    Ok(File::from_std(file, options.direct))
+    Ok(File::from_std(file, direct))
 }
 
 #[cfg(target_os = "linux")]

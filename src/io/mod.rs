@@ -13,6 +13,7 @@ pub mod detect;
 pub mod fault;
 mod file;
 mod nowait;
+pub mod stats;
 mod tokio_io;
 #[cfg(uring)]
 mod uring;
@@ -23,6 +24,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use file::{File, OpenOptions};
+pub use stats::EngineStats;
 pub use tokio_io::TokioEngine;
 #[cfg(uring)]
 pub use uring::UringEngine;
@@ -110,10 +112,27 @@ pub(crate) struct BatchOp {
     pub(crate) offset: u64,
 }
 
+/// Where one operation of a [`Batch`] stands. The engines turn each `Op` into `Done`, in place,
+/// so a reused batch allocates nothing.
+pub(crate) enum BatchSlot {
+    /// Added, not yet submitted.
+    Op(BatchOp),
+    /// In flight on a ring under this `user_data`.
+    #[cfg_attr(not(uring), allow(dead_code))]
+    Submitted { rw: Rw, code: crate::Op, offset: u64, key: u64 },
+    /// Finished, with its buffer.
+    Done(BufResult<usize, Buf<Completed>>),
+    /// Moved out for a moment while an engine works on the slot.
+    Taken,
+}
+
 /// Reads and writes submitted together: one `io_uring_enter` on the ring, one blocking task on
 /// the tokio engine. Results come back in the order the operations were added, but the
 /// operations themselves may run in any order and at the same time (the ring runs them
 /// concurrently): a batch must not read a range it also writes.
+///
+/// A batch is reusable: [`submit_batch`](IoEngine::submit_batch) leaves it empty with its
+/// capacity, so a batch that is refilled and resubmitted allocates nothing (on io_uring).
 ///
 /// ```
 /// # use ferrite_io::{Batch, IoEngine, IoEngineConfig, EngineChoice, OpenOptions};
@@ -127,15 +146,15 @@ pub(crate) struct BatchOp {
 ///     buf.fill(page as u8);
 ///     batch.write_at(&file, buf, page * 65536);
 /// }
-/// for result in engine.submit_batch(batch).await {
+/// for result in engine.submit_batch(&mut batch).await {
 ///     assert_eq!(result.0?, 65536);
 /// }
+/// assert!(batch.is_empty()); // ready to be filled again
 /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
 /// ```
 #[derive(Default)]
-#[must_use = "a batch does nothing until submitted"]
 pub struct Batch {
-    pub(crate) ops: Vec<BatchOp>,
+    pub(crate) slots: Vec<BatchSlot>,
 }
 
 impl Batch {
@@ -146,7 +165,7 @@ impl Batch {
 
     /// An empty batch with room for `n` operations, so adding them does not reallocate.
     pub fn with_capacity(n: usize) -> Self {
-        Batch { ops: Vec::with_capacity(n) }
+        Batch { slots: Vec::with_capacity(n) }
     }
 
     /// Adds a read of `buf.len()` bytes at `offset`. A `Buf<Registered>` of the engine's pool
@@ -161,18 +180,49 @@ impl Batch {
         self.push(Rw::Write, file, buf, offset);
     }
 
-    /// Number of operations.
+    /// Number of operations added and not yet submitted.
     pub fn len(&self) -> usize {
-        self.ops.len()
+        self.slots.len()
     }
 
-    /// Whether the batch is empty.
+    /// Whether the batch holds no operation.
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.slots.is_empty()
     }
 
     fn push<S: Submittable>(&mut self, rw: Rw, file: &File, buf: Buf<S>, offset: u64) {
-        self.ops.push(BatchOp { rw, fixed: S::FIXED, file: file.clone(), buf: buf.into_in_flight(), offset });
+        let op = BatchOp { rw, fixed: S::FIXED, file: file.clone(), buf: buf.into_in_flight(), offset };
+        self.slots.push(BatchSlot::Op(op));
+    }
+}
+
+/// The results of a submitted [`Batch`], one per operation in the order they were added, each
+/// with its buffer. Dropping it drops the results not yet taken (their buffers go back to the
+/// pool); the batch is empty afterwards either way.
+#[must_use = "each result holds a buffer and may be an error"]
+pub struct BatchResults<'b> {
+    slots: std::vec::Drain<'b, BatchSlot>,
+}
+
+impl<'b> BatchResults<'b> {
+    pub(crate) fn new(slots: &'b mut Vec<BatchSlot>) -> Self {
+        BatchResults { slots: slots.drain(..) }
+    }
+}
+
+impl Iterator for BatchResults<'_> {
+    type Item = BufResult<usize, Buf<Completed>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // After a finished submit every slot is `Done`; anything else cannot be returned.
+        self.slots.by_ref().find_map(|slot| match slot {
+            BatchSlot::Done(result) => Some(result),
+            _ => None,
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.slots.len()))
     }
 }
 
@@ -233,19 +283,27 @@ pub trait IoEngine: Send + Sync + 'static {
     /// The engine's buffer pool; on io_uring its slots are the fixed-buffer table.
     fn pool(&self) -> &BufPool;
 
+    /// Whether files this engine opens use direct I/O unless their [`OpenOptions`] say otherwise
+    /// (`io.direct_io` in the config).
+    fn direct_io(&self) -> bool;
+
+    /// A snapshot of the engine's counters (cheap: relaxed loads).
+    fn stats(&self) -> EngineStats;
+
     /// A buffer of the engine's pool, registered with this engine (waits while all are out).
     fn acquire(&self) -> impl Future<Output = Buf<Registered>> + Send {
         async move { self.pool().acquire().await.cast() }
     }
 
-    /// Opens a file (on the blocking pool).
+    /// Opens a file (on the blocking pool). Direct I/O follows [`OpenOptions::direct`] when it
+    /// was set, else the engine's [`direct_io`](Self::direct_io) default.
     ///
     /// # Errors
     ///
     /// [`Error::Open`](crate::Error::Open) with the path and the OS error.
     fn open(&self, path: impl AsRef<Path> + Send, options: &OpenOptions) -> impl Future<Output = Result<File>> + Send {
         let path = path.as_ref().to_path_buf();
-        let options = options.clone();
+        let options = options.clone().direct_default(self.direct_io());
         async move { File::open(path, &options).await }
     }
 
@@ -351,8 +409,9 @@ pub trait IoEngine: Send + Sync + 'static {
     fn sync_data(&self, file: &File) -> impl Future<Output = Result<()>> + Send;
 
     /// Runs every operation of `batch` (one submission on io_uring) and returns one result per
-    /// operation, in order, each with its buffer.
-    fn submit_batch(&self, batch: Batch) -> impl Future<Output = Vec<BufResult<usize, Buf<Completed>>>> + Send;
+    /// operation, in order, each with its buffer. The batch is left empty, ready for reuse. A
+    /// future dropped part-way gives every buffer back (at its completion) and empties the batch.
+    fn submit_batch<'b>(&self, batch: &'b mut Batch) -> impl Future<Output = BatchResults<'b>> + Send;
 }
 
 /// The most buffers one vectored operation takes (Linux's `IOV_MAX`).
@@ -389,6 +448,12 @@ impl IoEngine for Engine {
     }
     fn pool(&self) -> &BufPool {
         dispatch!(self, e => e.pool())
+    }
+    fn direct_io(&self) -> bool {
+        dispatch!(self, e => e.direct_io())
+    }
+    fn stats(&self) -> EngineStats {
+        dispatch!(self, e => e.stats())
     }
     async fn read_at<S: Submittable>(&self, file: &File, buf: Buf<S>, offset: u64) -> BufResult<usize, Buf<Completed>> {
         dispatch!(self, e => e.read_at(file, buf, offset).await)
@@ -453,7 +518,7 @@ impl IoEngine for Engine {
     async fn sync_data(&self, file: &File) -> Result<()> {
         dispatch!(self, e => e.sync_data(file).await)
     }
-    async fn submit_batch(&self, batch: Batch) -> Vec<BufResult<usize, Buf<Completed>>> {
+    async fn submit_batch<'b>(&self, batch: &'b mut Batch) -> BatchResults<'b> {
         dispatch!(self, e => e.submit_batch(batch).await)
     }
 }
@@ -471,15 +536,15 @@ impl fmt::Debug for Engine {
 /// - `uring`: io_uring, or [`Error::Unavailable`](crate::Error::Unavailable) with the reason.
 /// - `tokio`: the tokio engine; io_uring is never touched.
 ///
-/// The choice and its reason are in [`IoEngine::selection`]. Must be called inside a tokio
-/// runtime (the io_uring engine registers its eventfd with the runtime's reactor).
+/// The choice and its reason are in [`IoEngine::selection`]. Needs no runtime: the engine can
+/// be created anywhere and used from any tokio runtime (with or without its I/O driver) or
+/// thread, for its whole life.
 ///
 /// # Errors
 ///
 /// [`Error::Config`](crate::Error::Config) for an invalid config,
 /// [`Error::Unavailable`](crate::Error::Unavailable) for `uring` where io_uring does not work,
-/// [`Error::NoRuntime`](crate::Error::NoRuntime) outside a tokio runtime, and
-/// [`Error::Map`](crate::Error::Map) when the buffer arena cannot be mapped.
+/// and [`Error::Map`](crate::Error::Map) when the buffer arena cannot be mapped.
 ///
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {

@@ -12,6 +12,7 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::stats::Counters;
 use super::tokio_io::check_offset;
 use super::{File, Rw};
 use crate::buf::{Buf, InFlight};
@@ -29,8 +30,17 @@ impl FastPath {
         FastPath { reads: AtomicBool::new(enabled), writes: AtomicBool::new(enabled) }
     }
 
-    /// Tries `buf[start..]` at `offset` inline when the fast path is on for `rw`.
-    pub(crate) fn attempt(&self, rw: Rw, file: &File, buf: &mut Buf<InFlight>, start: usize, offset: u64) -> Nowait {
+    /// Tries `buf[start..]` at `offset` inline when the fast path is on for `rw`; counts the
+    /// attempt's outcome in `counters`.
+    pub(crate) fn attempt(
+        &self,
+        rw: Rw,
+        file: &File,
+        buf: &mut Buf<InFlight>,
+        start: usize,
+        offset: u64,
+        counters: &Counters,
+    ) -> Nowait {
         let switch = match rw {
             Rw::Read => &self.reads,
             Rw::Write => &self.writes,
@@ -42,9 +52,15 @@ impl FastPath {
             return Nowait::Failed(e);
         }
         let outcome = try_rw(rw, file, buf, start, offset);
-        if let Nowait::Unsupported = outcome {
-            tracing::debug!(?rw, "RWF_NOWAIT unsupported here; fast path off for this direction");
-            switch.store(false, Ordering::Relaxed);
+        match outcome {
+            Nowait::Done(_) => counters.fast_path(true),
+            Nowait::Failed(_) => {}
+            Nowait::WouldBlock => counters.fast_path(false),
+            Nowait::Unsupported => {
+                counters.fast_path(false);
+                tracing::debug!(?rw, "RWF_NOWAIT unsupported here; fast path off for this direction");
+                switch.store(false, Ordering::Relaxed);
+            }
         }
         outcome
     }

@@ -5,13 +5,18 @@
 //! moves them back: no byte is copied. Composite calls (`read_exact_at`, `write_durable_at`, a
 //! whole [`Batch`]) run in a single task, so they pay for one thread hop, not one per syscall. A
 //! dropped future leaves the task running with the buffers; they return to the pool when the
-//! syscall is done (I2).
+//! syscall is done (I2). When the blocking pool refuses the task (its runtime has shut down),
+//! the buffers come back with [`Error::Cancelled`] instead of the call waiting forever.
 
 use std::io;
 use std::os::unix::fs::FileExt;
 
 use super::nowait::{FastPath, Nowait};
-use super::{Batch, BatchOp, BufResult, File, IoEngine, MAX_VECTORED, Reason, Rw, Selection, foreign, is_fixed};
+use super::stats::{Counters, EngineStats};
+use super::{
+    Batch, BatchOp, BatchResults, BatchSlot, BufResult, File, IoEngine, MAX_VECTORED, Reason, Rw, Selection, foreign,
+    is_fixed,
+};
 use crate::buf::{Buf, BufPool, Completed, InFlight, Registered, Submittable};
 use crate::config::{EngineChoice, IoEngineConfig};
 use crate::error::{Backend, Error, Op, Result};
@@ -35,6 +40,8 @@ pub struct TokioEngine {
     pool: BufPool,
     selection: Selection,
     fast: FastPath,
+    direct_io: bool,
+    counters: std::sync::Arc<Counters>,
 }
 
 impl TokioEngine {
@@ -59,6 +66,8 @@ impl TokioEngine {
             pool: BufPool::new(config.registered_buffers, config.buffer_size)?,
             selection,
             fast: FastPath::new(config.nowait_fast_path),
+            direct_io: config.direct_io,
+            counters: std::sync::Arc::default(),
         })
     }
 
@@ -72,22 +81,42 @@ impl TokioEngine {
         let op = rw.op(is_fixed(&buf, &self.pool), false);
         let mut buf = buf.into_in_flight();
         // Page-cache hits finish inline, without a trip through the blocking pool.
-        let inline = match self.fast.attempt(rw, file, &mut buf, 0, offset) {
-            Nowait::Done(n) if n == 0 || n == buf.len() => return complete(op, offset, Ok(n), buf),
-            Nowait::Failed(e) => return complete(op, offset, Err(e), buf),
+        let inline = match self.fast.attempt(rw, file, &mut buf, 0, offset, &self.counters) {
+            Nowait::Done(n) if n == 0 || n == buf.len() => return self.complete(rw, op, offset, Ok(n), buf),
+            Nowait::Failed(e) => return self.complete(rw, op, offset, Err(e), buf),
             Nowait::Done(n) => n,
             Nowait::WouldBlock | Nowait::Unsupported => 0,
         };
         let file = file.clone();
-        blocking(move || {
-            let result = match rw_once(rw, file.std(), &mut buf, inline, offset + inline as u64) {
-                Ok(n) => Ok(inline + n),
-                Err(_) if inline > 0 => Ok(inline),
-                Err(e) => Err(e),
-            };
-            complete(op, offset, result, buf)
-        })
-        .await
+        let ran = self
+            .blocking(buf, move |mut buf| {
+                let result = match rw_once(rw, file.std(), &mut buf, inline, offset + inline as u64) {
+                    Ok(n) => Ok(inline + n),
+                    Err(_) if inline > 0 => Ok(inline),
+                    Err(e) => Err(e),
+                };
+                (result, buf)
+            })
+            .await;
+        match ran {
+            Ok((result, buf)) => self.complete(rw, op, offset, result, buf),
+            Err((buf, stopped)) => BufResult(Err(stopped.error(op, offset)), buf.into_failed()),
+        }
+    }
+
+    /// An operation's result, counted.
+    fn complete(
+        &self,
+        rw: Rw,
+        op: Op,
+        offset: u64,
+        result: io::Result<usize>,
+        buf: Buf<InFlight>,
+    ) -> BufResult<usize, Buf<Completed>> {
+        if let Ok(n) = result {
+            self.counters.done(rw, n);
+        }
+        complete(op, offset, result, buf)
     }
 
     async fn rw_fixed(
@@ -112,24 +141,141 @@ impl TokioEngine {
     ) -> BufResult<(), Buf<Completed>> {
         let fixed = is_fixed(&buf, &self.pool);
         let mut buf = buf.into_in_flight();
-        let done = match self.fast.attempt(rw, file, &mut buf, 0, offset) {
-            Nowait::Done(n) if n == buf.len() => return BufResult(Ok(()), buf.into_completed(n)),
+        let done = match self.fast.attempt(rw, file, &mut buf, 0, offset, &self.counters) {
+            Nowait::Done(n) if n == buf.len() => {
+                self.counters.done(rw, n);
+                return BufResult(Ok(()), buf.into_completed(n));
+            }
             Nowait::Failed(e) => return BufResult(Err(err(rw.op(fixed, false), offset, e)), buf.into_failed()),
             Nowait::Done(n) => n,
             Nowait::WouldBlock | Nowait::Unsupported => 0,
         };
         let file = file.clone();
-        blocking(move || exact(rw, fixed, file.std(), buf, offset, done)).await
+        let ran = self.blocking(buf, move |buf| exact(rw, fixed, file.std(), buf, offset, done)).await;
+        let result = unstopped(ran, rw.op(fixed, false), offset);
+        if result.0.is_ok() {
+            self.counters.done(rw, result.1.len());
+        }
+        result
+    }
+
+    /// Runs `f(input)` on the blocking pool, counted as in flight. A panic in `f` is resumed
+    /// here. When no task can run it (no runtime, or one that has shut down and drops the task
+    /// unrun), `input` comes back with the reason, so the caller can return its buffers with an
+    /// error instead of waiting forever.
+    async fn blocking<I: Send + 'static, T: Send + 'static>(
+        &self,
+        input: I,
+        f: impl FnOnce(I) -> T + Send + 'static,
+    ) -> std::result::Result<T, (I, Stopped)> {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return Err((input, Stopped::NoRuntime));
+        };
+        /// Sends the input back if the closure is dropped before it ran.
+        struct Unrun<I> {
+            input: Option<I>,
+            back: Option<tokio::sync::oneshot::Sender<I>>,
+        }
+        impl<I> Drop for Unrun<I> {
+            fn drop(&mut self) {
+                if let (Some(input), Some(back)) = (self.input.take(), self.back.take()) {
+                    let _ = back.send(input);
+                }
+            }
+        }
+        let (back, returned) = tokio::sync::oneshot::channel();
+        let mut unrun = Unrun { input: Some(input), back: Some(back) };
+        self.counters.start(1);
+        let task = handle.spawn_blocking(move || {
+            let input = unrun.input.take().expect("the closure runs once");
+            f(input)
+        });
+        let joined = task.await;
+        self.counters.finish(1);
+        match joined {
+            Ok(value) => Ok(value),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled: tokio drops a blocking task's closure before it reports the
+            // cancellation, and the closure never ran, so the input is waiting in the channel.
+            Err(_) => match returned.await {
+                Ok(input) => Err((input, Stopped::Shutdown)),
+                Err(_) => unreachable!("a cancelled blocking task's closure sends its input back when dropped"),
+            },
+        }
     }
 }
 
-/// Runs `f` on the blocking pool. A panic in `f` is resumed here; if the runtime is shutting
-/// down and cancels the task, this future never completes (its task is being dropped anyway).
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(value) => value,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => std::future::pending().await,
+impl TokioEngine {
+    async fn vectored<S: Submittable>(
+        &self,
+        rw: Rw,
+        file: &File,
+        bufs: Vec<Buf<S>>,
+        offset: u64,
+    ) -> BufResult<usize, Vec<Buf<Completed>>> {
+        let file = file.clone();
+        let bufs: Vec<_> = bufs.into_iter().map(Buf::into_in_flight).collect();
+        match self.blocking(bufs, move |bufs| vectored(rw, file.std(), bufs, offset)).await {
+            Ok(result) => {
+                if let Ok(n) = result.0 {
+                    self.counters.done(rw, n);
+                }
+                result
+            }
+            Err((bufs, stopped)) => BufResult(
+                Err(stopped.error(rw.op(false, true), offset)),
+                bufs.into_iter().map(Buf::into_failed).collect(),
+            ),
+        }
+    }
+
+    async fn sync(&self, file: &File, op: Op) -> Result<()> {
+        let file = file.clone();
+        let ran = self
+            .blocking((), move |()| match op {
+                Op::SyncAll => file.std().sync_all(),
+                _ => file.std().sync_data(),
+            })
+            .await;
+        match ran {
+            Ok(Ok(())) => {
+                self.counters.synced();
+                Ok(())
+            }
+            Ok(Err(e)) => Err(err(op, 0, e)),
+            Err(((), stopped)) => Err(stopped.error(op, 0)),
+        }
+    }
+}
+
+/// Why the blocking pool could not run an operation.
+#[derive(Debug, Clone, Copy)]
+enum Stopped {
+    /// Not inside a tokio runtime.
+    NoRuntime,
+    /// The runtime has shut down (for example `Handle::block_on` after it was dropped).
+    Shutdown,
+}
+
+impl Stopped {
+    fn error(self, op: Op, offset: u64) -> Error {
+        match self {
+            Stopped::NoRuntime => Error::NoRuntime("the tokio engine"),
+            Stopped::Shutdown => Error::Cancelled { op, offset },
+        }
+    }
+}
+
+/// The result of a blocking call that returns its own `BufResult`, or the buffers back with
+/// the reason it could not run.
+fn unstopped<T>(
+    ran: std::result::Result<BufResult<T, Buf<Completed>>, (Buf<InFlight>, Stopped)>,
+    op: Op,
+    offset: u64,
+) -> BufResult<T, Buf<Completed>> {
+    match ran {
+        Ok(result) => result,
+        Err((buf, stopped)) => BufResult(Err(stopped.error(op, offset)), buf.into_failed()),
     }
 }
 
@@ -243,10 +389,13 @@ fn vectored(
     }
 }
 
-fn batch_op(op: BatchOp, pool: u64) -> BufResult<usize, Buf<Completed>> {
+fn batch_op(op: BatchOp, pool: u64, counters: &Counters) -> BufResult<usize, Buf<Completed>> {
     let code = op.rw.op(op.fixed && op.buf.pool_id() == pool, false);
     let BatchOp { rw, file, mut buf, offset, .. } = op;
     let result = rw_once(rw, file.std(), &mut buf, 0, offset);
+    if let Ok(n) = result {
+        counters.done(rw, n);
+    }
     complete(code, offset, result, buf)
 }
 
@@ -261,6 +410,20 @@ impl IoEngine for TokioEngine {
 
     fn pool(&self) -> &BufPool {
         &self.pool
+    }
+
+    fn direct_io(&self) -> bool {
+        self.direct_io
+    }
+
+    fn stats(&self) -> EngineStats {
+        let mut stats = EngineStats::default();
+        self.counters.add_to(&mut stats);
+        stats.buffer_waits = self.pool.waits();
+        if let Reason::FellBack(why) = &self.selection.reason {
+            stats.fallback_reason = Some(why.to_string());
+        }
+        stats
     }
 
     async fn read_at<S: Submittable>(&self, file: &File, buf: Buf<S>, offset: u64) -> BufResult<usize, Buf<Completed>> {
@@ -310,14 +473,21 @@ impl IoEngine for TokioEngine {
     ) -> BufResult<(), Buf<Completed>> {
         let fixed = is_fixed(&buf, &self.pool);
         let (file, buf) = (file.clone(), buf.into_in_flight());
-        blocking(move || {
-            let written = exact(Rw::Write, fixed, file.std(), buf, offset, 0);
-            match written.0 {
-                Ok(()) => BufResult(file.std().sync_data().map_err(|e| err(Op::SyncData, offset, e)), written.1),
-                Err(_) => written,
-            }
-        })
-        .await
+        let ran = self
+            .blocking(buf, move |buf| {
+                let written = exact(Rw::Write, fixed, file.std(), buf, offset, 0);
+                match written.0 {
+                    Ok(()) => BufResult(file.std().sync_data().map_err(|e| err(Op::SyncData, offset, e)), written.1),
+                    Err(_) => written,
+                }
+            })
+            .await;
+        let result = unstopped(ran, Rw::Write.op(fixed, false), offset);
+        if result.0.is_ok() {
+            self.counters.done(Rw::Write, result.1.len());
+            self.counters.synced();
+        }
+        result
     }
 
     async fn read_vectored_at<S: Submittable>(
@@ -326,9 +496,7 @@ impl IoEngine for TokioEngine {
         bufs: Vec<Buf<S>>,
         offset: u64,
     ) -> BufResult<usize, Vec<Buf<Completed>>> {
-        let file = file.clone();
-        let bufs: Vec<_> = bufs.into_iter().map(Buf::into_in_flight).collect();
-        blocking(move || vectored(Rw::Read, file.std(), bufs, offset)).await
+        self.vectored(Rw::Read, file, bufs, offset).await
     }
 
     async fn write_vectored_at<S: Submittable>(
@@ -337,46 +505,66 @@ impl IoEngine for TokioEngine {
         bufs: Vec<Buf<S>>,
         offset: u64,
     ) -> BufResult<usize, Vec<Buf<Completed>>> {
-        let file = file.clone();
-        let bufs: Vec<_> = bufs.into_iter().map(Buf::into_in_flight).collect();
-        blocking(move || vectored(Rw::Write, file.std(), bufs, offset)).await
+        self.vectored(Rw::Write, file, bufs, offset).await
     }
 
     async fn sync_all(&self, file: &File) -> Result<()> {
-        let file = file.clone();
-        blocking(move || file.std().sync_all().map_err(|e| err(Op::SyncAll, 0, e))).await
+        self.sync(file, Op::SyncAll).await
     }
 
     async fn sync_data(&self, file: &File) -> Result<()> {
-        let file = file.clone();
-        blocking(move || file.std().sync_data().map_err(|e| err(Op::SyncData, 0, e))).await
+        self.sync(file, Op::SyncData).await
     }
 
-    async fn submit_batch(&self, batch: Batch) -> Vec<BufResult<usize, Buf<Completed>>> {
+    async fn submit_batch<'b>(&self, batch: &'b mut Batch) -> BatchResults<'b> {
         let pool = self.pool.id();
         // Page-cache hits finish inline; whatever would block goes to one blocking task.
-        let mut results: Vec<Option<BufResult<usize, Buf<Completed>>>> = Vec::with_capacity(batch.len());
-        let mut rest = Vec::new();
-        for (i, mut op) in batch.ops.into_iter().enumerate() {
+        let mut rest = 0;
+        for slot in batch.slots.iter_mut() {
+            let BatchSlot::Op(op) = slot else { continue };
             let code = op.rw.op(op.fixed && op.buf.pool_id() == pool, false);
-            match self.fast.attempt(op.rw, &op.file, &mut op.buf, 0, op.offset) {
-                Nowait::Done(n) if n == 0 || n == op.buf.len() => {
-                    results.push(Some(complete(code, op.offset, Ok(n), op.buf)))
-                }
-                Nowait::Failed(e) => results.push(Some(complete(code, op.offset, Err(e), op.buf))),
+            let outcome = self.fast.attempt(op.rw, &op.file, &mut op.buf, 0, op.offset, &self.counters);
+            let result = match outcome {
+                Nowait::Done(n) if n == 0 || n == op.buf.len() => Ok(n),
+                Nowait::Failed(e) => Err(e),
                 Nowait::Done(_) | Nowait::WouldBlock | Nowait::Unsupported => {
-                    results.push(None);
-                    rest.push((i, op));
+                    rest += 1;
+                    continue;
                 }
-            }
+            };
+            let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { unreachable!("matched above") };
+            *slot = BatchSlot::Done(self.complete(op.rw, code, op.offset, result, op.buf));
         }
-        if !rest.is_empty() {
-            let done =
-                blocking(move || rest.into_iter().map(|(i, op)| (i, batch_op(op, pool))).collect::<Vec<_>>()).await;
-            for (i, result) in done {
-                results[i] = Some(result);
-            }
+        if rest > 0 {
+            // The slot list itself moves to the blocking task and back: no allocation.
+            let slots = std::mem::take(&mut batch.slots);
+            let counters = self.counters.clone();
+            let ran = self
+                .blocking(slots, move |mut slots| {
+                    for slot in slots.iter_mut() {
+                        if let BatchSlot::Op(_) = slot {
+                            let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { unreachable!() };
+                            *slot = BatchSlot::Done(batch_op(op, pool, &counters));
+                        }
+                    }
+                    slots
+                })
+                .await;
+            batch.slots = match ran {
+                Ok(slots) => slots,
+                Err((mut slots, stopped)) => {
+                    for slot in slots.iter_mut() {
+                        if let BatchSlot::Op(_) = slot {
+                            let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { unreachable!() };
+                            let code = op.rw.op(op.fixed && op.buf.pool_id() == pool, false);
+                            *slot =
+                                BatchSlot::Done(BufResult(Err(stopped.error(code, op.offset)), op.buf.into_failed()));
+                        }
+                    }
+                    slots
+                }
+            };
         }
-        results.into_iter().flatten().collect()
+        BatchResults::new(&mut batch.slots)
     }
 }

@@ -1,0 +1,890 @@
+//! [`UringEngine`]: owned-buffer I/O on real io_uring instances through the `io-uring` crate.
+//!
+//! - **Rings** (`ring.rs`): one per CPU by default (`io.rings`), all sharing one registered
+//!   buffer table (`IORING_REGISTER_CLONE_BUFFERS`, else each registers the pool) and one io-wq
+//!   backend (`IORING_SETUP_ATTACH_WQ`). A submitter uses the ring of the CPU it runs on, so
+//!   submitters on different cores never share a lock. Each ring caps its operations in flight
+//!   at its CQ size, so the CQ cannot overflow.
+//! - **Submission** is inline: the calling task locks its ring, pushes its entries, calls
+//!   `io_uring_enter` and reaps before unlocking. A read that hits the page cache completes
+//!   inside that syscall and its future is ready on the first poll, with no thread hop.
+//! - **Later completions** (`wake.rs`) reach the waiting future through a watcher registered with
+//!   the waiter's own runtime's reactor, or the engine's completion thread where there is no
+//!   reactor. Nothing depends on the runtime that created the engine.
+//! - **Ownership.** Each operation has a slot holding its buffers (`Buf<InFlight>`), `iovec`s and
+//!   a clone of the file, so nothing the kernel points at can be freed or reused early. A future
+//!   dropped before its completion marks the slot *ignored*; the slot and its buffers are freed
+//!   when the completion arrives (I2). A forgotten future leaks only its slot.
+//! - **Shutdown.** Dropping the engine stops its completion thread, retires its watchers,
+//!   cancels everything outstanding and waits (up to [`DRAIN_TIMEOUT`]) for every completion.
+//!   Whatever is still in flight after that is leaked, with its buffers and therefore the arena,
+//!   never freed under the kernel (I3).
+//! - **Fixed buffers.** Slot `i` of the engine's pool is fixed buffer `i` on every ring. A
+//!   `Buf<Registered>` of this pool goes through READ_FIXED/WRITE_FIXED; any other buffer through
+//!   READ/WRITE.
+//!
+//! Not used, and why: `IORING_SETUP_SINGLE_ISSUER`/`DEFER_TASKRUN` need every submit of a ring
+//! to come from the thread that created it, and a tokio task moves between worker threads (and
+//! a ring here serves whichever thread runs on its CPU); `COOP_TASKRUN` defers completion work
+//! until the submitting thread enters the kernel, which a parked tokio worker may not do for a
+//! long time, so the eventfd would not fire; SQPOLL burns a core per ring, too dear on the
+//! machines this crate targets first (2 to 8 cores shared with the storage engine).
+
+mod ring;
+mod wake;
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use io_uring::{IoUring, opcode, squeue, types};
+
+use super::detect::{self, Unsupported};
+use super::nowait::{FastPath, Nowait};
+use super::stats::EngineStats;
+use super::tokio_io::check_offset;
+use super::{
+    Batch, BatchResults, BatchSlot, BufResult, File, IoEngine, MAX_VECTORED, Reason, Rw, Selection, foreign, is_fixed,
+};
+use crate::buf::{Buf, BufPool, Completed, InFlight, Registered, Submittable};
+use crate::config::{EngineChoice, IoEngineConfig};
+use crate::error::{Backend, Error, Op, Result};
+use ring::{IoVecs, Key, Payload, RingCore};
+
+/// How long dropping the engine waits for outstanding operations before leaking them.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The io_uring engine.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use ferrite_io::{IoEngine, IoEngineConfig, OpenOptions, UringEngine};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let engine = UringEngine::new(&IoEngineConfig::default())?;
+/// let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+/// let mut buf = engine.acquire().await; // Buf<Registered>: fixed buffer of this engine
+/// buf.fill(9);
+/// let written = engine.write_fixed_at(&file, buf, 0).await;
+/// assert_eq!(written.0?, 65536);
+/// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+/// ```
+pub struct UringEngine {
+    shared: Arc<Shared>,
+    selection: Selection,
+    fast: FastPath,
+    direct_io: bool,
+}
+
+/// What the engine's rings, watchers and completion thread share.
+struct Shared {
+    rings: Box<[RingCore]>,
+    thread: wake::Thread,
+    /// The registered arena; dropped after the rings, so it lives as long as they do (I3).
+    pool: BufPool,
+}
+
+impl UringEngine {
+    /// Sets up `config.rings` rings (0: one per CPU) of `config.uring_entries` entries, maps a
+    /// pool of `config.registered_buffers` x `config.buffer_size` bytes and registers it as
+    /// fixed buffers. Needs no runtime: it can be created anywhere and used from any runtime or
+    /// thread.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unavailable`] with the typed reason when io_uring cannot be used,
+    /// [`Error::Config`] for a bad config, [`Error::Map`] when the arena cannot be mapped.
+    pub fn new(config: &IoEngineConfig) -> Result<Self> {
+        config.validate()?;
+        let (first, info) = detect::setup(config.uring_entries)?;
+        let pool = BufPool::new(config.registered_buffers, config.buffer_size)?;
+        let iovecs = pool.iovecs();
+        // SAFETY: the iovecs cover the pool's arena, which `Shared` keeps alive for as long as
+        // the rings exist (I3) and which never moves (I4).
+        unsafe { first.submitter().register_buffers(&iovecs) }.map_err(|e| {
+            detect::classify("io_uring_register(BUFFERS)", &e, detect::io_uring_disabled_sysctl(), config.uring_entries)
+        })?;
+        let wanted = match config.rings {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n as usize,
+        };
+        let mut rings = Vec::with_capacity(wanted);
+        let first_fd = first.as_raw_fd();
+        rings.push(ring_core(first)?);
+        while rings.len() < wanted {
+            match more_ring(config.uring_entries, first_fd, &iovecs) {
+                Ok(uring) => rings.push(ring_core(uring)?),
+                Err(e) => {
+                    tracing::warn!(error = %e, rings = rings.len(), wanted, "could not set up another ring; using fewer");
+                    break;
+                }
+            }
+        }
+        let shared = Arc::new(Shared {
+            rings: rings.into_boxed_slice(),
+            thread: wake::Thread::new().map_err(|e| unsupported("eventfd", &e))?,
+            pool,
+        });
+        let (requested, reason) = match config.engine {
+            EngineChoice::Auto => (EngineChoice::Auto, Reason::Probed(info)),
+            _ => (EngineChoice::Uring, Reason::Requested(EngineChoice::Uring)),
+        };
+        let selection = Selection { requested, backend: Backend::Uring, reason };
+        Ok(UringEngine { fast: FastPath::new(config.nowait_fast_path), shared, selection, direct_io: config.direct_io })
+    }
+
+    /// Operations submitted and not yet completed and collected, over all rings.
+    pub fn in_flight(&self) -> usize {
+        self.stats().in_flight as usize
+    }
+
+    /// The number of rings.
+    pub fn rings(&self) -> usize {
+        self.shared.rings.len()
+    }
+
+    /// The ring for the calling thread: the one of the CPU it runs on.
+    fn pick(&self) -> usize {
+        let n = self.shared.rings.len();
+        if n == 1 {
+            return 0;
+        }
+        // SAFETY: sched_getcpu(3) takes no arguments and only reads the calling thread's CPU.
+        let cpu = unsafe { libc::sched_getcpu() };
+        usize::try_from(cpu).unwrap_or(0) % n
+    }
+
+    /// Submits one entry built from `payload`'s memory on ring `index`, waiting for ring room
+    /// first.
+    async fn start(
+        &self,
+        index: usize,
+        entry: squeue::Entry,
+        payload: Payload,
+    ) -> std::result::Result<OpFuture<'_>, (io::Error, Payload)> {
+        let core = &self.shared.rings[index];
+        if let Err(e) = core.room(1).await {
+            return Err((e, payload));
+        }
+        let pushed = {
+            let mut ring = core.lock();
+            match ring.reserve(1, &core.counters) {
+                Err(e) => Err((e, payload)),
+                Ok(()) => ring.push(entry, payload, &core.counters).map(|key| {
+                    ring.submit_and_reap(&core.counters);
+                    // Work the kernel finished inside the submit (most page-cache reads) is
+                    // handed over now, saving the future a second trip through the lock.
+                    ring.take_done(key).ok_or(key)
+                }),
+            }
+        };
+        match pushed {
+            Ok(Ok(done)) => {
+                core.counters.inline.fetch_add(1, Relaxed);
+                Ok(OpFuture::ready(&self.shared, index, done))
+            }
+            Ok(Err(key)) => Ok(OpFuture::new(&self.shared, index, key)),
+            Err(refused) => {
+                core.unroom(1);
+                Err(refused)
+            }
+        }
+    }
+
+    /// Reads or writes `buf[start..]` at `offset` and returns the syscall-style result.
+    async fn rw_range(
+        &self,
+        rw: Rw,
+        fixed: bool,
+        file: &File,
+        mut buf: Buf<InFlight>,
+        start: usize,
+        offset: u64,
+    ) -> (io::Result<usize>, Buf<InFlight>) {
+        if let Err(e) = check_offset(offset) {
+            return (Err(e), buf);
+        }
+        let index = self.pick();
+        // Page-cache hits finish inline; a short inline transfer continues on the ring.
+        let counters = &self.shared.rings[index].counters;
+        let inline = match self.fast.attempt(rw, file, &mut buf, start, offset, counters) {
+            Nowait::Done(n) if n == 0 || start + n == buf.len() => return (Ok(n), buf),
+            Nowait::Failed(e) => return (Err(e), buf),
+            Nowait::Done(n) => n,
+            Nowait::WouldBlock | Nowait::Unsupported => 0,
+        };
+        let entry = rw_entry(rw, fixed, file, &buf, start + inline, offset + inline as u64);
+        let (result, buf) = match self.start(index, entry, Payload::one(file, buf)).await {
+            Ok(op) => {
+                let (result, payload) = op.await;
+                (result, payload.into_one())
+            }
+            Err((e, payload)) => (Err(e), payload.into_one()),
+        };
+        match result {
+            Ok(n) => (Ok(inline + n), buf),
+            // Bytes already moved are a (short) result, as for a syscall.
+            Err(_) if inline > 0 => (Ok(inline), buf),
+            Err(e) => (Err(e), buf),
+        }
+    }
+
+    /// Counts a finished read or write on the calling CPU's ring.
+    fn count(&self, rw: Rw, bytes: usize) {
+        self.shared.rings[self.pick()].counters.done(rw, bytes);
+    }
+
+    async fn rw<S: Submittable>(
+        &self,
+        rw: Rw,
+        file: &File,
+        buf: Buf<S>,
+        offset: u64,
+    ) -> BufResult<usize, Buf<Completed>> {
+        let fixed = is_fixed(&buf, &self.shared.pool);
+        let (result, buf) = self.rw_range(rw, fixed, file, buf.into_in_flight(), 0, offset).await;
+        let op = rw.op(fixed, false);
+        match result {
+            Ok(n) => {
+                self.count(rw, n);
+                BufResult(Ok(n), buf.into_completed(n))
+            }
+            Err(e) => BufResult(Err(Error::os(op, offset, Backend::Uring, e)), buf.into_failed()),
+        }
+    }
+
+    async fn rw_fixed(
+        &self,
+        rw: Rw,
+        file: &File,
+        buf: Buf<Registered>,
+        offset: u64,
+    ) -> BufResult<usize, Buf<Completed>> {
+        if !is_fixed(&buf, &self.shared.pool) {
+            return foreign(buf, &self.shared.pool);
+        }
+        self.rw(rw, file, buf, offset).await
+    }
+
+    /// Continues `buf[done..]` until all of it moved; `Ok(0)` ends it early.
+    async fn rw_all(
+        &self,
+        rw: Rw,
+        fixed: bool,
+        file: &File,
+        mut buf: Buf<InFlight>,
+        mut done: usize,
+        offset: u64,
+    ) -> BufResult<(), Buf<Completed>> {
+        let (op, wanted) = (rw.op(fixed, false), buf.len());
+        while done < wanted {
+            let (result, back) = self.rw_range(rw, fixed, file, buf, done, offset + done as u64).await;
+            buf = back;
+            match result {
+                Ok(0) if rw == Rw::Read => {
+                    return BufResult(Err(Error::UnexpectedEof { op, offset, done, wanted }), buf.into_completed(done));
+                }
+                Ok(0) => {
+                    return BufResult(Err(Error::WriteZero { op, offset, done, wanted }), buf.into_failed());
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let e = Error::os(op, offset + done as u64, Backend::Uring, e);
+                    return BufResult(Err(e), buf.into_failed());
+                }
+            }
+        }
+        self.count(rw, done);
+        BufResult(Ok(()), buf.into_completed(done))
+    }
+
+    async fn vectored<S: Submittable>(
+        &self,
+        rw: Rw,
+        file: &File,
+        bufs: Vec<Buf<S>>,
+        offset: u64,
+    ) -> BufResult<usize, Vec<Buf<Completed>>> {
+        let op = rw.op(false, true);
+        let bufs: Vec<Buf<InFlight>> = bufs.into_iter().map(Buf::into_in_flight).collect();
+        let invalid = if bufs.len() > MAX_VECTORED {
+            Err(io::Error::from_raw_os_error(libc::EINVAL))
+        } else {
+            check_offset(offset)
+        };
+        let result = match invalid {
+            Err(e) => Err((e, bufs)),
+            Ok(()) => {
+                let iovecs = IoVecs(
+                    bufs.iter().map(|b| libc::iovec { iov_base: b.as_ptr().cast(), iov_len: b.len() }).collect(),
+                );
+                let fd = types::Fd(file.fd());
+                let (ptr, n) = (iovecs.0.as_ptr(), iovecs.0.len() as u32);
+                let entry = match rw {
+                    Rw::Read => opcode::Readv::new(fd, ptr, n).offset(offset).build(),
+                    Rw::Write => opcode::Writev::new(fd, ptr, n).offset(offset).build(),
+                };
+                match self.start(self.pick(), entry, Payload::many(file, bufs, iovecs)).await {
+                    Ok(op) => {
+                        let (result, payload) = op.await;
+                        match result {
+                            Ok(n) => Ok((n, payload.into_many())),
+                            Err(e) => Err((e, payload.into_many())),
+                        }
+                    }
+                    Err((e, payload)) => Err((e, payload.into_many())),
+                }
+            }
+        };
+        match result {
+            Ok((n, bufs)) => {
+                self.count(rw, n);
+                let mut left = n;
+                let bufs = bufs
+                    .into_iter()
+                    .map(|b| {
+                        let got = left.min(b.len());
+                        left -= got;
+                        b.into_completed(got)
+                    })
+                    .collect();
+                BufResult(Ok(n), bufs)
+            }
+            Err((e, bufs)) => BufResult(
+                Err(Error::os(op, offset, Backend::Uring, e)),
+                bufs.into_iter().map(|b| b.into_failed()).collect(),
+            ),
+        }
+    }
+
+    async fn sync(&self, file: &File, data_only: bool) -> Result<()> {
+        let op = if data_only { Op::SyncData } else { Op::SyncAll };
+        let result = match self.start(self.pick(), sync_entry(file, data_only), Payload::sync(file)).await {
+            Ok(future) => future.await.0,
+            Err((e, _)) => Err(e),
+        };
+        if result.is_ok() {
+            self.shared.rings[self.pick()].counters.synced();
+        }
+        result.map(drop).map_err(|e| Error::os(op, 0, Backend::Uring, e))
+    }
+
+    /// WRITE linked to FSYNC(DATASYNC) in one submission on ring `index`: the write's future
+    /// and the sync's (or why the sync could not be queued; then the write went alone).
+    #[allow(clippy::type_complexity)]
+    async fn start_linked(
+        &self,
+        index: usize,
+        fixed: bool,
+        file: &File,
+        buf: Buf<InFlight>,
+        offset: u64,
+    ) -> std::result::Result<(OpFuture<'_>, io::Result<OpFuture<'_>>), (io::Error, Buf<InFlight>)> {
+        let core = &self.shared.rings[index];
+        if let Err(e) = core.room(2).await {
+            return Err((e, buf));
+        }
+        let write = rw_entry(Rw::Write, fixed, file, &buf, 0, offset).flags(squeue::Flags::IO_LINK);
+        let pushed = {
+            let mut ring = core.lock();
+            match ring.reserve(2, &core.counters) {
+                Err(e) => Err((e, buf)),
+                Ok(()) => match ring.push(write, Payload::one(file, buf), &core.counters) {
+                    Err((e, payload)) => Err((e, payload.into_one())),
+                    Ok(write) => {
+                        let sync = ring.push(sync_entry(file, true), Payload::sync(file), &core.counters);
+                        ring.submit_and_reap(&core.counters);
+                        Ok((write, sync.map_err(|(e, _)| e)))
+                    }
+                },
+            }
+        };
+        match pushed {
+            Ok((write, sync)) => {
+                if sync.is_err() {
+                    core.unroom(1);
+                }
+                let sync = sync.map(|key| OpFuture::new(&self.shared, index, key));
+                Ok((OpFuture::new(&self.shared, index, write), sync))
+            }
+            Err(refused) => {
+                core.unroom(2);
+                Err(refused)
+            }
+        }
+    }
+}
+
+fn ring_core(uring: IoUring) -> Result<RingCore> {
+    let eventfd = new_eventfd().map_err(|e| unsupported("eventfd", &e))?;
+    uring
+        .submitter()
+        .register_eventfd(eventfd.as_raw_fd())
+        .map_err(|e| unsupported("io_uring_register(EVENTFD)", &e))?;
+    Ok(RingCore::new(uring, eventfd))
+}
+
+/// A further ring sharing the first ring's io-wq and fixed buffers.
+fn more_ring(entries: u32, first: std::os::fd::RawFd, iovecs: &[libc::iovec]) -> io::Result<IoUring> {
+    let uring = IoUring::builder().setup_attach_wq(first).build(entries)?;
+    if uring.submitter().register_buffers_clone(first).is_err() {
+        // Before 6.12: register the same arena again (pinned once more).
+        // SAFETY: as for the first ring: the arena outlives every ring (I3) and never moves (I4).
+        unsafe { uring.submitter().register_buffers(iovecs) }?;
+    }
+    Ok(uring)
+}
+
+fn unsupported(stage: &'static str, e: &io::Error) -> Unsupported {
+    detect::classify(stage, e, None, 0)
+}
+
+pub(super) fn new_eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd(2) takes no pointers; it returns a new descriptor or -1.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The entry for `buf[start..]` at `offset`. Its pointer stays valid while the payload that owns
+/// `buf` is in the ring's slab (I2, I4).
+fn rw_entry(rw: Rw, fixed: bool, file: &File, buf: &Buf<InFlight>, start: usize, offset: u64) -> squeue::Entry {
+    let fd = types::Fd(file.fd());
+    let ptr = buf.as_ptr().wrapping_add(start);
+    let len = (buf.len() - start) as u32;
+    let index = buf.index() as u16;
+    match (rw, fixed) {
+        (Rw::Read, false) => opcode::Read::new(fd, ptr, len).offset(offset).build(),
+        (Rw::Write, false) => opcode::Write::new(fd, ptr, len).offset(offset).build(),
+        (Rw::Read, true) => opcode::ReadFixed::new(fd, ptr, len, index).offset(offset).build(),
+        (Rw::Write, true) => opcode::WriteFixed::new(fd, ptr, len, index).offset(offset).build(),
+    }
+}
+
+fn sync_entry(file: &File, data_only: bool) -> squeue::Entry {
+    let flags = if data_only { types::FsyncFlags::DATASYNC } else { types::FsyncFlags::empty() };
+    opcode::Fsync::new(types::Fd(file.fd())).flags(flags).build()
+}
+
+/// A CQE result as a syscall-style result.
+fn syscall_result(result: i32) -> io::Result<usize> {
+    if result < 0 { Err(io::Error::from_raw_os_error(-result)) } else { Ok(result as usize) }
+}
+
+/// Waits for one operation; yields its syscall-style result and its payload.
+struct OpFuture<'a> {
+    shared: &'a Arc<Shared>,
+    ring: usize,
+    /// The operation still in the slab, or `None` once taken.
+    key: Option<Key>,
+    /// An operation that completed inside its submit: the result, to hand out on first poll.
+    ready: Option<(i32, Payload)>,
+}
+
+impl<'a> OpFuture<'a> {
+    fn new(shared: &'a Arc<Shared>, ring: usize, key: Key) -> Self {
+        OpFuture { shared, ring, key: Some(key), ready: None }
+    }
+
+    fn ready(shared: &'a Arc<Shared>, ring: usize, done: (i32, Payload)) -> Self {
+        OpFuture { shared, ring, key: None, ready: Some(done) }
+    }
+}
+
+impl std::future::Future for OpFuture<'_> {
+    type Output = (io::Result<usize>, Payload);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some((result, payload)) = self.ready.take() {
+            return Poll::Ready((syscall_result(result), payload));
+        }
+        let Some(key) = self.key else { return Poll::Pending };
+        let core = &self.shared.rings[self.ring];
+        let mut ring = core.lock();
+        ring.unwait(key);
+        ring.progress(&core.counters);
+        if let Some((result, payload)) = ring.take_done(key) {
+            drop(ring);
+            core.counters.later.fetch_add(1, Relaxed);
+            self.key = None;
+            return Poll::Ready((syscall_result(result), payload));
+        }
+        ring.wait(key, cx.waker());
+        let path = wake::path(self.shared, self.ring, &mut ring);
+        drop(ring);
+        match path {
+            wake::Path::Reactor(watcher) => watcher.arm(),
+            wake::Path::Thread => self.shared.thread.start(self.shared),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for OpFuture<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            let core = &self.shared.rings[self.ring];
+            core.lock().abandon(key);
+        }
+    }
+}
+
+/// Waits for every operation of a batch that went to ring `ring` and did not finish inline.
+/// Dropped early, it abandons each one still in flight and empties the batch.
+struct BatchWait<'a, 'b> {
+    shared: &'a Arc<Shared>,
+    ring: usize,
+    slots: &'b mut Vec<BatchSlot>,
+    /// Operations still in flight.
+    left: usize,
+}
+
+impl std::future::Future for BatchWait<'_, '_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let core = &this.shared.rings[this.ring];
+        let mut ring = core.lock();
+        for slot in this.slots.iter() {
+            if let BatchSlot::Submitted { key, .. } = slot {
+                ring.unwait(Key::from_user_data(*key));
+            }
+        }
+        ring.progress(&core.counters);
+        for slot in this.slots.iter_mut() {
+            let BatchSlot::Submitted { code, offset, key, rw } = *slot else { continue };
+            let key = Key::from_user_data(key);
+            match ring.take_done(key) {
+                Some((result, payload)) => {
+                    core.counters.later.fetch_add(1, Relaxed);
+                    *slot = BatchSlot::Done(finish(
+                        &core.counters,
+                        rw,
+                        code,
+                        offset,
+                        syscall_result(result),
+                        payload.into_one(),
+                    ));
+                    this.left -= 1;
+                }
+                None => ring.wait(key, cx.waker()),
+            }
+        }
+        if this.left == 0 {
+            return Poll::Ready(());
+        }
+        let path = wake::path(this.shared, this.ring, &mut ring);
+        drop(ring);
+        match path {
+            wake::Path::Reactor(watcher) => watcher.arm(),
+            wake::Path::Thread => this.shared.thread.start(this.shared),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for BatchWait<'_, '_> {
+    fn drop(&mut self) {
+        if self.left == 0 {
+            return;
+        }
+        let core = &self.shared.rings[self.ring];
+        let mut ring = core.lock();
+        for slot in self.slots.iter() {
+            if let BatchSlot::Submitted { key, .. } = slot {
+                ring.abandon(Key::from_user_data(*key));
+            }
+        }
+        drop(ring);
+        self.slots.clear();
+    }
+}
+
+/// A batch entry's result, counted.
+fn finish(
+    counters: &crate::io::stats::Counters,
+    rw: Rw,
+    code: Op,
+    offset: u64,
+    result: io::Result<usize>,
+    buf: Buf<InFlight>,
+) -> BufResult<usize, Buf<Completed>> {
+    match result {
+        Ok(n) => {
+            counters.done(rw, n);
+            BufResult(Ok(n), buf.into_completed(n))
+        }
+        Err(e) => BufResult(Err(Error::os(code, offset, Backend::Uring, e)), buf.into_failed()),
+    }
+}
+
+impl Drop for UringEngine {
+    fn drop(&mut self) {
+        self.shared.thread.stop();
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        for core in self.shared.rings.iter() {
+            let mut ring = core.lock();
+            for watcher in ring.watchers.drain(..) {
+                watcher.retire();
+            }
+            let leaked = ring.drain(deadline, &core.counters);
+            if leaked > 0 {
+                tracing::error!(leaked, "io_uring drain timed out; leaking in-flight buffers");
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for UringEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringEngine")
+            .field("selection", &self.selection)
+            .field("rings", &self.shared.rings.len())
+            .field("pool", &self.shared.pool)
+            .finish()
+    }
+}
+
+impl IoEngine for UringEngine {
+    fn backend(&self) -> Backend {
+        Backend::Uring
+    }
+
+    fn selection(&self) -> &Selection {
+        &self.selection
+    }
+
+    fn pool(&self) -> &BufPool {
+        &self.shared.pool
+    }
+
+    fn direct_io(&self) -> bool {
+        self.direct_io
+    }
+
+    fn stats(&self) -> EngineStats {
+        let mut stats = EngineStats { rings: self.shared.rings.len() as u64, ..EngineStats::default() };
+        for core in self.shared.rings.iter() {
+            core.counters.add_to(&mut stats);
+        }
+        stats.buffer_waits = self.shared.pool.waits();
+        stats.completion_thread = self.shared.thread.running();
+        stats
+    }
+
+    async fn read_at<S: Submittable>(&self, file: &File, buf: Buf<S>, offset: u64) -> BufResult<usize, Buf<Completed>> {
+        self.rw(Rw::Read, file, buf, offset).await
+    }
+
+    async fn write_at<S: Submittable>(
+        &self,
+        file: &File,
+        buf: Buf<S>,
+        offset: u64,
+    ) -> BufResult<usize, Buf<Completed>> {
+        self.rw(Rw::Write, file, buf, offset).await
+    }
+
+    async fn read_fixed_at(&self, file: &File, buf: Buf<Registered>, offset: u64) -> BufResult<usize, Buf<Completed>> {
+        self.rw_fixed(Rw::Read, file, buf, offset).await
+    }
+
+    async fn write_fixed_at(&self, file: &File, buf: Buf<Registered>, offset: u64) -> BufResult<usize, Buf<Completed>> {
+        self.rw_fixed(Rw::Write, file, buf, offset).await
+    }
+
+    async fn read_exact_at<S: Submittable>(
+        &self,
+        file: &File,
+        buf: Buf<S>,
+        offset: u64,
+    ) -> BufResult<(), Buf<Completed>> {
+        let fixed = is_fixed(&buf, &self.shared.pool);
+        self.rw_all(Rw::Read, fixed, file, buf.into_in_flight(), 0, offset).await
+    }
+
+    async fn write_all_at<S: Submittable>(
+        &self,
+        file: &File,
+        buf: Buf<S>,
+        offset: u64,
+    ) -> BufResult<(), Buf<Completed>> {
+        let fixed = is_fixed(&buf, &self.shared.pool);
+        self.rw_all(Rw::Write, fixed, file, buf.into_in_flight(), 0, offset).await
+    }
+
+    async fn write_durable_at<S: Submittable>(
+        &self,
+        file: &File,
+        buf: Buf<S>,
+        offset: u64,
+    ) -> BufResult<(), Buf<Completed>> {
+        let fixed = is_fixed(&buf, &self.shared.pool);
+        let buf = buf.into_in_flight();
+        let wanted = buf.len();
+        if let Err(e) = check_offset(offset) {
+            let e = Error::os(Rw::Write.op(fixed, false), offset, Backend::Uring, e);
+            return BufResult(Err(e), buf.into_failed());
+        }
+        let index = self.pick();
+        // A ring whose SQ holds one entry cannot link: write, then sync.
+        if self.shared.rings[index].sq_entries < 2 {
+            let written = self.rw_all(Rw::Write, fixed, file, buf, 0, offset).await;
+            return match written.0 {
+                Ok(()) => BufResult(self.sync(file, true).await, written.1),
+                Err(_) => written,
+            };
+        }
+        let (write, sync) = match self.start_linked(index, fixed, file, buf, offset).await {
+            Ok(pair) => pair,
+            Err((e, buf)) => {
+                let e = Error::os(Rw::Write.op(fixed, false), offset, Backend::Uring, e);
+                return BufResult(Err(e), buf.into_failed());
+            }
+        };
+        let (written, payload) = write.await;
+        let synced = match sync {
+            Ok(sync) => sync.await.0,
+            Err(e) => Err(e),
+        };
+        let buf = payload.into_one();
+        match written {
+            Ok(n) if n == wanted => {
+                self.count(Rw::Write, n);
+                if synced.is_ok() {
+                    self.shared.rings[index].counters.synced();
+                }
+                let result = synced.map(drop).map_err(|e| Error::os(Op::SyncData, offset, Backend::Uring, e));
+                BufResult(result, buf.into_completed(n))
+            }
+            // A short write broke the link (the sync reports ECANCELED): finish, then sync.
+            Ok(n) => {
+                let rest = self.rw_all(Rw::Write, fixed, file, buf, n, offset).await;
+                match rest.0 {
+                    Ok(()) => BufResult(self.sync(file, true).await, rest.1),
+                    Err(_) => rest,
+                }
+            }
+            Err(e) => {
+                let e = Error::os(Rw::Write.op(fixed, false), offset, Backend::Uring, e);
+                BufResult(Err(e), buf.into_failed())
+            }
+        }
+    }
+
+    async fn read_vectored_at<S: Submittable>(
+        &self,
+        file: &File,
+        bufs: Vec<Buf<S>>,
+        offset: u64,
+    ) -> BufResult<usize, Vec<Buf<Completed>>> {
+        self.vectored(Rw::Read, file, bufs, offset).await
+    }
+
+    async fn write_vectored_at<S: Submittable>(
+        &self,
+        file: &File,
+        bufs: Vec<Buf<S>>,
+        offset: u64,
+    ) -> BufResult<usize, Vec<Buf<Completed>>> {
+        self.vectored(Rw::Write, file, bufs, offset).await
+    }
+
+    async fn sync_all(&self, file: &File) -> Result<()> {
+        self.sync(file, false).await
+    }
+
+    async fn sync_data(&self, file: &File) -> Result<()> {
+        self.sync(file, true).await
+    }
+
+    async fn submit_batch<'b>(&self, batch: &'b mut Batch) -> BatchResults<'b> {
+        // The whole batch goes to one ring in as few io_uring_enter calls as ring room allows
+        // (one, when it fits), not through the fast path: one syscall for the batch is cheaper
+        // than one per operation, and page-cache hits complete inside it anyway. What completed
+        // inside a submit is collected under the same lock.
+        let index = self.pick();
+        let core = &self.shared.rings[index];
+        let pool = self.shared.pool.id();
+        let mut next = 0;
+        let mut left = 0;
+        while next < batch.slots.len() {
+            let want = (batch.slots.len() - next).min(core.room.available_permits().max(1)) as u32;
+            if let Err(e) = core.room(want).await {
+                fail_rest(&mut batch.slots[next..], pool, &e);
+                break;
+            }
+            let mut ring = core.lock();
+            let mut unused = 0;
+            let end = next + want as usize;
+            for slot in &mut batch.slots[next..end] {
+                let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { continue };
+                let fixed = op.fixed && op.buf.pool_id() == pool;
+                let code = op.rw.op(fixed, false);
+                *slot = match check_offset(op.offset).and_then(|()| ring.reserve(1, &core.counters)) {
+                    Err(e) => {
+                        unused += 1;
+                        BatchSlot::Done(finish(&core.counters, op.rw, code, op.offset, Err(e), op.buf))
+                    }
+                    Ok(()) => {
+                        let entry = rw_entry(op.rw, fixed, &op.file, &op.buf, 0, op.offset);
+                        let (rw, offset) = (op.rw, op.offset);
+                        match ring.push(entry, Payload::owned(op.file, op.buf), &core.counters) {
+                            Ok(key) => {
+                                left += 1;
+                                BatchSlot::Submitted { rw, code, offset, key: key.user_data() }
+                            }
+                            Err((e, payload)) => {
+                                unused += 1;
+                                BatchSlot::Done(finish(&core.counters, rw, code, offset, Err(e), payload.into_one()))
+                            }
+                        }
+                    }
+                };
+            }
+            ring.submit_and_reap(&core.counters);
+            for slot in &mut batch.slots[next..end] {
+                let BatchSlot::Submitted { rw, code, offset, key } = *slot else { continue };
+                if let Some((result, payload)) = ring.take_done(Key::from_user_data(key)) {
+                    core.counters.inline.fetch_add(1, Relaxed);
+                    *slot = BatchSlot::Done(finish(
+                        &core.counters,
+                        rw,
+                        code,
+                        offset,
+                        syscall_result(result),
+                        payload.into_one(),
+                    ));
+                    left -= 1;
+                }
+            }
+            drop(ring);
+            if unused > 0 {
+                core.unroom(unused);
+            }
+            next = end;
+        }
+        if left > 0 {
+            BatchWait { shared: &self.shared, ring: index, slots: &mut batch.slots, left }.await;
+        }
+        BatchResults::new(&mut batch.slots)
+    }
+}
+
+/// Fails every operation of `slots` not yet submitted with `error`.
+fn fail_rest(slots: &mut [BatchSlot], pool: u64, error: &io::Error) {
+    for slot in slots {
+        let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { continue };
+        let code = op.rw.op(op.fixed && op.buf.pool_id() == pool, false);
+        let e = io::Error::from(error.kind());
+        *slot = BatchSlot::Done(BufResult(Err(Error::os(code, op.offset, Backend::Uring, e)), op.buf.into_failed()));
+    }
+}

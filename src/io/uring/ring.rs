@@ -1,0 +1,567 @@
+//! One io_uring instance and the operations in flight on it.
+//!
+//! - [`RingCore`] is what the engine keeps per ring: the ring behind a mutex, the cap on
+//!   operations in flight, the eventfd the kernel signals, and the ring's counters.
+//! - [`Ring`] is the state behind the mutex: the `IoUring`, and a slab of [`Slot`]s, one per
+//!   operation, keyed by a generation-tagged `user_data` ([`Key`]). A slot owns everything the
+//!   kernel may touch until the operation's completion arrives (I2).
+//! - [`Locked`] is the lock guard. Reaping never calls a waker under the lock: it queues them,
+//!   and the guard wakes them after unlocking, each behind `catch_unwind`, so a panicking waker
+//!   neither poisons the ring nor stops the other wake-ups.
+//!
+//! **The cap.** A ring holds at most as many operations in flight as its completion queue has
+//! entries: a semaphore of CQ-size permits, one taken per entry pushed and given back when its
+//! completion is reaped out of the CQ (not when its future collects it, so a batch that waits
+//! for all of its operations cannot hold the room its own later operations need). The CQ
+//! therefore can never overflow; submitters beyond the cap wait asynchronously.
+
+use std::collections::VecDeque;
+use std::io;
+use std::ops::{Deref, DerefMut};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Waker;
+
+use io_uring::{IoUring, squeue};
+use slab::Slab;
+use tokio::sync::Semaphore;
+
+use super::wake::Watcher;
+use crate::buf::{Buf, InFlight};
+use crate::io::File;
+use crate::io::stats::Counters;
+
+/// `user_data` of cancellation requests, whose completions are ignored.
+pub(super) const CANCEL: u64 = u64::MAX;
+
+/// What the engine keeps per ring.
+pub(super) struct RingCore {
+    ring: Mutex<Ring>,
+    /// One permit per operation the CQ can hold; a slot holds one from push to free.
+    pub(super) room: Semaphore,
+    /// The submission queue's size: a linked pair needs two entries in one submit.
+    pub(super) sq_entries: usize,
+    /// Signalled by the kernel for completions that arrive outside a submit.
+    pub(super) eventfd: OwnedFd,
+    pub(super) counters: Counters,
+}
+
+/// The state behind a ring's mutex.
+pub(super) struct Ring {
+    uring: IoUring,
+    ops: Slab<Slot>,
+    generation: u32,
+    /// Whether the eventfd can be silenced: the CQ flags word exists since 5.8; the check is
+    /// on `IORING_FEAT_POLL_32BITS` (5.9), the nearest feature bit.
+    can_quiet: bool,
+    /// One reactor watcher per tokio runtime that has waited on this ring (see `wake`).
+    pub(super) watchers: Vec<Arc<Watcher>>,
+    /// Wakers of completed operations, woken by [`Locked`] after it unlocks.
+    to_wake: Vec<Waker>,
+    /// Completions reaped under this lock: their CQ entries are free again, so [`Locked`] gives
+    /// their permits back after it unlocks.
+    reaped: usize,
+    /// Keys of the entries pushed and not yet consumed by the kernel, oldest first.
+    queued: VecDeque<Key>,
+    /// The errno of a submit failure that broke the ring for good.
+    broken: Option<i32>,
+}
+
+pub(super) struct Slot {
+    generation: u32,
+    state: State,
+    payload: Payload,
+}
+
+enum State {
+    /// Submitted; the future (once it has been polled) waits with this waker.
+    Waiting(Option<Waker>),
+    /// The completion arrived with this result; the future has not taken it yet.
+    Done(i32),
+    /// The future is gone; free the slot at the completion.
+    Ignored,
+}
+
+/// What an operation keeps alive until its completion: its buffers, the `iovec`s that point at
+/// them, and the file, whose descriptor number must not be reused while the kernel may use it.
+pub(super) struct Payload {
+    bufs: Bufs,
+    _iovecs: Option<IoVecs>,
+    _file: File,
+}
+
+enum Bufs {
+    None,
+    One(Buf<InFlight>),
+    Many(Vec<Buf<InFlight>>),
+}
+
+/// The `iovec` array of a vectored operation, pointing into the payload's own buffers.
+pub(super) struct IoVecs(pub(super) Vec<libc::iovec>);
+
+// SAFETY: the pointers in the array point into slots owned by the same `Payload`'s buffers
+// (I1), which move between threads with it; the array is only read by the kernel.
+unsafe impl Send for IoVecs {}
+
+/// Names one operation: its slab index and the generation that tells reuses of the index apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Key {
+    index: u32,
+    generation: u32,
+}
+
+impl Key {
+    pub(super) fn user_data(self) -> u64 {
+        (u64::from(self.generation) << 32) | u64::from(self.index)
+    }
+
+    pub(super) fn from_user_data(data: u64) -> Key {
+        Key { index: data as u32, generation: (data >> 32) as u32 }
+    }
+}
+
+impl RingCore {
+    pub(super) fn new(uring: IoUring, eventfd: OwnedFd) -> RingCore {
+        let (sq, cq) = (uring.params().sq_entries() as usize, uring.params().cq_entries() as usize);
+        RingCore {
+            ring: Mutex::new(Ring {
+                can_quiet: uring.params().is_feature_poll_32bits(),
+                uring,
+                ops: Slab::with_capacity(cq),
+                generation: 0,
+                watchers: Vec::new(),
+                to_wake: Vec::with_capacity(cq),
+                reaped: 0,
+                queued: VecDeque::with_capacity(sq),
+                broken: None,
+            }),
+            room: Semaphore::new(cq),
+            sq_entries: sq,
+            eventfd,
+            counters: Counters::default(),
+        }
+    }
+
+    pub(super) fn lock(&self) -> Locked<'_> {
+        // No panic can leave `Ring` half-updated in a way later users could observe wrongly:
+        // each slot transition is a single assignment, and wakers run outside the lock.
+        Locked { core: self, guard: Some(self.ring.lock().unwrap_or_else(PoisonError::into_inner)) }
+    }
+
+    /// Takes `n` permits of ring room, waiting while the ring is full. Counts a wait.
+    pub(super) async fn room(&self, n: u32) -> io::Result<()> {
+        if let Ok(permit) = self.room.try_acquire_many(n) {
+            permit.forget();
+            return Ok(());
+        }
+        self.counters.ring_waits.fetch_add(1, Relaxed);
+        match self.room.acquire_many(n).await {
+            Ok(permit) => {
+                permit.forget();
+                Ok(())
+            }
+            // The semaphore is never closed; report it as the ring being busy if it ever is.
+            Err(_) => Err(io::Error::from_raw_os_error(libc::EBUSY)),
+        }
+    }
+
+    /// Gives back `n` permits taken with [`room`](Self::room) for operations never pushed.
+    pub(super) fn unroom(&self, n: usize) {
+        self.room.add_permits(n);
+    }
+}
+
+/// The ring's lock guard; wakes queued wakers and returns freed permits after unlocking.
+pub(super) struct Locked<'a> {
+    core: &'a RingCore,
+    guard: Option<MutexGuard<'a, Ring>>,
+}
+
+impl Deref for Locked<'_> {
+    type Target = Ring;
+    fn deref(&self) -> &Ring {
+        self.guard.as_ref().expect("the guard is held until drop")
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Ring {
+        self.guard.as_mut().expect("the guard is held until drop")
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        loop {
+            let Some(ring) = self.guard.as_mut() else { return };
+            if ring.to_wake.is_empty() && ring.reaped == 0 {
+                return;
+            }
+            // At most 16 at a time on the stack: no allocation on the wake path.
+            let mut batch: [Option<Waker>; 16] = Default::default();
+            for slot in batch.iter_mut() {
+                match ring.to_wake.pop() {
+                    Some(waker) => *slot = Some(waker),
+                    None => break,
+                }
+            }
+            let reaped = std::mem::take(&mut ring.reaped);
+            let more = !ring.to_wake.is_empty();
+            drop(self.guard.take());
+            if reaped > 0 {
+                self.core.counters.finish(reaped as u64);
+                quietly(|| self.core.room.add_permits(reaped));
+            }
+            for waker in batch.into_iter().flatten() {
+                quietly(|| waker.wake());
+            }
+            if !more {
+                return;
+            }
+            self.guard = Some(self.core.ring.lock().unwrap_or_else(PoisonError::into_inner));
+        }
+    }
+}
+
+/// Runs `f`, logging instead of propagating a panic: one task's broken waker must not stop the
+/// wake-ups of every other operation.
+fn quietly(f: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+        tracing::error!("a waker panicked while ferrite-io woke it; the other wake-ups go on");
+    }
+}
+
+impl Ring {
+    /// Makes room for `n` entries in the submission queue, flushing it to the kernel if needed.
+    pub(super) fn reserve(&mut self, n: usize, counters: &Counters) -> io::Result<()> {
+        if self.sq_room() < n {
+            self.submit(counters)?;
+        }
+        if self.sq_room() < n {
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
+        }
+        Ok(())
+    }
+
+    fn sq_room(&mut self) -> usize {
+        let sq = self.uring.submission();
+        sq.capacity() - sq.len()
+    }
+
+    /// Queues `entry` with a new slot holding `payload`. The caller has reserved SQ room and
+    /// taken one permit of ring room, which the slot now holds.
+    pub(super) fn push(
+        &mut self,
+        entry: squeue::Entry,
+        payload: Payload,
+        counters: &Counters,
+    ) -> std::result::Result<Key, (io::Error, Payload)> {
+        if let Some(errno) = self.broken {
+            return Err((io::Error::from_raw_os_error(errno), payload));
+        }
+        self.generation = self.generation.wrapping_add(1);
+        let generation = self.generation;
+        let index = self.ops.insert(Slot { generation, state: State::Waiting(None), payload });
+        let key = Key { index: index as u32, generation };
+        let entry = entry.user_data(key.user_data());
+        // SAFETY: every pointer in `entry` points into the buffers or iovecs of the payload just
+        // stored in `ops`, which stays there until this entry's completion arrives (I2), inside
+        // an arena that outlives the ring (I3) and never moves (I4).
+        let pushed = unsafe { self.uring.submission().push(&entry) };
+        match pushed {
+            Ok(()) => {
+                counters.pushed();
+                self.queued.push_back(key);
+                Ok(key)
+            }
+            Err(_) => {
+                let slot = self.ops.remove(index);
+                Err((io::Error::from_raw_os_error(libc::EBUSY), slot.payload))
+            }
+        }
+    }
+
+    /// Queues a cancellation of the operation `user_data` (its completion is ignored).
+    fn push_cancel(&mut self, user_data: u64) {
+        let cancel = io_uring::opcode::AsyncCancel::new(user_data).build().user_data(CANCEL);
+        // SAFETY: a cancel request points at no memory.
+        let _ = unsafe { self.uring.submission().push(&cancel) };
+    }
+
+    /// Hands queued entries to the kernel. `EINTR`, `EAGAIN` and `EBUSY` are retried after
+    /// reaping; any other error breaks the ring (see [`break_with`](Self::break_with)).
+    fn submit(&mut self, counters: &Counters) -> io::Result<()> {
+        if let Some(errno) = self.broken {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        let mut attempts = 0;
+        loop {
+            let result = self.uring.submit();
+            self.trim_queued();
+            match result {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY))
+                        && attempts < 1000 =>
+                {
+                    attempts += 1;
+                    self.reap(counters);
+                    std::thread::yield_now();
+                }
+                Err(e) => {
+                    counters.submit_errors.fetch_add(1, Relaxed);
+                    tracing::error!(error = %e, "io_uring_enter failed; the ring is broken");
+                    self.break_with(e.raw_os_error().unwrap_or(libc::EIO));
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Drops from `queued` the keys whose entries the kernel has consumed (the SQ is FIFO, so
+    /// the entries still queued are the last ones pushed).
+    fn trim_queued(&mut self) {
+        let left = self.uring.submission().len();
+        while self.queued.len() > left {
+            self.queued.pop_front();
+        }
+    }
+
+    /// A submit failed with an error that retrying will not fix (a broken descriptor, a dead
+    /// ring). Nothing it was asked to submit reached the kernel: an `io_uring_enter` that
+    /// consumed entries returns their count, not an error. From now on the ring never submits
+    /// again, so the entries still queued are never seen by the kernel, and their operations
+    /// complete at once with the error: their waiters get it, and their buffers back, instead of
+    /// waiting forever. Operations the kernel already has still complete normally; new ones are
+    /// refused with the same error.
+    pub(super) fn break_with(&mut self, errno: i32) {
+        self.broken = Some(errno);
+        while let Some(key) = self.queued.pop_front() {
+            self.complete(key.user_data(), -errno);
+        }
+    }
+
+    /// Submits what is queued and reaps.
+    ///
+    /// The eventfd is silenced around the submit: whatever completes while it is silent (inside
+    /// the submit, which is where page-cache hits complete, or anywhere else at that moment) is
+    /// reaped here before the lock is released, and a signal would only wake a watcher for
+    /// nothing. No completion is lost: the kernel publishes the CQ tail, then issues a full
+    /// barrier (in `io_cqring_wake`), then reads the flag to decide whether to signal; here the
+    /// flag is cleared with a locked read-modify-write, then a full fence, then the CQ is read
+    /// again. With a full barrier between the write and the read on both sides, at least one
+    /// side sees the other's write: the kernel signals, or the second reap finds the completion.
+    pub(super) fn submit_and_reap(&mut self, counters: &Counters) {
+        if self.can_quiet {
+            self.uring.completion().disable_eventfd();
+        }
+        // A failure has broken the ring and completed the queued operations with the error.
+        let _ = self.submit(counters);
+        self.reap(counters);
+        if self.can_quiet {
+            self.uring.completion().enable_eventfd();
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            self.reap(counters);
+        }
+    }
+
+    /// Submits entries still queued (a transient failure can leave some), then reaps: a waiting
+    /// future never depends on some other operation being submitted after it.
+    pub(super) fn progress(&mut self, counters: &Counters) {
+        if !self.uring.submission().is_empty() {
+            self.submit_and_reap(counters);
+        } else {
+            self.reap(counters);
+        }
+    }
+
+    /// Moves every completion into its slot and queues the waiting future's waker; frees
+    /// ignored slots.
+    pub(super) fn reap(&mut self, counters: &Counters) {
+        loop {
+            self.reap_cq();
+            // Completions that did not fit the CQ wait in the kernel's overflow list, which only
+            // an io_uring_enter(GETEVENTS) flushes. The cap makes this unreachable in normal
+            // operation; it is counted, and handled, in case it ever happens.
+            if !self.uring.submission().cq_overflow() {
+                return;
+            }
+            counters.overflows.fetch_add(1, Relaxed);
+            if self.broken.is_some() {
+                return;
+            }
+            // The io-uring crate adds GETEVENTS to this enter when the overflow flag is set.
+            if let Err(e) = self.uring.submit() {
+                tracing::error!(error = %e, "io_uring_enter to flush the CQ overflow failed");
+                return;
+            }
+            self.trim_queued();
+        }
+    }
+
+    /// Moves what is in the CQ ring now into the slots (see `reap`).
+    fn reap_cq(&mut self) {
+        let mut done: [(u64, i32); 32] = [(0, 0); 32];
+        loop {
+            let n = {
+                let mut cq = self.uring.completion();
+                let mut n = 0;
+                for (slot, cqe) in done.iter_mut().zip(&mut cq) {
+                    *slot = (cqe.user_data(), cqe.result());
+                    n += 1;
+                }
+                n
+            };
+            for &(user_data, result) in &done[..n] {
+                self.complete(user_data, result);
+            }
+            if n < done.len() {
+                return;
+            }
+        }
+    }
+
+    /// Records the completion `result` of the operation `user_data`.
+    fn complete(&mut self, user_data: u64, result: i32) {
+        if user_data == CANCEL {
+            return;
+        }
+        let key = Key::from_user_data(user_data);
+        let Some(slot) = self.ops.get_mut(key.index as usize).filter(|s| s.generation == key.generation) else {
+            tracing::error!(user_data, "completion for an unknown operation");
+            return;
+        };
+        match std::mem::replace(&mut slot.state, State::Done(result)) {
+            State::Waiting(Some(waker)) => self.to_wake.push(waker),
+            State::Waiting(None) => {}
+            // The kernel is done with the memory: the buffers go back to the pool (I2).
+            State::Ignored => drop(self.free(key)),
+            State::Done(_) => {
+                tracing::error!(user_data, "second completion");
+                return;
+            }
+        }
+        self.reaped += 1;
+    }
+
+    fn free(&mut self, key: Key) -> Payload {
+        self.ops.remove(key.index as usize).payload
+    }
+
+    /// Whether `key` names a live slot of this ring.
+    fn live(&self, key: Key) -> bool {
+        self.ops.get(key.index as usize).is_some_and(|s| s.generation == key.generation)
+    }
+
+    /// Forgets the waker of `key` while its own future polls, so a completion reaped during
+    /// that poll does not wake the future that is about to see it anyway.
+    pub(super) fn unwait(&mut self, key: Key) {
+        if let Some(slot) = self.ops.get_mut(key.index as usize) {
+            if let State::Waiting(waker) = &mut slot.state {
+                *waker = None;
+            }
+        }
+    }
+
+    /// Remembers `waker` for `key`, still in flight.
+    pub(super) fn wait(&mut self, key: Key, waker: &Waker) {
+        if let Some(slot) = self.ops.get_mut(key.index as usize) {
+            if let State::Waiting(stored) = &mut slot.state {
+                match stored {
+                    Some(w) if w.will_wake(waker) => {}
+                    _ => *stored = Some(waker.clone()),
+                }
+            }
+        }
+    }
+
+    /// The result and payload of `key` if it completed (the slot is freed).
+    pub(super) fn take_done(&mut self, key: Key) -> Option<(i32, Payload)> {
+        if !self.live(key) {
+            return None;
+        }
+        let State::Done(result) = self.ops[key.index as usize].state else {
+            return None;
+        };
+        Some((result, self.free(key)))
+    }
+
+    /// The future of `key` is gone: free the slot now if it completed, else at its completion.
+    pub(super) fn abandon(&mut self, key: Key) {
+        if !self.live(key) {
+            return;
+        }
+        let slot = &mut self.ops[key.index as usize];
+        if matches!(slot.state, State::Done(_)) {
+            drop(self.free(key));
+        } else {
+            slot.state = State::Ignored;
+        }
+    }
+
+    /// Cancels everything outstanding and reaps until every slot is freed or `deadline` passes;
+    /// leaks what is still in flight then (I3). Returns the number leaked.
+    pub(super) fn drain(&mut self, deadline: std::time::Instant, counters: &Counters) -> usize {
+        let pending: Vec<u64> = self
+            .ops
+            .iter()
+            .filter(|(_, slot)| !matches!(slot.state, State::Done(_)))
+            .map(|(index, slot)| Key { index: index as u32, generation: slot.generation }.user_data())
+            .collect();
+        if self.broken.is_none() {
+            for user_data in pending {
+                if self.reserve(1, counters).is_ok() {
+                    self.push_cancel(user_data);
+                }
+            }
+        }
+        loop {
+            self.submit_and_reap(counters);
+            self.ops.retain(|_, slot| !matches!(slot.state, State::Done(_)));
+            if self.ops.is_empty() {
+                return 0;
+            }
+            if std::time::Instant::now() >= deadline {
+                let leaked = self.ops.len();
+                for slot in self.ops.drain() {
+                    std::mem::forget(slot);
+                }
+                return leaked;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
+impl Payload {
+    pub(super) fn sync(file: &File) -> Payload {
+        Payload { bufs: Bufs::None, _iovecs: None, _file: file.clone() }
+    }
+
+    pub(super) fn one(file: &File, buf: Buf<InFlight>) -> Payload {
+        Payload::owned(file.clone(), buf)
+    }
+
+    pub(super) fn owned(file: File, buf: Buf<InFlight>) -> Payload {
+        Payload { bufs: Bufs::One(buf), _iovecs: None, _file: file }
+    }
+
+    pub(super) fn many(file: &File, bufs: Vec<Buf<InFlight>>, iovecs: IoVecs) -> Payload {
+        Payload { bufs: Bufs::Many(bufs), _iovecs: Some(iovecs), _file: file.clone() }
+    }
+
+    pub(super) fn into_one(self) -> Buf<InFlight> {
+        match self.bufs {
+            Bufs::One(buf) => buf,
+            _ => unreachable!("single-buffer operations carry one buffer"),
+        }
+    }
+
+    pub(super) fn into_many(self) -> Vec<Buf<InFlight>> {
+        match self.bufs {
+            Bufs::Many(bufs) => bufs,
+            _ => unreachable!("vectored operations carry a buffer list"),
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! How a completion that arrives after its submit reaches the waiting future, on any runtime and
+//! any thread, for the whole life of the engine.
+//!
+//! # Design
+//!
+//! Every ring signals its eventfd for completions that arrive outside a submit. Who watches it:
+//!
+//! - **The waiter's own runtime.** A future that goes pending inside a tokio runtime with an I/O
+//!   driver makes sure its ring has a [`Watcher`] registered with *that* runtime's reactor (one
+//!   per ring and runtime, created on first use). The watcher is itself a [`Waker`]: the reactor
+//!   calls it when the eventfd fires, and it reaps the ring right there, on the reactor's thread,
+//!   and wakes the futures whose operations completed. So a completion costs one wake-up of the
+//!   waiting task and nothing else: no reaper task, no thread of ours, no hop through another
+//!   CPU. A runtime that is dropped takes its watchers with it (their registration reports the
+//!   shutdown and they retire); other runtimes are unaffected.
+//! - **The engine's completion thread** for everything else: a future polled outside tokio, in a
+//!   runtime built without `enable_io`, or by `Handle::block_on` of a runtime that has shut
+//!   down. The thread belongs to the engine, starts on first need, blocks in `poll(2)` on the
+//!   rings' eventfds and stops when the engine is dropped.
+//!
+//! No operation depends on the runtime that created the engine, or on any task staying alive:
+//! the first design (one reaper task on the creating runtime) stalled every later operation
+//! when that runtime was dropped or idle, and when a waker panicked inside it. Wakers are called
+//! outside the ring lock, each behind `catch_unwind` (see `ring::Locked`).
+//!
+//! Why not always the thread: it would cost a second wake-up per completion (the thread, then
+//! the task), which is most of the gap to a raw ring at queue depth 1. Why not the reactor
+//! always: a runtime without an I/O driver has none, and tokio panics when asked to register
+//! with it; that panic is caught (silently, see [`quietly`]) and the runtime remembered as one
+//! without a reactor. In a build with `panic = "abort"` nothing can be caught, so every waiter
+//! uses the completion thread there.
+
+use std::cell::Cell;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Once, PoisonError, Weak};
+use std::task::{Context, Poll, Wake, Waker};
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::runtime::Handle;
+
+use super::Shared;
+use super::ring::Locked;
+
+/// Watches one ring's eventfd through one runtime's reactor.
+pub(super) struct Watcher {
+    runtime: tokio::runtime::Id,
+    shared: Weak<Shared>,
+    ring: usize,
+    /// The registration; `None` when the runtime has no usable reactor (then waiters use the
+    /// completion thread) or once it is gone.
+    fd: Mutex<Option<AsyncFd<OwnedFd>>>,
+    /// Whether the reactor holds this watcher as the eventfd's waker now.
+    armed: AtomicBool,
+}
+
+/// How a pending future on `ring` gets woken, chosen for the runtime polling it.
+pub(super) enum Path {
+    Reactor(Arc<Watcher>),
+    Thread,
+}
+
+/// The path for a future on ring `index`, polled now; `ring` is that ring, locked.
+pub(super) fn path(shared: &Arc<Shared>, index: usize, ring: &mut Locked<'_>) -> Path {
+    let Ok(handle) = Handle::try_current() else {
+        return Path::Thread;
+    };
+    let id = handle.id();
+    let watcher = match ring.watchers.iter().find(|w| w.runtime == id) {
+        Some(watcher) => watcher.clone(),
+        None => {
+            ring.watchers.retain(|w| !w.retired());
+            let fd = shared.rings[index].eventfd.try_clone().ok().and_then(register);
+            let reactor = fd.is_some();
+            if !reactor {
+                tracing::debug!(runtime = %id, "no usable reactor here; completions come through the engine's thread");
+            }
+            let watcher = Arc::new(Watcher {
+                runtime: id,
+                shared: Arc::downgrade(shared),
+                ring: index,
+                fd: Mutex::new(fd),
+                armed: AtomicBool::new(false),
+            });
+            ring.watchers.push(watcher.clone());
+            watcher
+        }
+    };
+    if watcher.retired() { Path::Thread } else { Path::Reactor(watcher) }
+}
+
+/// Registers the eventfd with the current runtime's reactor, if it has one.
+fn register(fd: OwnedFd) -> Option<AsyncFd<OwnedFd>> {
+    if cfg!(not(panic = "unwind")) {
+        return None;
+    }
+    // SAFETY: `OwnedFd` owns the descriptor, so it stays open and refers to the same eventfd for
+    // the whole life of the `AsyncFd`, which takes ownership of it.
+    let attempt = || unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) };
+    quietly(attempt)?.ok()
+}
+
+impl Watcher {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<AsyncFd<OwnedFd>>> {
+        self.fd.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether this runtime has no reactor (any more).
+    fn retired(&self) -> bool {
+        self.lock().is_none()
+    }
+
+    /// Makes sure the reactor will call this watcher at the next signal.
+    pub(super) fn arm(self: &Arc<Self>) {
+        if !self.armed.load(Ordering::Acquire) {
+            self.turn();
+        }
+    }
+
+    /// Reaps while the eventfd is ready, then registers as its waker.
+    ///
+    /// Readiness is cleared before reaping: a signal after the clear sets it again, and the
+    /// next `poll_read_ready` returns it, so no completion slips between reap and re-arm.
+    fn turn(self: &Arc<Self>) {
+        loop {
+            let Some(shared) = self.shared.upgrade() else { return };
+            let ready = {
+                let mut fd = self.lock();
+                let Some(registration) = fd.as_ref() else { return };
+                let waker = Waker::from(self.clone());
+                match registration.poll_read_ready(&mut Context::from_waker(&waker)) {
+                    Poll::Pending => {
+                        self.armed.store(true, Ordering::Release);
+                        return;
+                    }
+                    Poll::Ready(Ok(mut guard)) => {
+                        guard.clear_ready();
+                        true
+                    }
+                    Poll::Ready(Err(_)) => {
+                        // The runtime is shutting down: retire. Its waiters are dropped with
+                        // it; a future that outlives it picks its path again when next polled.
+                        *fd = None;
+                        false
+                    }
+                }
+            };
+            let core = &shared.rings[self.ring];
+            let mut ring = core.lock();
+            ring.progress(&core.counters);
+            drop(ring);
+            if !ready {
+                return;
+            }
+        }
+    }
+
+    /// Drops the registration (the engine is going away); the reactor forgets this waker.
+    pub(super) fn retire(&self) {
+        drop(self.lock().take());
+    }
+}
+
+impl Wake for Watcher {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.armed.store(false, Ordering::Release);
+        self.turn();
+    }
+}
+
+thread_local! {
+    /// Set while [`quietly`] runs its closure on this thread.
+    static PROBING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, catching a panic without printing it. Used for one thing: asking tokio to register
+/// with a runtime that may have no I/O driver, where tokio panics instead of returning an error.
+/// The process's panic hook is wrapped once so that panics on this thread during `f` are not
+/// reported; every other panic goes to the previous hook as before.
+fn quietly<T>(f: impl FnOnce() -> T) -> Option<T> {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !PROBING.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    PROBING.with(|p| p.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    PROBING.with(|p| p.set(false));
+    result.ok()
+}
+
+/// The engine's completion thread, for waiters without a reactor.
+pub(super) struct Thread {
+    /// Written to stop the thread.
+    stop: OwnedFd,
+    handle: Mutex<Option<std::thread::JoinHandle<()>>>,
+    started: AtomicBool,
+}
+
+impl Thread {
+    pub(super) fn new() -> std::io::Result<Thread> {
+        Ok(Thread { stop: super::new_eventfd()?, handle: Mutex::new(None), started: AtomicBool::new(false) })
+    }
+
+    /// Starts the thread unless it runs.
+    pub(super) fn start(&self, shared: &Arc<Shared>) {
+        if self.started.load(Ordering::Acquire) {
+            return;
+        }
+        let mut handle = self.handle.lock().unwrap_or_else(PoisonError::into_inner);
+        if handle.is_some() {
+            return;
+        }
+        let fds: std::io::Result<Vec<OwnedFd>> = shared
+            .rings
+            .iter()
+            .map(|ring| ring.eventfd.try_clone())
+            .chain(std::iter::once(self.stop.try_clone()))
+            .collect();
+        let weak = Arc::downgrade(shared);
+        let spawned = fds.and_then(|fds| {
+            std::thread::Builder::new().name("ferrite-io-completions".into()).spawn(move || run(weak, fds))
+        });
+        match spawned {
+            Ok(joined) => {
+                *handle = Some(joined);
+                self.started.store(true, Ordering::Release);
+                tracing::debug!("ferrite-io completion thread started");
+            }
+            // Waiters are still woken by any later poll or submit on the ring; say why not sooner.
+            Err(e) => tracing::error!(error = %e, "cannot start the ferrite-io completion thread"),
+        }
+    }
+
+    /// Whether the thread was started.
+    pub(super) fn running(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
+    /// Stops the thread and waits for it (it wakes at once on the stop signal).
+    pub(super) fn stop(&self) {
+        let handle = self.handle.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(handle) = handle {
+            signal(&self.stop);
+            let _ = handle.join();
+        }
+    }
+}
+
+/// The completion thread: waits for any ring's eventfd (or the stop signal) and reaps.
+fn run(shared: Weak<Shared>, fds: Vec<OwnedFd>) {
+    let stop = fds.len() - 1;
+    let mut polls: Vec<libc::pollfd> =
+        fds.iter().map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+    loop {
+        // SAFETY: `polls` is a live, exclusively borrowed array of `polls.len()` pollfds, and
+        // every descriptor in it is owned by `fds`, which outlives the call.
+        let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            tracing::error!(error = %std::io::Error::last_os_error(), "completion thread: poll failed");
+            return;
+        }
+        if polls[stop].revents != 0 {
+            return;
+        }
+        let Some(shared) = shared.upgrade() else { return };
+        for (index, poll) in polls[..stop].iter_mut().enumerate() {
+            if poll.revents == 0 {
+                continue;
+            }
+            poll.revents = 0;
+            // Reset the counter first (poll is level-triggered); a signal after this sets it
+            // again, so nothing reaped later than this read can be missed.
+            drain(&fds[index]);
+            let core = &shared.rings[index];
+            core.lock().progress(&core.counters);
+        }
+    }
+}
+
+/// Reads an eventfd's counter back to zero.
+fn drain(fd: &OwnedFd) {
+    let mut counter = 0u64;
+    // SAFETY: reads 8 bytes into `counter`, a live local of 8 bytes; the descriptor is open for
+    // the borrow of `fd`. A non-blocking eventfd with a zero counter returns EAGAIN, which is fine.
+    let _ = unsafe { libc::read(fd.as_raw_fd(), (&raw mut counter).cast(), 8) };
+}
+
+/// Adds one to an eventfd's counter.
+fn signal(fd: &OwnedFd) {
+    let one = 1u64;
+    // SAFETY: writes the 8 bytes of `one`, a live local; the descriptor is open for the borrow.
+    let _ = unsafe { libc::write(fd.as_raw_fd(), (&raw const one).cast(), 8) };
+}

@@ -1,0 +1,245 @@
+//! The engines at the edges of their configuration and under misbehaving callers: every
+//! operation on a one-entry ring, far more operations in flight than the CQ holds, a waker that
+//! panics, the `direct_io` key, and the statistics that report all of it. Both engines run every
+//! test that applies to them; every wait has a watchdog.
+
+mod common;
+
+use std::time::Duration;
+
+use ferrite_io::{Batch, EngineChoice, IoEngine, IoEngineConfig, OpenOptions, SharedIoEngine};
+
+const PAGE: usize = 4096;
+const WATCHDOG: Duration = Duration::from_secs(20);
+
+async fn watchdog<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(WATCHDOG, future).await.unwrap_or_else(|_| panic!("{what}: hung (watchdog)"))
+}
+
+fn pattern(seed: u8) -> Vec<u8> {
+    (0..PAGE).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+async fn filled(engine: &SharedIoEngine, seed: u8) -> ferrite_io::Buf<ferrite_io::Registered> {
+    let mut buf = engine.acquire().await;
+    buf.copy_from_slice(&pattern(seed));
+    buf
+}
+
+/// `uring_entries = 1` is documented as valid, so every operation must work on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_on_a_one_entry_ring() {
+    let dir = common::tempdir();
+    let config = IoEngineConfig {
+        uring_entries: 1,
+        rings: 1,
+        registered_buffers: 16,
+        buffer_size: PAGE,
+        ..common::config(EngineChoice::Auto)
+    };
+    for (name, engine) in common::engines(&config) {
+        for direct in [false, true] {
+            let what = format!("{name} direct={direct}");
+            let path = dir.path().join(format!("{name}-{direct}"));
+            let file =
+                engine.open(&path, &OpenOptions::new().create(true).truncate(true).direct(direct)).await.unwrap();
+            watchdog(&what, async {
+                assert_eq!(engine.write_at(&file, filled(&engine, 1).await, 0).await.0.unwrap(), PAGE, "{what}");
+                assert_eq!(engine.write_fixed_at(&file, filled(&engine, 2).await, 4096).await.0.unwrap(), PAGE);
+                engine.write_all_at(&file, filled(&engine, 3).await, 8192).await.0.unwrap();
+                engine.write_durable_at(&file, filled(&engine, 4).await, 12288).await.0.unwrap();
+                let bufs = vec![filled(&engine, 5).await, filled(&engine, 6).await];
+                assert_eq!(engine.write_vectored_at(&file, bufs, 16384).await.0.unwrap(), 2 * PAGE);
+                engine.sync_all(&file).await.unwrap();
+                engine.sync_data(&file).await.unwrap();
+                let (n, buf) = engine.read_at(&file, engine.acquire().await, 0).await.into_parts();
+                assert_eq!((n.unwrap(), &buf[..]), (PAGE, &pattern(1)[..]), "{what}");
+                let (n, buf) = engine.read_fixed_at(&file, engine.acquire().await, 4096).await.into_parts();
+                assert_eq!((n.unwrap(), &buf[..]), (PAGE, &pattern(2)[..]), "{what}");
+                let (r, buf) = engine.read_exact_at(&file, engine.acquire().await, 12288).await.into_parts();
+                r.unwrap();
+                assert_eq!(&buf[..], &pattern(4)[..], "{what}");
+                let bufs = vec![engine.acquire().await, engine.acquire().await];
+                let (n, bufs) = engine.read_vectored_at(&file, bufs, 16384).await.into_parts();
+                assert_eq!(n.unwrap(), 2 * PAGE);
+                assert_eq!((&bufs[0][..], &bufs[1][..]), (&pattern(5)[..], &pattern(6)[..]), "{what}");
+                let mut batch = Batch::new();
+                for page in 0..6u64 {
+                    batch.read_at(&file, engine.acquire().await, page * PAGE as u64);
+                }
+                let results: Vec<_> = engine.submit_batch(&mut batch).await.collect();
+                assert_eq!(results.len(), 6);
+                for (page, r) in results.iter().enumerate() {
+                    assert_eq!(r.0.as_ref().unwrap(), &PAGE, "{what} batch page {page}");
+                    assert_eq!(&r.1[..], &pattern(page as u8 + 1)[..], "{what} batch page {page}");
+                }
+            })
+            .await;
+            common::assert_pool_full(&engine);
+        }
+    }
+}
+
+/// A CQ of 2 and 3 to 8 O_DIRECT reads and syncs at once, round after round: every operation
+/// completes and wakes its task (no completion stranded in an overflow), and the CQ never
+/// overflows because operations beyond its size wait for room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_operations_than_the_cq_holds() {
+    let dir = common::tempdir();
+    let path = dir.path().join("data");
+    let pages: Vec<u8> = (0..64u8).flat_map(|i| std::iter::repeat_n(i, PAGE)).collect();
+    std::fs::write(&path, pages).unwrap();
+    let config = IoEngineConfig {
+        uring_entries: 1,
+        registered_buffers: 16,
+        buffer_size: PAGE,
+        ..common::config(EngineChoice::Auto)
+    };
+    let rounds = if cfg!(debug_assertions) { 1500 } else { 5000 };
+    for (name, engine) in common::engines(&config) {
+        let file = engine.open(&path, &OpenOptions::new().direct(true)).await.unwrap();
+        let mut rng = common::Rng(0x5EED);
+        for round in 0..rounds {
+            let n = 3 + rng.below(6) as usize;
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 0..n {
+                let (engine, file) = (engine.clone(), file.clone());
+                let page = rng.below(64);
+                tasks.spawn(async move {
+                    if i % 4 == 3 {
+                        engine.sync_data(&file).await.unwrap();
+                        return;
+                    }
+                    let buf = engine.acquire().await;
+                    let (n, buf) = engine.read_fixed_at(&file, buf, page * PAGE as u64).await.into_parts();
+                    assert_eq!(n.unwrap(), PAGE);
+                    assert!(buf.iter().all(|&b| u64::from(b) == page));
+                });
+            }
+            let what = format!("{name} round {round}");
+            watchdog(&what, async {
+                while let Some(done) = tasks.join_next().await {
+                    done.unwrap();
+                }
+            })
+            .await;
+        }
+        let stats = engine.stats();
+        assert_eq!((stats.cq_overflows, stats.in_flight), (0, 0), "{name}: {stats:?}");
+        if engine.backend() == ferrite_io::Backend::Uring {
+            assert!(stats.ring_waits > 0, "{name}: the cap was never reached: {stats:?}");
+            assert!(stats.in_flight_high_water <= 2, "{name}: more in flight than the CQ holds: {stats:?}");
+        }
+        common::assert_pool_full(&engine);
+    }
+}
+
+/// A waker that panics when woken is called by whoever reaps its completion. It must not stop
+/// the engine: the panic is contained, and every later operation still completes.
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_waker_stalls_nothing() {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct Bomb;
+    impl Wake for Bomb {
+        fn wake(self: Arc<Self>) {
+            panic!("this waker panics on purpose");
+        }
+    }
+    let dir = common::tempdir();
+    let path = dir.path().join("data");
+    std::fs::write(&path, vec![9u8; 64 * PAGE]).unwrap();
+    let config = IoEngineConfig { registered_buffers: 16, buffer_size: PAGE, ..common::config(EngineChoice::Uring) };
+    let engine: SharedIoEngine = ferrite_io::create_engine(config).unwrap();
+    let file = engine.open(&path, &OpenOptions::new().direct(true)).await.unwrap();
+    for round in 0..20u64 {
+        // Submitted with the panicking waker: an O_DIRECT read is still in flight after its submit.
+        let bomb = Waker::from(Arc::new(Bomb));
+        let mut read = Box::pin(engine.read_at(&file, engine.acquire().await, round * PAGE as u64));
+        let first = read.as_mut().poll(&mut Context::from_waker(&bomb));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Its completion arrived meanwhile (and its waker panicked); polled again it is ready.
+        let done = match first {
+            Poll::Ready(done) => done,
+            Poll::Pending => watchdog("re-poll", read).await,
+        };
+        assert_eq!(done.0.unwrap(), PAGE);
+        // Operations of other tasks that complete later are still delivered.
+        let mut tasks = tokio::task::JoinSet::new();
+        for page in 0..8u64 {
+            let (engine, file) = (engine.clone(), file.clone());
+            tasks.spawn(
+                async move { engine.read_at(&file, engine.acquire().await, page * PAGE as u64).await.0.unwrap() },
+            );
+        }
+        watchdog("reads after a panicking waker", async {
+            while let Some(n) = tasks.join_next().await {
+                assert_eq!(n.unwrap(), PAGE);
+            }
+        })
+        .await;
+    }
+    common::assert_pool_full(&engine);
+}
+
+/// The `direct_io` key decides how files the engine opens are opened, unless `OpenOptions` say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_io_key_is_the_default_for_open() {
+    use std::os::fd::AsRawFd;
+    fn o_direct(file: &ferrite_io::File) -> bool {
+        // SAFETY: F_GETFL reads the descriptor's flags; the descriptor is open for the borrow.
+        let flags = unsafe { libc::fcntl(file.std().as_raw_fd(), libc::F_GETFL) };
+        flags & libc::O_DIRECT != 0
+    }
+    let dir = common::tempdir();
+    for direct_io in [false, true] {
+        let config = IoEngineConfig { direct_io, ..common::config(EngineChoice::Auto) };
+        for (name, engine) in common::engines(&config) {
+            assert_eq!(engine.direct_io(), direct_io);
+            let path = dir.path().join(format!("{name}-{direct_io}"));
+            let default = engine.open(&path, &OpenOptions::new().create(true)).await.unwrap();
+            assert_eq!((default.is_direct(), o_direct(&default)), (direct_io, direct_io), "{name}");
+            for explicit in [false, true] {
+                let file = engine.open(&path, &OpenOptions::new().direct(explicit)).await.unwrap();
+                assert_eq!((file.is_direct(), o_direct(&file)), (explicit, explicit), "{name}: OpenOptions wins");
+            }
+        }
+    }
+}
+
+/// Statistics count what happened, the same way on both engines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_count_operations_and_bytes() {
+    let dir = common::tempdir();
+    let config = IoEngineConfig { registered_buffers: 16, buffer_size: PAGE, ..common::config(EngineChoice::Auto) };
+    for (name, engine) in common::engines(&config) {
+        let file = engine.open(dir.path().join(name), &OpenOptions::new().create(true)).await.unwrap();
+        for page in 0..4u64 {
+            engine.write_all_at(&file, filled(&engine, page as u8).await, page * PAGE as u64).await.0.unwrap();
+        }
+        engine.write_durable_at(&file, filled(&engine, 9).await, 4 * PAGE as u64).await.0.unwrap();
+        engine.sync_data(&file).await.unwrap();
+        let mut batch = Batch::new();
+        for page in 0..5u64 {
+            batch.read_at(&file, engine.acquire().await, page * PAGE as u64);
+        }
+        for r in engine.submit_batch(&mut batch).await {
+            assert_eq!(r.0.unwrap(), PAGE);
+        }
+        let (n, _) = engine.read_at(&file, engine.acquire().await, 0).await.into_parts();
+        assert_eq!(n.unwrap(), PAGE);
+        let s = engine.stats();
+        assert_eq!((s.writes, s.bytes_written, s.syncs), (5, 5 * PAGE as u64, 2), "{name}: {s:?}");
+        assert_eq!((s.reads, s.bytes_read, s.in_flight), (6, 6 * PAGE as u64, 0), "{name}: {s:?}");
+        if engine.backend() == ferrite_io::Backend::Uring {
+            assert_eq!(s.inline_completions + s.later_completions, s.submitted, "{name}: {s:?}");
+            assert!(s.rings >= 1 && s.submitted >= 5, "{name}: {s:?}");
+        } else {
+            assert_eq!((s.rings, s.submitted), (0, 0), "{name}: {s:?}");
+        }
+        assert_eq!(s.fallback_reason, None);
+    }
+}

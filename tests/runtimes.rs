@@ -1,0 +1,255 @@
+//! An engine works from any thread and any runtime for its whole life: created on one runtime and
+//! used from another after the first is dropped or while it idles, created outside any runtime,
+//! used from a runtime without an I/O driver, from no runtime at all, and from `Handle::block_on`
+//! of a runtime that has shut down. Every wait here has a watchdog, so a lost wake-up fails the
+//! test instead of hanging it.
+//!
+//! The operations used do not finish inside their submit on io_uring: O_DIRECT reads go to the
+//! device and `fdatasync` goes to io-wq, so their completions must be delivered later.
+
+mod common;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use ferrite_io::{EngineChoice, Error, File, IoEngine, IoEngineConfig, OpenOptions, SharedIoEngine};
+
+const PAGE: usize = 4096;
+const WATCHDOG: Duration = Duration::from_secs(20);
+
+fn config(engine: EngineChoice) -> IoEngineConfig {
+    IoEngineConfig { registered_buffers: 16, buffer_size: PAGE, ..common::config(engine) }
+}
+
+/// A file of 64 pages, page `i` filled with byte `i`.
+fn data_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let path = dir.path().join("data");
+    let bytes: Vec<u8> = (0..64u8).flat_map(|i| std::iter::repeat_n(i, PAGE)).collect();
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// O_DIRECT reads of every page, a write and a sync: work that completes after its submit.
+async fn workout(engine: &SharedIoEngine, path: &std::path::Path) -> Result<(), Error> {
+    let file = engine.open(path, &OpenOptions::new().direct(true)).await?;
+    for page in 0..64u64 {
+        let (result, buf) = engine.read_fixed_at(&file, engine.acquire().await, page * PAGE as u64).await.into_parts();
+        assert_eq!(result?, PAGE);
+        assert!(buf.iter().all(|&b| u64::from(b) == page), "page {page}");
+    }
+    // Page 0 again, as it was: a write that the next workout reads back.
+    let mut buf = engine.acquire().await;
+    buf.fill(0);
+    engine.write_all_at(&file, buf, 0).await.0?;
+    engine.sync_data(&file).await?;
+    engine.sync_all(&file).await?;
+    Ok(())
+}
+
+/// Runs `workout` under a watchdog on `rt`.
+fn workout_on(rt: &tokio::runtime::Runtime, engine: &SharedIoEngine, path: &std::path::Path, what: &str) {
+    let started = Instant::now();
+    let result = rt.block_on(async { tokio::time::timeout(WATCHDOG, workout(engine, path)).await });
+    match result {
+        Ok(done) => done.unwrap_or_else(|e| panic!("{what}: {e}")),
+        Err(_) => panic!("{what}: operations never completed (watchdog after {:?})", started.elapsed()),
+    }
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// Engines of both kinds, created inside `rt`.
+fn engines_on(rt: &tokio::runtime::Runtime) -> Vec<(&'static str, SharedIoEngine)> {
+    let _inside = rt.enter();
+    common::engines(&config(EngineChoice::Auto))
+}
+
+#[test]
+fn engine_outlives_the_runtime_that_created_it() {
+    let dir = common::tempdir();
+    let path = data_file(&dir);
+    for next in [current_thread as fn() -> tokio::runtime::Runtime, multi_thread] {
+        let first = multi_thread();
+        let engines = engines_on(&first);
+        // Used once on its own runtime, so any state tied to that runtime exists.
+        for (name, engine) in &engines {
+            workout_on(&first, engine, &path, &format!("{name} on its own runtime"));
+        }
+        drop(first);
+        let second = next();
+        for (name, engine) in &engines {
+            workout_on(&second, engine, &path, &format!("{name} after its runtime was dropped"));
+            // Both runtimes have a reactor: completions came through it, not a thread of ours.
+            assert!(!engine.stats().completion_thread, "{name}");
+        }
+    }
+}
+
+#[test]
+fn engine_works_while_the_runtime_that_created_it_idles() {
+    let dir = common::tempdir();
+    let path = data_file(&dir);
+    for next in [current_thread as fn() -> tokio::runtime::Runtime, multi_thread] {
+        // A current-thread runtime only runs while someone blocks on it: this one never does again.
+        let idle = current_thread();
+        let engines = engines_on(&idle);
+        for (name, engine) in &engines {
+            workout_on(&idle, engine, &path, &format!("{name} on its own runtime"));
+        }
+        let other = next();
+        for (name, engine) in &engines {
+            workout_on(&other, engine, &path, &format!("{name} while its creator idles"));
+        }
+        drop(idle);
+    }
+}
+
+#[test]
+fn engine_created_outside_any_runtime_and_shared_by_two() {
+    let dir = common::tempdir();
+    let path = data_file(&dir);
+    #[cfg(all(feature = "io-uring", target_os = "linux"))]
+    {
+        let engine: SharedIoEngine = ferrite_io::create_engine(config(EngineChoice::Uring)).expect("no runtime needed");
+        let (a, b) = (multi_thread(), current_thread());
+        std::thread::scope(|s| {
+            s.spawn(|| workout_on(&a, &engine, &path, "uring from runtime A"));
+            s.spawn(|| workout_on(&b, &engine, &path, "uring from runtime B"));
+        });
+    }
+    let engine = ferrite_io::create_engine(config(EngineChoice::Tokio)).expect("no runtime needed");
+    workout_on(&multi_thread(), &engine, &path, "tokio engine created outside a runtime");
+}
+
+#[test]
+fn runtime_without_an_io_driver() {
+    let dir = common::tempdir();
+    let path = data_file(&dir);
+    let builders: [fn() -> tokio::runtime::Runtime; 2] = [
+        || tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap(),
+        || tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap(),
+    ];
+    for build in builders {
+        let rt = build();
+        for choice in [EngineChoice::Auto, EngineChoice::Uring, EngineChoice::Tokio] {
+            // Creating the engine inside such a runtime must not panic, and `auto` keeps io_uring.
+            let engine = {
+                let _inside = rt.enter();
+                ferrite_io::create_engine(config(choice)).unwrap_or_else(|e| panic!("{choice}: {e}"))
+            };
+            if cfg!(all(feature = "io-uring", target_os = "linux")) && choice != EngineChoice::Tokio {
+                assert_eq!(engine.backend(), ferrite_io::Backend::Uring, "{choice}");
+            }
+            workout_on(&rt, &engine, &path, &format!("{choice} without an I/O driver"));
+            if engine.backend() == ferrite_io::Backend::Uring {
+                assert!(engine.stats().completion_thread, "{choice}: no reactor, so the engine's thread");
+            }
+        }
+    }
+}
+
+/// Drives a future on this thread with no runtime at all.
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    let deadline = Instant::now() + WATCHDOG;
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        assert!(Instant::now() < deadline, "never woken (watchdog)");
+        // Woken by `unpark`; the timeout only bounds a lost wake-up, which the assert reports.
+        std::thread::park_timeout(WATCHDOG);
+    }
+}
+
+#[test]
+fn no_runtime_at_all() {
+    let dir = common::tempdir();
+    let path = data_file(&dir);
+    let rt = current_thread();
+    for (name, engine) in engines_on(&rt) {
+        let file = rt.block_on(engine.open(&path, &OpenOptions::new().direct(true))).unwrap();
+        let buf = engine.pool().try_acquire().unwrap();
+        let (result, buf) = block_on(engine.read_at(&file, buf, 5 * PAGE as u64)).into_parts();
+        if engine.backend() == ferrite_io::Backend::Uring {
+            assert_eq!(result.unwrap(), PAGE, "{name}");
+            assert!(buf.iter().all(|&b| b == 5), "{name}");
+            block_on(engine.sync_data(&file)).unwrap();
+        } else {
+            // The tokio engine needs a runtime's blocking pool: a typed error, buffer back.
+            assert!(matches!(result, Err(Error::NoRuntime(_))), "{name}: {result:?}");
+            assert_eq!(buf.len(), PAGE);
+        }
+        drop(buf);
+        common::assert_pool_full(&engine);
+    }
+}
+
+#[test]
+fn block_on_a_runtime_that_has_shut_down() {
+    let dir = common::tempdir();
+    let path = data_file(&dir);
+    let rt = multi_thread();
+    let handle = rt.handle().clone();
+    let engines = engines_on(&rt);
+    let files: Vec<File> =
+        engines.iter().map(|(_, e)| rt.block_on(e.open(&path, &OpenOptions::new().direct(true))).unwrap()).collect();
+    drop(rt);
+    for ((name, engine), file) in engines.iter().zip(&files) {
+        let buf = engine.pool().try_acquire().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (engine2, file2, handle2) = (engine.clone(), file.clone(), handle.clone());
+        // On a thread of its own, so a hang is caught by the channel's timeout below.
+        std::thread::spawn(move || {
+            let done = handle2.block_on(engine2.read_at(&file2, buf, 3 * PAGE as u64)).into_parts();
+            let _ = tx.send((done.0.map_err(|e| e.to_string()), done.1.first().copied(), done.1.len()));
+        });
+        let (result, first, len) = rx.recv_timeout(WATCHDOG).unwrap_or_else(|_| panic!("{name}: never completed"));
+        if engine.backend() == ferrite_io::Backend::Uring {
+            assert_eq!((result, first), (Ok(PAGE), Some(3)), "{name}");
+        } else {
+            let e = result.unwrap_err();
+            assert!(e.contains("cancelled"), "{name}: {e}");
+            assert_eq!(len, PAGE, "{name}: the buffer comes back");
+        }
+        let deadline = Instant::now() + WATCHDOG;
+        while engine.pool().available() != engine.pool().capacity() {
+            assert!(Instant::now() < deadline, "{name}: buffer lost");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+#[test]
+fn engine_used_from_plain_threads_and_runtimes_at_once() {
+    let dir = common::tempdir();
+    let path = data_file(&dir);
+    let rt = multi_thread();
+    for (name, engine) in engines_on(&rt) {
+        std::thread::scope(|s| {
+            for i in 0..3 {
+                let (engine, path, name) = (&engine, &path, name);
+                s.spawn(move || {
+                    let rt = if i % 2 == 0 { current_thread() } else { multi_thread() };
+                    workout_on(&rt, engine, path, &format!("{name} from thread {i}"));
+                });
+            }
+        });
+    }
+}
