@@ -11,7 +11,8 @@
 //! - everything that runs on the measuring thread while it is armed is counted. Each test builds a
 //!   **current-thread** runtime and measures inside `block_on`, so that thread runs the operation
 //!   futures, the submission (`io_uring_enter`) and the inline reap, tokio's I/O driver when
-//!   `block_on` parks, the eventfd reaper task and the waker calls. Nothing of the hot path can
+//!   `block_on` parks, the ring's reactor watcher (which reaps when the eventfd fires) and the
+//!   waker calls. Nothing of the hot path can
 //!   hide on another userspace thread (io-wq workers are kernel threads and do not allocate from
 //!   our heap).
 //!
@@ -24,8 +25,8 @@
 //!
 //! Every loop runs [`WARMUP`] operations first (slab, wakers, tracing callsites, page cache), then
 //! [`OPS`] measured ones. The `probe_*` tests check that the counter is not blind: it sees an
-//! allocation in the measured code and one in another task of the runtime (where the reaper
-//! runs), and not one on another thread.
+//! allocation in the measured code and one in another task of the runtime (where tokio's
+//! reactor runs the watcher), and not one on another thread.
 //!
 //! Single reads and writes are measured twice: on the ring alone (`nowait_fast_path = false`) and
 //! with the default config, whose `RWF_NOWAIT` fast path finishes page-cache hits inline.
@@ -41,7 +42,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use ferrite_io::{
-    Buf, BufResult, Completed, EngineChoice, File, Free, IoEngine, IoEngineConfig, Registered, UringEngine,
+    Batch, Buf, BufResult, Completed, EngineChoice, File, Free, IoEngine, IoEngineConfig, Registered, UringEngine,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -317,6 +318,9 @@ fn fixture(path: Path) -> Fixture {
             Path::Ring => false,
             Path::Default => IoEngineConfig::default().nowait_fast_path,
         },
+        // One ring: with one per CPU, the first operation on another ring (when the thread
+        // migrates) registers that ring with the runtime's reactor once, inside the measurement.
+        rings: 1,
         ..IoEngineConfig::default()
     };
     let engine = {
@@ -344,7 +348,7 @@ fn registered(engine: &UringEngine, buf: Buf<Completed>) -> Buf<Registered> {
 }
 
 /// Runs `fut`, adding 1 to `went_async` if it was not ready on its first poll: its completion
-/// then came later, through io-wq, the eventfd, tokio's I/O driver, the reaper and a wake.
+/// then came later, through io-wq, the eventfd, tokio's I/O driver, the ring's watcher and a wake.
 async fn track<F: Future>(fut: F, went_async: &Cell<usize>) -> F::Output {
     let mut fut = pin!(fut);
     let mut pending = false;
@@ -383,7 +387,7 @@ async fn measure<S>(
     let ops = OPS * ops_per_round;
     eprintln!(
         "{}: {} of {ops} operations were pending on their first poll and woken later \
-         (completion via io-wq, eventfd, reaper)",
+         (completion via io-wq, eventfd, watcher)",
         report.label,
         went_async.get()
     );
@@ -490,7 +494,7 @@ fn sync_data_allocates_nothing() {
     fx.rt.block_on(async {
         let ((), went_async) = measure(&fx, "sync_data", 1, (), sync_once).await;
         // fsync always goes through io-wq, so nearly every one completes after the submitting
-        // `io_uring_enter` returned: the eventfd, tokio's I/O driver, the reaper task and the
+        // `io_uring_enter` returned: the eventfd, tokio's I/O driver, the ring's watcher and the
         // waker ran (on this armed thread) inside the measurement.
         assert!(went_async > 0, "the asynchronous completion path was not exercised");
     });
@@ -533,5 +537,43 @@ fn read_exact_at_and_write_all_at_allocate_nothing() {
             drop(measure(&fx, what, 4, bufs, exact_once).await);
         });
         assert!(std::fs::read(&fx.path).expect("read back") == fx.expected, "the writes changed the file");
+    }
+}
+
+/// A reused `Batch` of four fixed reads, refilled and resubmitted every round: one batch costs
+/// no allocation (the batch keeps its slot list, the results are drained out of it).
+async fn batch_once(
+    fx: &Fixture,
+    (mut batch, mut bufs): (Batch, Vec<Buf<Registered>>),
+    i: usize,
+    went_async: &Cell<usize>,
+) -> (Batch, Vec<Buf<Registered>>) {
+    let offsets: [usize; 4] = std::array::from_fn(|k| offset(i * 4 + k));
+    for (buf, &off) in bufs.drain(..).zip(&offsets) {
+        batch.read_at(&fx.file, buf, off as u64);
+    }
+    let results = track(fx.engine.submit_batch(&mut batch), went_async).await;
+    for (result, &off) in results.zip(&offsets) {
+        let (n, back) = ok("submit_batch", result);
+        assert_eq!(n, BLOCK, "short batch read");
+        assert!(back[..] == *fx.block(off), "wrong bytes at {off}");
+        bufs.push(registered(&fx.engine, back));
+    }
+    assert!(batch.is_empty());
+    (batch, bufs)
+}
+
+#[test]
+fn submit_batch_allocates_nothing() {
+    for path in [Path::Ring, Path::Default] {
+        let fx = fixture(path);
+        fx.rt.block_on(async {
+            let mut bufs = Vec::with_capacity(4);
+            for _ in 0..4 {
+                bufs.push(fx.engine.acquire().await);
+            }
+            let state = (Batch::with_capacity(4), bufs);
+            drop(measure(&fx, "submit_batch of 4 fixed reads", 4, state, batch_once).await);
+        });
     }
 }

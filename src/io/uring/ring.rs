@@ -565,3 +565,33 @@ impl Payload {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buf::BufPool;
+
+    /// A submit that fails for good must not strand what it left queued: those operations
+    /// complete with the error, their buffers come back, and the ring refuses new work.
+    #[test]
+    fn a_broken_ring_fails_its_queued_operations() {
+        let core = RingCore::new(IoUring::new(4).unwrap(), super::super::new_eventfd().unwrap());
+        let pool = BufPool::new(2, 4096).unwrap();
+        let file = File::from_std(tempfile::tempfile().unwrap(), false);
+        let buf = pool.try_acquire().unwrap().into_in_flight();
+        let entry = io_uring::opcode::Read::new(io_uring::types::Fd(file.fd()), buf.as_ptr(), 4096).build();
+        let mut ring = core.lock();
+        let key = ring.push(entry, Payload::one(&file, buf), &core.counters).map_err(|(e, _)| e).unwrap();
+        assert!(ring.take_done(key).is_none(), "queued, not submitted");
+        ring.break_with(libc::EBADF);
+        let (result, payload) = ring.take_done(key).expect("completed by the failure");
+        assert_eq!(result, -libc::EBADF);
+        drop(payload);
+        assert_eq!(pool.available(), 2, "the buffer is back");
+        let again = pool.try_acquire().unwrap().into_in_flight();
+        let entry = io_uring::opcode::Nop::new().build();
+        let refused = ring.push(entry, Payload::one(&file, again), &core.counters);
+        assert_eq!(refused.err().map(|(e, _)| e.raw_os_error()), Some(Some(libc::EBADF)));
+        assert_eq!(ring.submit(&core.counters).unwrap_err().raw_os_error(), Some(libc::EBADF));
+    }
+}
