@@ -1,9 +1,10 @@
-//! [`IoEngineConfig`]: the `[io]` table of a TOML config file, its defaults and its validation.
+//! [`IoEngineConfig`]: the `[io]` table of a TOML config file, its defaults, its validation and
+//! the `FERRITE_IO_ENGINE` environment override.
 
 use std::fmt;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::error::{Error, Result};
 
@@ -30,6 +31,41 @@ impl fmt::Display for EngineChoice {
     }
 }
 
+/// The environment variable that overrides the configured engine (see
+/// [`EngineChoice::from_env`]).
+pub const ENGINE_ENV: &str = "FERRITE_IO_ENGINE";
+
+impl EngineChoice {
+    /// The engine named by the [`ENGINE_ENV`] (`FERRITE_IO_ENGINE`) environment variable, or
+    /// `None` when it is unset or empty. The library never reads it on its own: a program that
+    /// wants the override applies it (the `ferrite-io` CLI does, below its `--engine` flag and
+    /// above the config file).
+    ///
+    /// ```
+    /// let mut config = ferrite_io::IoEngineConfig::default();
+    /// if let Some(engine) = ferrite_io::EngineChoice::from_env()? {
+    ///     config.engine = engine;
+    /// }
+    /// # Ok::<(), ferrite_io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the variable when its value is not `auto`, `uring` or `tokio`.
+    pub fn from_env() -> Result<Option<Self>> {
+        match std::env::var(ENGINE_ENV) {
+            Ok(value) if value.is_empty() => Ok(None),
+            Ok(value) => value.parse().map(Some).map_err(|_| bad(ENGINE_ENV, value, ENGINE_VALUES)),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(value)) => {
+                Err(bad(ENGINE_ENV, value.to_string_lossy(), ENGINE_VALUES))
+            }
+        }
+    }
+}
+
+const ENGINE_VALUES: &str = "one of \"auto\", \"uring\", \"tokio\"";
+
 impl std::str::FromStr for EngineChoice {
     type Err = Error;
 
@@ -38,11 +74,7 @@ impl std::str::FromStr for EngineChoice {
             "auto" => Ok(EngineChoice::Auto),
             "uring" => Ok(EngineChoice::Uring),
             "tokio" => Ok(EngineChoice::Tokio),
-            other => Err(Error::Config {
-                key: "io.engine",
-                value: other.to_owned(),
-                expected: "one of \"auto\", \"uring\", \"tokio\"",
-            }),
+            other => Err(bad("io.engine", other, ENGINE_VALUES)),
         }
     }
 }
@@ -72,12 +104,16 @@ pub struct IoEngineConfig {
     /// The engine to build.
     pub engine: EngineChoice,
     /// io_uring submission queue entries, per ring.
+    #[serde(deserialize_with = "checked_uring_entries")]
     pub uring_entries: u32,
     /// io_uring rings; 0 means one per CPU. Submitters use the ring of the CPU they run on.
+    #[serde(deserialize_with = "checked_rings")]
     pub rings: u32,
     /// Number of pool buffers (fixed buffers on io_uring).
+    #[serde(deserialize_with = "checked_registered_buffers")]
     pub registered_buffers: u32,
     /// Bytes per pool buffer.
+    #[serde(deserialize_with = "checked_buffer_size")]
     pub buffer_size: usize,
     /// Whether files the engine opens use `O_DIRECT` when their `OpenOptions` do not say.
     pub direct_io: bool,
@@ -125,36 +161,27 @@ impl IoEngineConfig {
     ///
     /// [`Error::Config`] naming the first bad key, its value and what is allowed.
     pub fn validate(&self) -> Result<()> {
-        let e = self.uring_entries;
-        if !e.is_power_of_two() || e > MAX_URING_ENTRIES {
-            return Err(bad("io.uring_entries", e, "a power of two in 1..=32768"));
-        }
-        if self.rings > MAX_RINGS {
-            return Err(bad("io.rings", self.rings, "an integer in 0..=64 (0: one per CPU)"));
-        }
-        let n = self.registered_buffers;
-        if n == 0 || n > MAX_REGISTERED_BUFFERS {
-            return Err(bad("io.registered_buffers", n, "an integer in 1..=16384"));
-        }
-        let s = self.buffer_size;
-        if s == 0 || s % BUFFER_ALIGN != 0 || s > MAX_BUFFER_SIZE {
-            return Err(bad("io.buffer_size", s, "a non-zero multiple of 4096 of at most 1073741824"));
-        }
+        check_uring_entries(self.uring_entries)?;
+        check_rings(self.rings)?;
+        check_registered_buffers(self.registered_buffers)?;
+        check_buffer_size(self.buffer_size)?;
         Ok(())
     }
 
-    /// Parses the `[io]` table of a TOML document (other tables are ignored) and validates it.
+    /// Parses a TOML document whose only table is `[io]`, checking every value as it is read.
     /// A missing `[io]` table or key takes its default.
     ///
     /// # Errors
     ///
-    /// [`Error::ConfigFile`] for a syntax error, an unknown key or engine name (the message names
-    /// the key and the allowed values); [`Error::Config`] for an out-of-range value.
+    /// [`Error::ConfigFile`] for a syntax error, an unknown table or key, an unknown engine name
+    /// or an out-of-range value; the message names the line and column, the key and the allowed
+    /// values.
     pub fn from_toml_str(text: &str) -> Result<Self> {
         Self::parse(text, "<string>")
     }
 
-    /// Reads and parses a TOML file, as [`from_toml_str`](Self::from_toml_str).
+    /// Reads and parses a TOML file, as [`from_toml_str`](Self::from_toml_str); errors name the
+    /// file.
     ///
     /// # Errors
     ///
@@ -169,15 +196,68 @@ impl IoEngineConfig {
 
     fn parse(text: &str, origin: &str) -> Result<Self> {
         #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
         struct Document {
             #[serde(default)]
             io: IoEngineConfig,
         }
         let doc: Document =
             toml::from_str(text).map_err(|e| Error::ConfigFile { path: origin.to_owned(), message: e.to_string() })?;
-        doc.io.validate()?;
         Ok(doc.io)
     }
+}
+
+fn check_uring_entries(e: u32) -> Result<u32> {
+    if !e.is_power_of_two() || e > MAX_URING_ENTRIES {
+        return Err(bad("io.uring_entries", e, "a power of two in 1..=32768"));
+    }
+    Ok(e)
+}
+
+fn check_rings(n: u32) -> Result<u32> {
+    if n > MAX_RINGS {
+        return Err(bad("io.rings", n, "an integer in 0..=64 (0: one per CPU)"));
+    }
+    Ok(n)
+}
+
+fn check_registered_buffers(n: u32) -> Result<u32> {
+    if n == 0 || n > MAX_REGISTERED_BUFFERS {
+        return Err(bad("io.registered_buffers", n, "an integer in 1..=16384"));
+    }
+    Ok(n)
+}
+
+fn check_buffer_size(s: usize) -> Result<usize> {
+    if s == 0 || s % BUFFER_ALIGN != 0 || s > MAX_BUFFER_SIZE {
+        return Err(bad("io.buffer_size", s, "a non-zero multiple of 4096 of at most 1073741824"));
+    }
+    Ok(s)
+}
+
+/// Deserializes a value and checks its range while the parser still knows where it stands, so
+/// a range error names the line and column as a syntax error does.
+fn checked<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+    check: fn(T) -> Result<T>,
+) -> Result<T, D::Error> {
+    check(T::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+}
+
+fn checked_uring_entries<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    checked(d, check_uring_entries)
+}
+
+fn checked_rings<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    checked(d, check_rings)
+}
+
+fn checked_registered_buffers<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    checked(d, check_registered_buffers)
+}
+
+fn checked_buffer_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    checked(d, check_buffer_size)
 }
 
 fn bad(key: &'static str, value: impl fmt::Display, expected: &'static str) -> Error {
@@ -196,9 +276,21 @@ mod tests {
     }
 
     #[test]
-    fn other_tables_are_ignored() {
-        let c = IoEngineConfig::from_toml_str("[log]\npage_size = 1\n[io]\nengine = \"uring\"\n").unwrap();
-        assert_eq!(c.engine, EngineChoice::Uring);
+    fn unknown_tables_and_keys_are_errors() {
+        let e = err("[oi]\nengine = \"uring\"\n");
+        assert!(e.contains("unknown field `oi`") && e.contains("line 1"), "{e}");
+        let e = err("[io]\nengine = \"uring\"\nring_size = 8\n");
+        assert!(e.contains("unknown field `ring_size`") && e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn range_errors_name_the_file_and_line() {
+        let path = std::env::temp_dir().join(format!("ferrite-io-config-test-{}.toml", std::process::id()));
+        std::fs::write(&path, "[io]\nengine = \"tokio\"\nbuffer_size = 5000\n").unwrap();
+        let e = IoEngineConfig::from_toml_file(&path).unwrap_err().to_string();
+        let _ = std::fs::remove_file(&path);
+        assert!(e.contains(&path.display().to_string()) && e.contains("line 3"), "{e}");
+        assert!(e.contains("io.buffer_size = 5000") && e.contains("multiple of 4096"), "{e}");
     }
 
     fn err(text: &str) -> String {
@@ -211,6 +303,8 @@ mod tests {
         assert!(e.contains("io.uring_entries = 100") && e.contains("power of two"), "{e}");
         let e = err("[io]\nuring_entries = 65536\n");
         assert!(e.contains("io.uring_entries"), "{e}");
+        let e = err("[io]\nrings = 65\n");
+        assert!(e.contains("io.rings = 65") && e.contains("line 2"), "{e}");
         let e = err("[io]\nregistered_buffers = 0\n");
         assert!(e.contains("io.registered_buffers = 0"), "{e}");
         let e = err("[io]\nbuffer_size = 5000\n");

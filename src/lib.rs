@@ -52,7 +52,7 @@ pub mod hybridlog;
 pub mod io;
 
 pub use buf::{Buf, BufPool, Completed, Free, InFlight, Registered};
-pub use config::{EngineChoice, IoEngineConfig};
+pub use config::{ENGINE_ENV, EngineChoice, IoEngineConfig};
 pub use error::{Backend, Error, Op, Result};
 #[cfg(uring)]
 pub use io::UringEngine;
