@@ -25,7 +25,11 @@ fn io(c: &mut Criterion) {
         Err(e) => panic!("tokio runtime: {e}"),
     };
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ferrite-bench");
-    let mut bench = match runtime.block_on(Bench::new(&dir)) {
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        panic!("bench dir {}: {e}", dir.display());
+    }
+    let config = ferrite_io::IoEngineConfig::default();
+    let mut bench = match runtime.block_on(Bench::new(&dir, &config, &|_| {})) {
         Ok(bench) => bench,
         Err(e) => panic!("bench setup in {}: {e}", dir.display()),
     };
@@ -37,7 +41,9 @@ fn io(c: &mut Criterion) {
         } else {
             Throughput::Elements(1)
         });
-        for &backend in Backend::ALL.iter().filter(|b| b.supports(row)) {
+        let backends: Vec<Backend> =
+            Backend::ALL.iter().copied().filter(|b| b.supports(row) && bench.runs(*b)).collect();
+        for backend in backends {
             group.bench_function(backend.name(), |b| {
                 b.iter_custom(|iters| match runtime.block_on(bench.run(row, backend, iters)) {
                     Ok(elapsed) => elapsed,

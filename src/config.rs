@@ -57,9 +57,7 @@ impl EngineChoice {
             Ok(value) if value.is_empty() => Ok(None),
             Ok(value) => value.parse().map(Some).map_err(|_| bad(ENGINE_ENV, value, ENGINE_VALUES)),
             Err(std::env::VarError::NotPresent) => Ok(None),
-            Err(std::env::VarError::NotUnicode(value)) => {
-                Err(bad(ENGINE_ENV, value.to_string_lossy(), ENGINE_VALUES))
-            }
+            Err(std::env::VarError::NotUnicode(value)) => Err(bad(ENGINE_ENV, value.to_string_lossy(), ENGINE_VALUES)),
         }
     }
 }

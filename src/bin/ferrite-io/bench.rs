@@ -1,59 +1,155 @@
-//! `ferrite-io bench`: the main rows of the performance table on the io_uring engine, the tokio
-//! engine and the raw baselines, in one process, interleaved, with medians and ratios.
+//! `ferrite-io bench`: the rows of the performance table on the io_uring engine, the tokio
+//! engine and the raw baselines, in one process, interleaved, with medians, ratios, and a chart
+//! of the ratios with their spread over rounds.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
+use ferrite_io::IoEngineConfig;
+use serde::Serialize;
 
-use crate::workloads::{Backend, Bench, Row};
+use crate::Failure;
+use crate::chart;
+use crate::output::{EngineSource, Progress, micros, table};
+use crate::scratch::Scratch;
+use crate::workloads::{Backend, Bench, FILES, Row};
 
 /// How long one measurement (one backend, one round) should take.
 const SAMPLE: Duration = Duration::from_millis(60);
+/// Version of the `--json` report; raised when a field changes meaning or goes away.
+const REPORT_VERSION: u32 = 2;
+
+/// What `bench` was asked to do, checked (`rows` is not empty).
+pub struct Options {
+    pub config: IoEngineConfig,
+    pub source: EngineSource,
+    pub rows: Vec<Row>,
+    pub rounds: usize,
+    pub json: bool,
+    pub chart: PathBuf,
+    pub dir: PathBuf,
+    pub keep: bool,
+}
+
+/// The ratios of the table and the chart: a label, our backend, the baseline.
+const RATIOS: [(&str, &str, &str); 5] = [
+    ("fixed/raw", "uring_fixed", "raw_ring"),
+    ("fixed/pread", "uring_fixed", "pread"),
+    ("fixed/nowait", "uring_fixed", "nowait"),
+    ("tokio/tokio_fs", "tokio_engine", "tokio_fs"),
+    ("tokio/spawn_blk", "tokio_engine", "spawn_blocking"),
+];
 
 /// Time per operation of every backend on one row, one sample per round.
 struct Measured {
     row: Row,
     samples: BTreeMap<&'static str, Vec<f64>>,
-    medians: BTreeMap<&'static str, f64>,
 }
 
-pub async fn run(dir: &Path, rounds: usize, only: Option<&str>, json: bool) -> ferrite_io::Result<()> {
-    let rows: Vec<Row> = Row::ALL.into_iter().filter(|r| only.is_none_or(|o| r.name().contains(o))).collect();
-    eprintln!("preparing 3 files of up to 256 MiB in {} (ext4 here; not tmpfs)...", dir.display());
-    let mut bench = Bench::new(dir).await?;
-    let total = rows.iter().map(|r| Backend::ALL.iter().filter(|b| b.supports(*r)).count() * rounds).sum::<usize>();
-    let progress = ProgressBar::new(total as u64);
-    progress.set_style(
-        ProgressStyle::with_template("{spinner} [{bar:40}] {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+/// The median and the extremes of some samples.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// `None` for no samples.
+    fn of(mut samples: Vec<f64>) -> Option<Spread> {
+        samples.sort_by(f64::total_cmp);
+        let n = samples.len();
+        let median = match n {
+            0 => return None,
+            n if n % 2 == 1 => samples[n / 2],
+            n => (samples[n / 2 - 1] + samples[n / 2]) / 2.0,
+        };
+        Some(Spread { median, min: samples[0], max: samples[n - 1] })
+    }
+}
+
+impl Measured {
+    fn median(&self, backend: &str) -> Option<f64> {
+        Spread::of(self.samples.get(backend)?.clone()).map(|s| s.median)
+    }
+
+    /// `ours / baseline` as a time ratio (lower is better), one per round, so drift of the
+    /// machine between rounds cancels out. Rate rows give the same number, which there means
+    /// "baseline throughput / ours".
+    fn ratio(&self, ours: &str, baseline: &str) -> Option<Spread> {
+        let (ours, baseline) = (self.samples.get(ours)?, self.samples.get(baseline)?);
+        Spread::of(ours.iter().zip(baseline).map(|(a, b)| a / b).collect())
+    }
+}
+
+/// The `--json` report.
+#[derive(Serialize)]
+struct Report {
+    version: u32,
+    kernel: String,
+    cpus: usize,
+    rounds: usize,
+    engine_requested: String,
+    engine_requested_by: String,
+    rows: Vec<RowReport>,
+}
+
+#[derive(Serialize)]
+struct RowReport {
+    row: &'static str,
+    bytes_per_op: usize,
+    /// Median microseconds per operation of every backend that ran.
+    us_per_op: BTreeMap<&'static str, f64>,
+    /// Per-round ratios, by label of [`RATIOS`].
+    ratios: BTreeMap<&'static str, Spread>,
+}
+
+pub async fn run(options: Options) -> Result<(), Failure> {
+    let Options { config, source, rows, rounds, json, chart, dir, keep } = options;
+    let mut scratch = Scratch::new(&dir, keep)?;
+    for (name, _) in FILES {
+        scratch.file(name);
+    }
+    let mib = FILES.iter().map(|(_, size)| size >> 20).sum();
+    let phase = Progress::start(format!("lay out files in {}", dir.display()), mib, "MiB");
+    let mut bench = Bench::new(&dir, &config, &|bytes| phase.inc(bytes >> 20)).await?;
+    phase.finish();
+    let backends: Vec<Backend> = Backend::ALL.iter().copied().filter(|b| bench.runs(*b)).collect();
+    let runs = |row: Row| backends.iter().copied().filter(move |b| b.supports(row));
+    let total = rows.iter().map(|&row| runs(row).count() * rounds).sum::<usize>();
+    let phase = Progress::start("measure", total as u64, "runs");
     let mut measured = Vec::new();
-    for row in rows {
+    for &row in &rows {
         let iters = calibrate(&mut bench, row).await?;
         let mut samples: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
+        let row_backends: Vec<Backend> = runs(row).collect();
         for round in 0..rounds {
             // Rotate the order each round so no backend always runs first (or right after a
             // write-heavy neighbour).
-            let backends: Vec<Backend> = Backend::ALL.iter().copied().filter(|b| b.supports(row)).collect();
-            for i in 0..backends.len() {
-                let backend = backends[(i + round) % backends.len()];
-                progress.set_message(format!("{row} / {backend}"));
+            for i in 0..row_backends.len() {
+                let backend = row_backends[(i + round) % row_backends.len()];
+                phase.message(format!("{row} / {backend}"));
                 let elapsed = bench.run(row, backend, iters).await?;
                 samples.entry(backend.name()).or_default().push(elapsed.as_secs_f64() * 1e6 / iters as f64);
-                progress.inc(1);
+                phase.inc(1);
             }
         }
-        let medians = samples.iter().map(|(name, v)| (*name, median(&mut v.clone()))).collect();
-        measured.push(Measured { row, samples, medians });
+        measured.push(Measured { row, samples });
     }
-    progress.finish_and_clear();
+    phase.finish();
+    let title = format!(
+        "ferrite-io bench: ours / baseline, median and range of {rounds} rounds; kernel {}",
+        ferrite_io::io::detect::kernel_release()
+    );
+    draw(&chart, &title, &measured)?;
+    eprintln!("chart: {}", chart.display());
     if json {
-        println!("{}", to_json(&measured, rounds));
+        let report = report(&measured, rounds, &config, &source);
+        let text = serde_json::to_string_pretty(&report).map_err(|e| Failure::Run(format!("JSON report: {e}")))?;
+        println!("{text}");
     } else {
-        print_table(&measured, rounds);
+        print_table(&measured, &backends, rounds, &config, &source);
     }
     Ok(())
 }
@@ -67,93 +163,89 @@ async fn calibrate(bench: &mut Bench, row: Row) -> ferrite_io::Result<u64> {
     Ok(iters.clamp(64, 50_000))
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
-}
-
-/// A latency in microseconds, or for rate rows the rate the latency implies.
+/// A latency, or for rate rows the rate the latency implies.
 fn cell(row: Row, us: f64) -> String {
     match row {
         Row::DirectSeqwrite128k => format!("{:.0} MB/s", row.bytes() as f64 / us),
         r if r.is_rate() => format!("{:.1}k IOPS", 1e3 / us),
-        _ => format!("{us:.2} us"),
+        _ => micros(us),
     }
 }
 
-/// `ours / baseline` as a time ratio (lower is better): the median over rounds of the ratio
-/// within each round, so drift of the machine between rounds cancels out. Rate rows print the
-/// same number, which there means "baseline throughput / ours".
-fn paired_ratio(m: &Measured, ours: &str, baseline: &str) -> Option<f64> {
-    let (ours, baseline) = (m.samples.get(ours)?, m.samples.get(baseline)?);
-    let mut ratios: Vec<f64> = ours.iter().zip(baseline).map(|(a, b)| a / b).collect();
-    (!ratios.is_empty()).then(|| median(&mut ratios))
-}
-
-fn ratio(m: &Measured, ours: &str, baseline: &str) -> String {
-    paired_ratio(m, ours, baseline).map_or("-".to_owned(), |r| format!("{r:.2}x"))
-}
-
-const RATIOS: [(&str, &str, &str); 5] = [
-    ("fixed/raw", "uring_fixed", "raw_ring"),
-    ("fixed/pread", "uring_fixed", "pread"),
-    ("fixed/nowait", "uring_fixed", "nowait"),
-    ("tokio/tokio_fs", "tokio_engine", "tokio_fs"),
-    ("tokio/spawn_blk", "tokio_engine", "spawn_blocking"),
-];
-
-fn print_table(measured: &[Measured], rounds: usize) {
-    let backends: Vec<&str> = Backend::ALL.iter().map(|b| b.name()).collect();
+fn print_table(
+    measured: &[Measured],
+    backends: &[Backend],
+    rounds: usize,
+    config: &IoEngineConfig,
+    source: &EngineSource,
+) {
     println!(
-        "ferrite-io bench: medians of {rounds} interleaved rounds; kernel {}, {} CPUs",
+        "ferrite-io bench: medians of {rounds} interleaved rounds; kernel {}, {} CPUs; engine {} from {source}",
         ferrite_io::io::detect::kernel_release(),
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        config.engine,
     );
-    let mut header = format!("{:<26}", "row");
-    for b in &backends {
-        header += &format!(" {b:>15}");
-    }
-    for (label, _, _) in RATIOS {
-        header += &format!(" {label:>15}");
-    }
-    println!("{header}");
+    let mut header = vec!["row".to_owned()];
+    header.extend(backends.iter().map(|b| b.name().to_owned()));
+    header.extend(RATIOS.iter().map(|(label, _, _)| (*label).to_owned()));
+    let mut lines = vec![header];
     for m in measured {
-        let mut line = format!("{:<26}", m.row.name());
-        for b in &backends {
-            let text = m.medians.get(b).map_or("-".to_owned(), |us| cell(m.row, *us));
-            line += &format!(" {text:>15}");
-        }
-        for (_, ours, base) in RATIOS {
-            line += &format!(" {:>15}", ratio(m, ours, base));
-        }
-        println!("{line}");
+        let mut line = vec![m.row.name().to_owned()];
+        line.extend(backends.iter().map(|b| m.median(b.name()).map_or("-".to_owned(), |us| cell(m.row, us))));
+        line.extend(
+            RATIOS
+                .iter()
+                .map(|(_, ours, base)| m.ratio(ours, base).map_or("-".to_owned(), |r| format!("{:.2}x", r.median))),
+        );
+        lines.push(line);
     }
+    print!("{}", table(&lines));
     println!(
         "ratios are time per operation, ours / baseline, the median of the per-round ratios: below 1.00x is faster"
     );
 }
 
-fn to_json(measured: &[Measured], rounds: usize) -> serde_json::Value {
-    let rows: Vec<_> = measured
+fn report(measured: &[Measured], rounds: usize, config: &IoEngineConfig, source: &EngineSource) -> Report {
+    let rows = measured
         .iter()
-        .map(|m| {
-            let ratios: serde_json::Map<String, serde_json::Value> = RATIOS
-                .iter()
-                .filter_map(|(label, ours, base)| Some(((*label).to_owned(), json!(paired_ratio(m, ours, base)?))))
-                .collect();
-            json!({
-                "row": m.row.name(),
-                "bytes_per_op": m.row.bytes(),
-                "us_per_op": m.medians,
-                "ratios": ratios,
-            })
+        .map(|m| RowReport {
+            row: m.row.name(),
+            bytes_per_op: m.row.bytes(),
+            us_per_op: m.samples.keys().filter_map(|&b| Some((b, m.median(b)?))).collect(),
+            ratios: RATIOS.iter().filter_map(|&(label, ours, base)| Some((label, m.ratio(ours, base)?))).collect(),
         })
         .collect();
-    json!({
-        "kernel": ferrite_io::io::detect::kernel_release(),
-        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
-        "rounds": rounds,
-        "rows": rows,
-    })
+    Report {
+        version: REPORT_VERSION,
+        kernel: ferrite_io::io::detect::kernel_release(),
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        rounds,
+        engine_requested: config.engine.to_string(),
+        engine_requested_by: source.to_string(),
+        rows,
+    }
+}
+
+fn draw(path: &std::path::Path, title: &str, measured: &[Measured]) -> Result<(), Failure> {
+    let rows: Vec<&str> = measured.iter().map(|m| m.row.name()).collect();
+    let series: Vec<chart::Series> = RATIOS
+        .iter()
+        .map(|&(label, ours, base)| chart::Series {
+            label,
+            spreads: measured.iter().map(|m| m.ratio(ours, base)).collect(),
+        })
+        .collect();
+    chart::draw(path, title, &rows, &series).map_err(|e| Failure::Run(format!("chart {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spreads_give_median_and_range() {
+        assert_eq!(Spread::of(vec![]), None);
+        assert_eq!(Spread::of(vec![3.0, 1.0, 2.0]), Some(Spread { median: 2.0, min: 1.0, max: 3.0 }));
+        assert_eq!(Spread::of(vec![4.0, 1.0, 2.0, 3.0]), Some(Spread { median: 2.5, min: 1.0, max: 4.0 }));
+    }
 }

@@ -1,93 +1,293 @@
 //! `ferrite-io`: the command line. `probe` prints what the engine detection found and runs a
-//! write, sync and read round trip on the chosen engine; `bench` runs the performance table.
+//! write, sync and read round trip; `flush` runs the HybridLog workload; `bench` measures the
+//! performance table and draws its ratios. This file owns the flags, their ranges, the config
+//! (file, `FERRITE_IO_ENGINE`, flags) and the exit codes.
 
 mod bench;
+mod chart;
 mod flush;
+mod output;
+mod probe;
+mod scratch;
 mod workloads;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
-use clap::{Parser, Subcommand};
-use ferrite_io::{EngineChoice, IoEngine, IoEngineConfig, OpenOptions, UringSupport};
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use ferrite_io::hybridlog::SyncPolicy;
+use ferrite_io::{EngineChoice, IoEngineConfig};
+
+use crate::output::EngineSource;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    the run failed (I/O, engine, verification); files it created are removed
+  2    bad input: a flag, the config file or FERRITE_IO_ENGINE
+  130  interrupted (Ctrl-C); files it created are removed";
 
 #[derive(Parser)]
-#[command(name = "ferrite-io", version, about = "io_uring-first owned-buffer I/O for storage engines")]
+#[command(
+    name = "ferrite-io",
+    version,
+    about = "io_uring-first owned-buffer I/O for storage engines",
+    after_help = EXIT_CODES
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// What every command takes.
+#[derive(Args)]
+struct Common {
+    /// A TOML file whose only table is [io] (unknown tables and keys are errors).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Engine; overrides FERRITE_IO_ENGINE, which overrides the config file.
+    #[arg(long, value_enum)]
+    engine: Option<EngineArg>,
+    /// Directory for the command's files: created if missing (its parent must exist); a real
+    /// disk (not tmpfs) for O_DIRECT.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Keep the files the command created and print their paths (by default they are removed,
+    /// whether the command succeeds or fails).
+    #[arg(long)]
+    keep: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Detect io_uring, choose an engine, and run a write/sync/read round trip on it.
+    #[command(after_help = EXIT_CODES)]
     Probe {
-        /// Engine: auto, uring or tokio (overrides the config file).
-        #[arg(long)]
-        engine: Option<EngineChoice>,
-        /// A TOML file with an [io] table.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Directory for the round-trip file (default: the current directory).
-        #[arg(long, default_value = ".")]
-        dir: PathBuf,
-        /// Open the round-trip file with O_DIRECT.
+        #[command(flatten)]
+        common: Common,
+        /// Open the round-trip file with O_DIRECT (default: io.direct_io).
         #[arg(long)]
         direct: bool,
     },
-    /// The HybridLog workload: flush pages of records through the page flusher, then cold-read
-    /// random pages and verify them.
+    /// The HybridLog workload: flush pages of records through the page flusher, then read
+    /// random pages back cold and verify them.
+    #[command(after_help = EXIT_CODES)]
     Flush {
-        /// Engine: auto, uring or tokio.
-        #[arg(long, default_value = "auto")]
-        engine: EngineChoice,
-        /// Open the log with O_DIRECT.
+        #[command(flatten)]
+        common: Common,
+        /// Open the log with O_DIRECT (default: io.direct_io).
         #[arg(long)]
         direct: bool,
-        /// Page size (bytes, or with K/KiB/M/MiB): a multiple of 4096.
-        #[arg(long, default_value = "64KiB", value_parser = parse_size)]
-        page_size: u64,
-        /// Number of pages (overrides --size).
-        #[arg(long)]
+        /// Page size: a multiple of 4 KiB in 4KiB..=1GiB (default: io.buffer_size, 64KiB).
+        #[arg(long, value_name = "SIZE", value_parser = page_size)]
+        page_size: Option<u64>,
+        /// Number of pages, 1..=16777216 (instead of --size).
+        #[arg(long, value_name = "N", conflicts_with = "size", value_parser = clap::value_parser!(u64).range(1..=MAX_PAGES))]
         pages: Option<u64>,
-        /// Log size to write (bytes, or with K/M/G suffixes).
-        #[arg(long, default_value = "256MiB", value_parser = parse_size)]
-        size: u64,
+        /// Log size: a multiple of --page-size in 4KiB..=1TiB [default: 256MiB].
+        #[arg(long, value_name = "SIZE", value_parser = log_size)]
+        size: Option<u64>,
         /// per-page (linked write + fdatasync), group (group commit) or none.
-        #[arg(long, default_value = "group")]
-        sync: ferrite_io::hybridlog::SyncPolicy,
-        /// Pages in flight.
-        #[arg(long, default_value_t = 8)]
-        depth: usize,
-        /// Random pages to read back and verify afterwards.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, value_enum, default_value = "group")]
+        sync: SyncArg,
+        /// Pages in flight, 1..=256.
+        #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+        depth: u64,
+        /// Random pages to read back cold and verify afterwards, 0..=10000000.
+        #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
         reads: u64,
-        /// Directory for the log file (a real disk for --direct; not tmpfs).
-        #[arg(long, default_value = ".")]
-        dir: PathBuf,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
-        /// Keep the log file.
-        #[arg(long)]
-        keep: bool,
     },
-    /// Measure every row on both engines and the raw baselines, side by side.
+    /// Measure every row on both engines and the raw baselines, side by side, and draw the
+    /// ratios with their spread over rounds.
+    #[command(after_help = EXIT_CODES)]
     Bench {
-        /// Where the 256 MiB bench files go (must be a real disk; tmpfs has no O_DIRECT).
-        #[arg(long, default_value = "target/ferrite-bench")]
-        dir: PathBuf,
-        /// Interleaved rounds per row; the table shows medians.
-        #[arg(long, default_value_t = 5)]
-        rounds: usize,
-        /// Only rows whose name contains this (e.g. `direct`).
+        #[command(flatten)]
+        common: Common,
+        /// Interleaved rounds per row, 1..=1000; the table shows medians.
+        #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        rounds: u64,
+        /// Only rows whose name contains this (e.g. `direct`); at least one must match.
         #[arg(long)]
         only: Option<String>,
         /// Print JSON instead of the table.
         #[arg(long)]
         json: bool,
+        /// Where the SVG chart of the ratios goes.
+        #[arg(long, value_name = "FILE", default_value = "ferrite-io-bench.svg")]
+        chart: PathBuf,
     },
+}
+
+/// `--engine`: the names of [`EngineChoice`], checked by clap so errors name the flag.
+#[derive(Clone, Copy, ValueEnum)]
+enum EngineArg {
+    Auto,
+    Uring,
+    Tokio,
+}
+
+impl From<EngineArg> for EngineChoice {
+    fn from(arg: EngineArg) -> EngineChoice {
+        match arg {
+            EngineArg::Auto => EngineChoice::Auto,
+            EngineArg::Uring => EngineChoice::Uring,
+            EngineArg::Tokio => EngineChoice::Tokio,
+        }
+    }
+}
+
+/// `--sync`: the names of [`SyncPolicy`], checked by clap so errors name the flag.
+#[derive(Clone, Copy, ValueEnum)]
+enum SyncArg {
+    PerPage,
+    Group,
+    None,
+}
+
+impl From<SyncArg> for SyncPolicy {
+    fn from(arg: SyncArg) -> SyncPolicy {
+        match arg {
+            SyncArg::PerPage => SyncPolicy::PerPage,
+            SyncArg::Group => SyncPolicy::Group,
+            SyncArg::None => SyncPolicy::None,
+        }
+    }
+}
+
+const KIB: u64 = 1 << 10;
+const GIB: u64 = 1 << 30;
+/// Largest `--pages`.
+const MAX_PAGES: u64 = 1 << 24;
+/// Largest log `flush` writes.
+const MAX_LOG: u64 = 1 << 40;
+/// Largest buffer pool `flush` maps (page size times buffers).
+const MAX_POOL: u64 = 4 * GIB;
+/// `flush --size` when neither it nor `--pages` is given.
+const DEFAULT_LOG: u64 = 256 << 20;
+
+/// A size such as `4096`, `64K`, `64KiB`, `1.5MiB` or `2G` (binary units, a bare number is bytes).
+fn size(text: &str) -> Result<u64, String> {
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(text)
+        .map_err(|e| format!("{e} (a size like 4096, 64KiB or 1MiB)"))
+}
+
+/// A size that is a multiple of 4 KiB within `min..=max`.
+fn aligned_size(text: &str, min: u64, max: u64, range: &str) -> Result<u64, String> {
+    let bytes = size(text)?;
+    if bytes < min || bytes > max || bytes % (4 * KIB) != 0 {
+        return Err(format!("{bytes} bytes is not a multiple of 4 KiB in {range}"));
+    }
+    Ok(bytes)
+}
+
+fn page_size(text: &str) -> Result<u64, String> {
+    aligned_size(text, 4 * KIB, GIB, "4KiB..=1GiB")
+}
+
+fn log_size(text: &str) -> Result<u64, String> {
+    aligned_size(text, 4 * KIB, MAX_LOG, "4KiB..=1TiB")
+}
+
+/// Exits with clap's usage error (exit code 2) for input clap cannot check alone.
+fn usage(message: impl std::fmt::Display) -> ! {
+    Cli::command().error(ErrorKind::ValueValidation, message).exit()
+}
+
+/// The config a command runs with: the file (or the defaults), then `FERRITE_IO_ENGINE`, then
+/// `--engine`, and where the engine choice came from. Bad input exits with code 2.
+fn resolve(common: &Common) -> (IoEngineConfig, EngineSource) {
+    let (mut config, mut source) = match &common.config {
+        Some(path) => match IoEngineConfig::from_toml_file(path) {
+            Ok(config) => (config, EngineSource::File(path.display().to_string())),
+            Err(e) => usage(e),
+        },
+        None => (IoEngineConfig::default(), EngineSource::Default),
+    };
+    match EngineChoice::from_env() {
+        Ok(Some(engine)) => (config.engine, source) = (engine, EngineSource::Env),
+        Ok(None) => {}
+        Err(e) => usage(e),
+    }
+    if let Some(engine) = common.engine {
+        (config.engine, source) = (engine.into(), EngineSource::Flag);
+    }
+    (config, source)
+}
+
+/// Why a command failed, and so its exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// The run failed (exit code 1).
+    Run(String),
+    /// Ctrl-C (exit code 130).
+    Interrupted,
+}
+
+impl From<ferrite_io::Error> for Failure {
+    fn from(e: ferrite_io::Error) -> Failure {
+        Failure::Run(e.to_string())
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure::Run(message)
+    }
+}
+
+/// What `flush` runs with, checked across flags.
+fn flush_options(command: Command) -> flush::Options {
+    let Command::Flush { common, direct, page_size, pages, size, sync, depth, reads, json } = command else {
+        unreachable!("called for flush only")
+    };
+    let (mut config, source) = resolve(&common);
+    let page_size = page_size.unwrap_or(config.buffer_size as u64);
+    let pages = match pages {
+        Some(pages) => match pages.checked_mul(page_size).filter(|&bytes| bytes <= MAX_LOG) {
+            Some(_) => pages,
+            None => usage(format!("--pages {pages} of --page-size {page_size} is more than 1 TiB")),
+        },
+        None => {
+            let (bytes, given) = match size {
+                Some(bytes) => (bytes, ""),
+                None => (DEFAULT_LOG, " (the default)"),
+            };
+            if bytes < page_size {
+                usage(format!("--size {bytes}{given} is smaller than --page-size {page_size}"));
+            }
+            if bytes % page_size != 0 {
+                usage(format!(
+                    "--size {bytes}{given} is not a multiple of --page-size {page_size}; give --pages or such a --size"
+                ));
+            }
+            bytes / page_size
+        }
+    };
+    // Twice `depth` writers each hold a page, plus one buffer for the reads.
+    let buffers = depth * 2 + 1;
+    if buffers.checked_mul(page_size).is_none_or(|bytes| bytes > MAX_POOL) {
+        usage(format!("--page-size {page_size} with --depth {depth} needs {buffers} page buffers, more than 4 GiB"));
+    }
+    config.buffer_size = page_size as usize;
+    config.registered_buffers = buffers as u32;
+    config.direct_io |= direct;
+    flush::Options {
+        config,
+        source,
+        pages,
+        sync: sync.into(),
+        depth: depth as usize,
+        reads,
+        dir: common.dir,
+        json,
+        keep: common.keep,
+    }
 }
 
 fn main() -> ExitCode {
@@ -96,6 +296,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
+        .with_ansi(output::stderr_colour())
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -106,119 +307,77 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
-        Command::Probe { engine, config, dir, direct } => runtime.block_on(probe(engine, config, dir, direct)),
-        Command::Bench { dir, rounds, only, json } => {
-            runtime.block_on(bench::run(&dir, rounds.max(1), only.as_deref(), json))
+    let result = runtime.block_on(async {
+        let command: std::pin::Pin<Box<dyn Future<Output = Result<(), Failure>>>> = match cli.command {
+            Command::Probe { common, direct } => {
+                let (mut config, source) = resolve(&common);
+                config.direct_io |= direct;
+                Box::pin(probe::run(config, source, common.dir, common.keep))
+            }
+            command @ Command::Flush { .. } => Box::pin(flush::run(flush_options(command))),
+            Command::Bench { common, rounds, only, json, chart } => {
+                let (config, source) = resolve(&common);
+                let rows =
+                    workloads::Row::ALL.into_iter().filter(|r| only.as_deref().is_none_or(|o| r.name().contains(o)));
+                let rows: Vec<_> = rows.collect();
+                if rows.is_empty() {
+                    let names: Vec<_> = workloads::Row::ALL.iter().map(|r| r.name()).collect();
+                    usage(format!(
+                        "--only {:?} matches no row; the rows are {}",
+                        only.unwrap_or_default(),
+                        names.join(", ")
+                    ));
+                }
+                let options = bench::Options {
+                    config,
+                    source,
+                    rows,
+                    rounds: rounds as usize,
+                    json,
+                    chart,
+                    dir: common.dir,
+                    keep: common.keep,
+                };
+                Box::pin(bench::run(options))
+            }
+        };
+        // Ctrl-C drops the command: its files go with its `Scratch`, its engine drains.
+        tokio::select! {
+            result = command => result,
+            _ = tokio::signal::ctrl_c() => Err(Failure::Interrupted),
         }
-        Command::Flush { engine, direct, page_size, pages, size, sync, depth, reads, dir, json, keep } => {
-            let page_size = page_size as usize;
-            let pages = pages.unwrap_or(size / page_size.max(1) as u64).max(1);
-            let options =
-                flush::Options { engine, direct, page_size, pages, sync, depth: depth.max(1), reads, dir, json, keep };
-            runtime.block_on(flush::run(options))
-        }
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
+        Err(Failure::Run(message)) => {
+            eprintln!("error: {message}");
             ExitCode::FAILURE
         }
-    }
-}
-
-async fn probe(
-    engine: Option<EngineChoice>,
-    config: Option<PathBuf>,
-    dir: PathBuf,
-    direct: bool,
-) -> ferrite_io::Result<()> {
-    let mut config = match config {
-        Some(path) => IoEngineConfig::from_toml_file(path)?,
-        None => IoEngineConfig::default(),
-    };
-    if let Some(engine) = engine {
-        config.engine = engine;
-    }
-    config.direct_io |= direct;
-    println!("ferrite-io {}", env!("CARGO_PKG_VERSION"));
-    println!("kernel:           {}", ferrite_io::io::detect::kernel_release());
-    let sysctl = ferrite_io::io::detect::io_uring_disabled_sysctl();
-    println!("io_uring_disabled: {}", sysctl.map_or("absent".to_owned(), |v| v.to_string()));
-    if config.engine == EngineChoice::Tokio {
-        println!("io_uring probe:   skipped (engine = \"tokio\")");
-    } else {
-        match ferrite_io::check_uring_support(&config) {
-            UringSupport::Supported(info) => println!("io_uring probe:   supported: {info}"),
-            UringSupport::Unsupported(why) => println!("io_uring probe:   unsupported: {why}"),
+        Err(Failure::Interrupted) => {
+            eprintln!("interrupted");
+            ExitCode::from(130)
         }
     }
-    let engine = ferrite_io::create_engine(config.clone())?;
-    println!("engine:           {}", engine.selection());
-    println!("pool:             {} buffers x {} bytes", engine.pool().capacity(), engine.pool().buffer_size());
-
-    let path = dir.join(format!("ferrite-io-probe-{}.dat", std::process::id()));
-    let options = OpenOptions::new().create(true).truncate(true).direct(config.direct_io);
-    let file = engine.open(&path, &options).await?;
-    let outcome = round_trip(&*engine, &file).await;
-    let _ = std::fs::remove_file(&path);
-    let (write, sync, read) = outcome?;
-    println!(
-        "round trip:       {} bytes at {}: write {write:?}, fdatasync {sync:?}, read {read:?}, bytes verified{}",
-        engine.pool().buffer_size(),
-        path.display(),
-        if config.direct_io { " (O_DIRECT)" } else { "" }
-    );
-    Ok(())
 }
 
-/// Writes a pattern with a registered buffer, syncs, reads it back into a recycled buffer and
-/// compares. Returns the three durations.
-async fn round_trip<E: IoEngine>(
-    engine: &E,
-    file: &ferrite_io::File,
-) -> ferrite_io::Result<(std::time::Duration, std::time::Duration, std::time::Duration)> {
-    let mut buf = engine.acquire().await;
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = (i % 251) as u8;
-    }
-    let start = Instant::now();
-    let (written, buf) = engine.write_all_at(file, buf, 0).await.into_parts();
-    written?;
-    let write = start.elapsed();
-    let start = Instant::now();
-    engine.sync_data(file).await?;
-    let sync = start.elapsed();
-    let mut buf = buf.into_free();
-    buf.fill(0);
-    let start = Instant::now();
-    let (result, buf) = engine.read_exact_at(file, buf, 0).await.into_parts();
-    result?;
-    let read = start.elapsed();
-    if buf.iter().enumerate().any(|(i, &b)| b != (i % 251) as u8) {
-        return Err(ferrite_io::Error::Io {
-            op: ferrite_io::Op::Read,
-            offset: 0,
-            backend: engine.backend(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "read back different bytes"),
-        });
-    }
-    Ok((write, sync, read))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Parses `4096`, `64K`, `64KiB`, `1M`, `1MiB`, `2G`, `2GiB` (binary units).
-fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size like 4096, 64KiB or 1MiB"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        other => return Err(format!("unknown size unit {other:?}: use K, M or G")),
-    };
-    number.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(size("64KiB"), Ok(65536));
+        assert_eq!(size("64K"), Ok(65536));
+        assert_eq!(size("1.5MiB"), Ok(3 << 19));
+        assert!(size("12 parsecs").is_err());
+        assert!(page_size("1000").is_err());
+        assert!(page_size("2GiB").is_err());
+        assert_eq!(log_size("1TiB"), Ok(MAX_LOG));
+        assert!(log_size("18446744073709551615").is_err());
+    }
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
 }

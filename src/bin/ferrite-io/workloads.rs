@@ -20,6 +20,13 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 /// Size of the data file the read rows use and the write file the sequential row fills.
 pub const FILE_SIZE: u64 = 256 << 20;
+/// The files [`Bench::new`] lays out in its directory, and their sizes.
+pub const FILES: [(&str, u64); 4] = [
+    ("ferrite-io-bench-data.bin", FILE_SIZE),
+    ("ferrite-io-bench-seq.bin", FILE_SIZE),
+    ("ferrite-io-bench-write.bin", 64 << 20),
+    ("ferrite-io-bench-sync.bin", 1 << 20),
+];
 const PAGE: usize = 4096;
 const SEQ_BLOCK: usize = 128 << 10;
 const BATCH: usize = 8;
@@ -179,11 +186,10 @@ impl fmt::Display for Backend {
 
 /// Files, engines and offsets for all rows. Build once, run many times.
 pub struct Bench {
+    /// `None` when the config chose the tokio engine, or `auto` found io_uring unavailable.
     #[cfg(uring)]
-    uring: SharedIoEngine,
+    uring: Option<(SharedIoEngine, raw::Ring)>,
     tokio: SharedIoEngine,
-    #[cfg(uring)]
-    raw: raw::Ring,
     /// Buffered handles of the data file and the random-write file, and the fsync file.
     cached: Files,
     write: Files,
@@ -225,15 +231,18 @@ fn io_error(source: std::io::Error) -> ferrite_io::Error {
     ferrite_io::Error::Io { op: ferrite_io::Op::Open, offset: 0, backend: ferrite_io::Backend::Tokio, source }
 }
 
-/// Lays out `path` with `size` bytes of real (non-sparse) data unless it already has them.
-fn lay_out(path: &Path, size: u64) -> std::io::Result<()> {
+/// Lays out `path` with `size` bytes of real (non-sparse) data unless it already has them;
+/// `progress` hears of every MiB written.
+fn lay_out(path: &Path, size: u64, progress: &dyn Fn(u64)) -> std::io::Result<()> {
     if std::fs::metadata(path).is_ok_and(|m| m.len() == size) {
+        progress(size);
         return Ok(());
     }
     let file = std::fs::File::create(path)?;
     let chunk: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
     for offset in (0..size).step_by(chunk.len()) {
         file.write_all_at(&chunk, offset)?;
+        progress(chunk.len() as u64);
     }
     file.sync_all()
 }
@@ -249,52 +258,69 @@ fn warm(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The io_uring engine and the raw ring, unless `config` asks for tokio; `auto` without a
+/// working io_uring gives `None`, `uring` gives the error.
+#[cfg(uring)]
+fn uring(config: &IoEngineConfig) -> ferrite_io::Result<Option<(SharedIoEngine, raw::Ring)>> {
+    use ferrite_io::EngineChoice;
+    let engine = match config.engine {
+        EngineChoice::Tokio => return Ok(None),
+        EngineChoice::Auto => match ferrite_io::create_engine(config.clone())? {
+            engine if engine.backend() == ferrite_io::Backend::Uring => engine,
+            _ => return Ok(None),
+        },
+        EngineChoice::Uring => ferrite_io::create_engine(config.clone())?,
+    };
+    Ok(Some((engine, raw::Ring::new(32, SEQ_BLOCK).map_err(io_error)?)))
+}
+
 impl Bench {
-    /// Creates (or reuses) the files in `dir` (must be a real disk, not tmpfs) and the engines.
-    /// Must run inside a tokio runtime.
+    /// Creates (or reuses) the [`FILES`] in `dir`, an existing directory on a real disk (not
+    /// tmpfs), and the engines: `config` with the pool the rows need; its `engine` decides
+    /// whether the io_uring backends run (see [`runs`](Self::runs)). `progress` hears of every
+    /// MiB laid out. Must run inside a tokio runtime.
     ///
     /// # Errors
     ///
     /// Any I/O or engine error.
-    pub async fn new(dir: &Path) -> ferrite_io::Result<Bench> {
-        std::fs::create_dir_all(dir).map_err(io_error)?;
-        let data = dir.join("data.bin");
-        let seq = dir.join("seq.bin");
-        lay_out(&data, FILE_SIZE).map_err(io_error)?;
-        lay_out(&seq, FILE_SIZE).map_err(io_error)?;
-        lay_out(&dir.join("write.bin"), 64 << 20).map_err(io_error)?;
-        lay_out(&dir.join("sync.bin"), 1 << 20).map_err(io_error)?;
+    pub async fn new(dir: &Path, config: &IoEngineConfig, progress: &dyn Fn(u64)) -> ferrite_io::Result<Bench> {
+        let [data, seq, write, sync] = FILES.map(|(name, _)| dir.join(name));
+        for ((_, size), path) in FILES.iter().zip([&data, &seq, &write, &sync]) {
+            lay_out(path, *size, progress).map_err(io_error)?;
+        }
         warm(&data).map_err(io_error)?;
-        let config = IoEngineConfig {
-            uring_entries: 256,
-            registered_buffers: 64,
-            buffer_size: SEQ_BLOCK,
-            ..IoEngineConfig::default()
-        };
-        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-        let offsets = (0..1 << 16)
-            .map(|_| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                (rng % (FILE_SIZE / PAGE as u64)) * PAGE as u64
-            })
-            .collect();
+        let config = IoEngineConfig { registered_buffers: 64, buffer_size: SEQ_BLOCK, ..config.clone() };
+        let mut rng = fastrand::Rng::with_seed(0x9E37_79B9_7F4A_7C15);
+        let offsets = (0..1 << 16).map(|_| rng.u64(0..FILE_SIZE / PAGE as u64) * PAGE as u64).collect();
         Ok(Bench {
             #[cfg(uring)]
-            uring: ferrite_io::create_engine(config.clone().with_engine(ferrite_io::EngineChoice::Uring))?,
+            uring: uring(&config)?,
             tokio: Arc::new(Engine::Tokio(ferrite_io::TokioEngine::new(&config)?)),
-            #[cfg(uring)]
-            raw: raw::Ring::new(32, SEQ_BLOCK).map_err(io_error)?,
             cached: Files::open(&data, false).await?,
-            write: Files::open(&dir.join("write.bin"), false).await?,
-            sync: Files::open(&dir.join("sync.bin"), false).await?,
+            write: Files::open(&write, false).await?,
+            sync: Files::open(&sync, false).await?,
             direct: Files::open(&data, true).await?,
             seq: Files::open(&seq, true).await?,
             offsets,
             next: 0,
             seq_next: 0,
         })
+    }
+
+    /// Whether `backend` runs here: the io_uring ones only when the config let io_uring in.
+    pub fn runs(&self, backend: Backend) -> bool {
+        match backend {
+            #[cfg(uring)]
+            Backend::Uring | Backend::UringFixed | Backend::RawRing => self.uring.is_some(),
+            _ => true,
+        }
+    }
+
+    /// The io_uring engine and the raw ring, or the error a backend that needs them returns.
+    #[cfg(uring)]
+    fn ring(&mut self) -> ferrite_io::Result<&mut (SharedIoEngine, raw::Ring)> {
+        let missing = || io_error(std::io::Error::other("io_uring is not in use (see Bench::runs)"));
+        self.uring.as_mut().ok_or_else(missing)
     }
 
     fn offset(&mut self) -> u64 {
@@ -338,14 +364,15 @@ impl Bench {
         let offsets = self.offsets(row, iters);
         match backend {
             #[cfg(uring)]
-            Backend::Uring => engine_run(&self.uring, self.files(row), row, &offsets, false).await,
-            #[cfg(uring)]
-            Backend::UringFixed => engine_run(&self.uring, self.files(row), row, &offsets, true).await,
+            Backend::Uring | Backend::UringFixed => {
+                let engine = self.ring()?.0.clone();
+                engine_run(&engine, self.files(row), row, &offsets, backend == Backend::UringFixed).await
+            }
             Backend::Tokio => engine_run(&self.tokio, self.files(row), row, &offsets, true).await,
             #[cfg(uring)]
             Backend::RawRing => {
                 let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.files(row).std);
-                self.raw.run(fd, row, &offsets).map_err(io_error)
+                self.ring()?.1.run(fd, row, &offsets).map_err(io_error)
             }
             Backend::Pread => pread_run(&self.files(row).std, row, &offsets).map_err(io_error),
             Backend::Nowait => nowait_run(&self.files(row).std, row, &offsets).map_err(io_error),

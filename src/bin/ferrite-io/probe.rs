@@ -1,0 +1,78 @@
+//! `ferrite-io probe`: what the engine detection found, the engine chosen and why, and a timed
+//! write, fdatasync and read round trip on it.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ferrite_io::{EngineChoice, IoEngine, IoEngineConfig, OpenOptions, UringSupport};
+
+use crate::Failure;
+use crate::output::{EngineSource, duration, engine_line};
+use crate::scratch::Scratch;
+
+pub async fn run(config: IoEngineConfig, source: EngineSource, dir: PathBuf, keep: bool) -> Result<(), Failure> {
+    println!("ferrite-io {}", env!("CARGO_PKG_VERSION"));
+    println!("kernel:            {}", ferrite_io::io::detect::kernel_release());
+    let sysctl = ferrite_io::io::detect::io_uring_disabled_sysctl();
+    println!("io_uring_disabled: {}", sysctl.map_or("absent".to_owned(), |v| v.to_string()));
+    if config.engine == EngineChoice::Tokio {
+        println!("io_uring probe:    skipped (tokio from {source})");
+    } else {
+        match ferrite_io::check_uring_support(&config) {
+            UringSupport::Supported(info) => println!("io_uring probe:    supported: {info}"),
+            UringSupport::Unsupported(why) => println!("io_uring probe:    unsupported: {why}"),
+        }
+    }
+    let engine = ferrite_io::create_engine(config.clone())?;
+    println!("engine:            {}", engine_line(engine.selection(), &source));
+    println!("pool:              {} buffers x {} bytes", engine.pool().capacity(), engine.pool().buffer_size());
+
+    let mut scratch = Scratch::new(&dir, keep)?;
+    let path = scratch.file(&format!("ferrite-io-probe-{}.dat", std::process::id()));
+    let options = OpenOptions::new().create(true).truncate(true).direct(config.direct_io);
+    let file = engine.open(&path, &options).await?;
+    let (write, sync, read) = round_trip(&*engine, &file).await?;
+    println!(
+        "round trip:        {} bytes{}: write {}, fdatasync {}, read {}, bytes verified",
+        engine.pool().buffer_size(),
+        if config.direct_io { " (O_DIRECT)" } else { "" },
+        duration(write),
+        duration(sync),
+        duration(read),
+    );
+    Ok(())
+}
+
+/// Writes a pattern with a registered buffer, syncs, reads it back into a recycled buffer and
+/// compares. Returns the three durations.
+async fn round_trip<E: IoEngine>(
+    engine: &E,
+    file: &ferrite_io::File,
+) -> ferrite_io::Result<(Duration, Duration, Duration)> {
+    let mut buf = engine.acquire().await;
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = (i % 251) as u8;
+    }
+    let start = Instant::now();
+    let (written, buf) = engine.write_all_at(file, buf, 0).await.into_parts();
+    written?;
+    let write = start.elapsed();
+    let start = Instant::now();
+    engine.sync_data(file).await?;
+    let sync = start.elapsed();
+    let mut buf = buf.into_free();
+    buf.fill(0);
+    let start = Instant::now();
+    let (result, buf) = engine.read_exact_at(file, buf, 0).await.into_parts();
+    result?;
+    let read = start.elapsed();
+    if buf.iter().enumerate().any(|(i, &b)| b != (i % 251) as u8) {
+        return Err(ferrite_io::Error::Io {
+            op: ferrite_io::Op::Read,
+            offset: 0,
+            backend: engine.backend(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "read back different bytes"),
+        });
+    }
+    Ok((write, sync, read))
+}
