@@ -17,20 +17,27 @@ const WIDTH: u32 = 1000;
 /// Pixels per series within a row's band.
 const LANE: u32 = 12;
 
-/// Draws `series` over `rows` into an SVG file at `path`.
+/// Draws `series` over `rows` into an SVG file at `path`: the title and a legend on top, one
+/// band per row below.
 pub fn draw(path: &Path, title: &str, rows: &[&str], series: &[Series]) -> Result<(), String> {
     let text = |e: DrawingAreaErrorKind<_>| e.to_string();
     let band = LANE * (series.len() as u32 + 1);
-    let height = 130 + band * rows.len() as u32;
+    let height = 150 + band * rows.len() as u32;
     let root = SVGBackend::new(path, (WIDTH, height)).into_drawing_area();
     root.fill(&WHITE).map_err(text)?;
+    let (top, plot) = root.split_vertically(60);
+    top.draw(&Text::new(title.to_owned(), (12, 8), ("sans-serif", 16))).map_err(text)?;
+    for (k, s) in series.iter().enumerate() {
+        let (x, y) = (20 + 150 * k as i32, 42);
+        top.draw(&Circle::new((x, y), 5, Palette99::pick(k).filled())).map_err(text)?;
+        top.draw(&Text::new(s.label, (x + 10, y - 8), ("sans-serif", 14))).map_err(text)?;
+    }
 
     let values = series.iter().flat_map(|s| s.spreads.iter().flatten()).flat_map(|s| [s.min, s.max]);
     let (lo, hi) = values.fold((0.5f64, 2.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let (lo, hi) = (lo.max(1e-3) / 1.25, hi * 1.25);
     let bands = rows.len() as f64;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 16))
+    let mut chart = ChartBuilder::on(&plot)
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(190)
@@ -45,6 +52,8 @@ pub fn draw(path: &Path, title: &str, rows: &[&str], series: &[Series]) -> Resul
         .draw()
         .map_err(text)?;
     chart.draw_series([PathElement::new(vec![(1.0, 0.0), (1.0, bands)], BLACK.stroke_width(1))]).map_err(text)?;
+    let separators = (1..rows.len()).map(|i| PathElement::new(vec![(lo, i as f64), (hi, i as f64)], BLACK.mix(0.2)));
+    chart.draw_series(separators).map_err(text)?;
 
     // Row `i` is the band from the top; series `k` a lane in it.
     let y = |i: usize, k: usize| bands - i as f64 - (k as f64 + 1.0) / (series.len() as f64 + 1.0);
@@ -60,17 +69,8 @@ pub fn draw(path: &Path, title: &str, rows: &[&str], series: &[Series]) -> Resul
             .map_err(text)?;
         chart
             .draw_series(points.iter().map(|&(i, s)| Circle::new((s.median, y(i, k)), 4, colour.filled())))
-            .map_err(text)?
-            .label(s.label)
-            .legend(move |(x, y)| Circle::new((x, y), 4, colour.filled()));
+            .map_err(text)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(text)?;
     for (i, row) in rows.iter().enumerate() {
         let (_, py) = chart.backend_coord(&(lo, bands - i as f64 - 0.5));
         root.draw(&Text::new(row.to_string(), (12, py - 7), ("sans-serif", 14))).map_err(text)?;

@@ -343,8 +343,9 @@ fn main() -> ExitCode {
         };
         // Ctrl-C drops the command: its files go with its `Scratch`, its engine drains.
         tokio::select! {
-            result = command => result,
+            biased;
             _ = tokio::signal::ctrl_c() => Err(Failure::Interrupted),
+            result = command => result,
         }
     });
     match result {

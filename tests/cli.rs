@@ -1,0 +1,362 @@
+//! The `ferrite-io` binary as a user runs it: bad numbers, refusals, cleanup on failure, on
+//! success, on a full disk and on Ctrl-C, `--keep`, `--config` on every command, unknown tables
+//! and keys, the `FERRITE_IO_ENGINE` override, exit codes and plain output off a terminal. Every
+//! run is small (a few hundred KiB) and watched by a deadline.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest any run may take before the test fails instead of hanging.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferrite-io"));
+    command
+        .args(args)
+        .env_remove("FERRITE_IO_ENGINE")
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Waits for `child` within [`DEADLINE`], killing it and failing past that.
+fn finish(mut child: Child, what: &str) -> Output {
+    let start = Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            panic!("{what} still running after {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn run_with(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = command(args);
+    command.envs(env.iter().copied());
+    finish(command.spawn().expect("spawn ferrite-io"), &args.join(" "))
+}
+
+fn run(args: &[&str]) -> Output {
+    run_with(args, &[])
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[track_caller]
+fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(out.status.code(), Some(code), "stdout:\n{}\nstderr:\n{}", stdout(out), stderr(out));
+}
+
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    let mut all: Vec<PathBuf> = std::fs::read_dir(dir).expect("read_dir").map(|e| e.expect("entry").path()).collect();
+    all.sort();
+    all
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// A small flush: 4 pages of 64 KiB, 4 cold reads.
+const SMALL: [&str; 4] = ["--size", "256KiB", "--reads", "4"];
+
+#[test]
+fn bad_numbers_are_usage_errors_naming_the_flag() {
+    let huge = "18446744073709551616";
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("flush", "--page-size", &[huge, "0", "-1", "abc", "3", "1000", "2GiB", "2305843009213693952"]),
+        ("flush", "--pages", &[huge, "0", "-1", "abc", "281474976710656", "2305843009213693952"]),
+        ("flush", "--size", &[huge, "0", "-1", "abc", "1000", "2TiB", "16EiB"]),
+        ("flush", "--depth", &[huge, "0", "-1", "abc", "4294967296", "2305843009213693952"]),
+        ("flush", "--reads", &[huge, "-1", "abc", "1e11", "18446744073709551615"]),
+        ("bench", "--rounds", &[huge, "0", "-1", "abc", "1001"]),
+    ];
+    for (sub, flag, values) in cases {
+        for value in *values {
+            let arg = format!("{flag}={value}");
+            let out = run(&[sub, &arg]);
+            assert_exit(&out, 2);
+            let err = stderr(&out);
+            assert!(err.contains(flag) && !err.contains("io.buffer_size"), "{sub} {arg}: {err}");
+            assert!(!err.contains("panicked"), "{sub} {arg}: {err}");
+        }
+    }
+}
+
+#[test]
+fn silent_clamps_and_no_ops_are_refused() {
+    let dir = common::tempdir();
+    let d = path(dir.path());
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["flush", "--dir", d, "--depth", "0"], &["--depth"]),
+        (&["flush", "--dir", d, "--pages", "0"], &["--pages"]),
+        (&["flush", "--dir", d, "--size", "1000"], &["--size"]),
+        (&["flush", "--dir", d, "--size", "64KiB", "--page-size", "1MiB"], &["--size", "--page-size"]),
+        (&["flush", "--dir", d, "--size", "100KiB"], &["--size", "--page-size"]),
+        (&["flush", "--dir", d, "--pages", "16777216", "--page-size", "1GiB"], &["--pages", "--page-size"]),
+        (&["flush", "--dir", d, "--pages", "1", "--page-size", "1GiB", "--depth", "8"], &["--page-size", "--depth"]),
+        (&["bench", "--dir", d, "--only", "nomatch"], &["--only", "cached_read_4k"]),
+    ];
+    for (args, names) in cases {
+        let out = run(args);
+        assert_exit(&out, 2);
+        let err = stderr(&out);
+        assert!(names.iter().all(|n| err.contains(n)), "{args:?}: {err}");
+    }
+    assert!(entries(dir.path()).is_empty(), "a refused command created {:?}", entries(dir.path()));
+}
+
+#[test]
+fn every_command_removes_its_files_on_success_and_keep_keeps_them() {
+    let dir = common::tempdir();
+    let new = dir.path().join("new");
+    for args in [vec!["probe"], [&["flush"][..], &SMALL].concat()] {
+        let mut args = args.clone();
+        args.extend(["--dir", path(&new)]);
+        let out = run(&args);
+        assert_exit(&out, 0);
+        assert!(!new.exists(), "{args:?} left {:?}", new.exists().then(|| entries(&new)));
+
+        args.push("--keep");
+        let out = run(&args);
+        assert_exit(&out, 0);
+        let kept = entries(&new);
+        assert_eq!(kept.len(), 1, "{args:?}: {kept:?}");
+        assert!(stderr(&out).contains(&format!("kept: {}", kept[0].display())), "{args:?}: {}", stderr(&out));
+        std::fs::remove_dir_all(&new).expect("clean up");
+    }
+}
+
+#[test]
+fn only_the_given_directory_is_created() {
+    let dir = common::tempdir();
+    let missing = dir.path().join("nonexistent");
+    let target = missing.join("x");
+    for sub in ["probe", "flush", "bench"] {
+        let out = run(&[sub, "--dir", path(&target)]);
+        assert_exit(&out, 1);
+        assert!(stderr(&out).contains("its parent must exist"), "{sub}: {}", stderr(&out));
+        assert!(!missing.exists(), "{sub} created the parent chain");
+    }
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").expect("write");
+    let out = run(&["flush", "--dir", path(&file)]);
+    assert_exit(&out, 1);
+    assert_eq!(std::fs::read(&file).expect("read"), b"x");
+}
+
+/// A tmpfs of 4 MiB mounted for the test, unmounted on drop.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: PathBuf) -> Result<SmallDisk, String> {
+        std::fs::create_dir(&at).map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "ferrite-io-test", path(&at)])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(SmallDisk(at))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_leaves_nothing_behind() {
+    let dir = common::tempdir();
+    let disk = match SmallDisk::mount(dir.path().join("small")) {
+        Ok(disk) => disk,
+        Err(why) => {
+            println!("skipped: cannot mount a 4 MiB tmpfs ({why}); needs root");
+            return;
+        }
+    };
+    // Twice: a failed run must not leave a file that makes the next one fail sooner.
+    for _ in 0..2 {
+        let out = run(&["flush", "--dir", path(&disk.0), "--size", "8MiB", "--engine", "tokio"]);
+        assert_exit(&out, 1);
+        assert!(stderr(&out).contains("fallocate"), "{}", stderr(&out));
+        assert!(entries(&disk.0).is_empty(), "flush left {:?}", entries(&disk.0));
+    }
+    let out =
+        run(&["bench", "--dir", path(&disk.0), "--only", "cached_read_4k", "--chart", path(&dir.path().join("c.svg"))]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("No space left"), "{}", stderr(&out));
+    assert!(entries(&disk.0).is_empty(), "bench left {:?}", entries(&disk.0));
+    // In a directory the full run created, the directory goes too.
+    let sub = disk.0.join("sub");
+    let out = run(&["flush", "--dir", path(&sub), "--size", "8MiB"]);
+    assert_exit(&out, 1);
+    assert!(!sub.exists());
+}
+
+#[test]
+fn ctrl_c_removes_the_log() {
+    let dir = common::tempdir();
+    let log_dir = dir.path().join("run");
+    let child = command(&["flush", "--dir", path(&log_dir), "--size", "1GiB", "--sync", "per-page"])
+        .spawn()
+        .expect("spawn ferrite-io");
+    let start = Instant::now();
+    while !log_dir.exists() || entries(&log_dir).is_empty() {
+        assert!(start.elapsed() < DEADLINE, "no log appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    // SAFETY: kill takes no pointers; `pid` is our child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let out = finish(child, "interrupted flush");
+    assert_exit(&out, 130);
+    assert!(!log_dir.exists(), "left {:?}", entries(&log_dir));
+}
+
+fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let file = dir.join(name);
+    std::fs::write(&file, text).expect("write config");
+    file
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_str(&stdout(out)).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
+}
+
+#[test]
+fn config_applies_to_every_command() {
+    let dir = common::tempdir();
+    let d = path(dir.path());
+    let config = write_config(dir.path(), "tokio.toml", "[io]\nengine = \"tokio\"\nnowait_fast_path = false\n");
+    let c = path(&config);
+
+    let out = run(&["probe", "--dir", d, "--config", c]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains(&format!("engine:            tokio (tokio from config {c})")), "{}", stdout(&out));
+
+    let out = run(&[&["flush", "--dir", d, "--config", c, "--json"][..], &SMALL].concat());
+    assert_exit(&out, 0);
+    let report = json(&out);
+    assert_eq!(report["version"], 2);
+    assert_eq!(report["engine"], "tokio");
+    assert_eq!(report["engine_requested_by"], format!("config {c}"));
+    for key in ["p50_us", "p99_us", "p999_us", "max_us"] {
+        assert!(report["durable"][key].as_f64().is_some_and(|v| v > 0.0), "{key}: {report}");
+        assert!(report["cold_reads"]["latency"][key].as_f64().is_some_and(|v| v > 0.0), "{key}: {report}");
+    }
+    assert_eq!(report["cold_reads"]["verified"], 4);
+
+    // bench with the tokio config runs no io_uring backend; it cleans up and draws its chart.
+    let chart = dir.path().join("chart.svg");
+    let bench_dir = dir.path().join("bench");
+    let args = ["bench", "--dir", path(&bench_dir), "--config", c, "--only", "direct_randread_qd1", "--rounds", "1"];
+    let out = run(&[&args[..], &["--json", "--chart", path(&chart)]].concat());
+    assert_exit(&out, 0);
+    let report = json(&out);
+    assert_eq!((report["version"].clone(), report["engine_requested"].clone()), (2.into(), "tokio".into()));
+    let row = &report["rows"][0];
+    assert_eq!(row["row"], "direct_randread_qd1");
+    let backends: Vec<&str> = row["us_per_op"].as_object().expect("us_per_op").keys().map(String::as_str).collect();
+    assert!(backends.contains(&"tokio_engine") && !backends.iter().any(|b| b.contains("uring")), "{backends:?}");
+    assert!(row["ratios"]["tokio/spawn_blk"]["median"].as_f64().is_some(), "{row}");
+    assert!(!bench_dir.exists(), "bench left {:?}", entries(&bench_dir));
+    let svg = std::fs::read_to_string(&chart).expect("chart");
+    assert!(svg.starts_with("<svg") && svg.contains("direct_randread_qd1") && svg.contains("tokio/spawn_blk"));
+}
+
+#[test]
+fn bad_configs_are_usage_errors_naming_file_and_line() {
+    let dir = common::tempdir();
+    let d = path(dir.path());
+    let cases = [
+        ("table.toml", "[oi]\nengine = \"tokio\"\n", "line 1", "unknown field `oi`"),
+        ("key.toml", "[io]\nengine = \"tokio\"\nring_size = 8\n", "line 3", "unknown field `ring_size`"),
+        ("range.toml", "[io]\n\nbuffer_size = 5000\n", "line 3", "io.buffer_size = 5000"),
+        ("engine.toml", "[io]\nengine = \"fast\"\n", "line 2", "`uring`"),
+    ];
+    for (name, text, line, what) in cases {
+        let config = write_config(dir.path(), name, text);
+        for sub in ["probe", "flush", "bench"] {
+            let out = run(&[sub, "--dir", d, "--config", path(&config)]);
+            assert_exit(&out, 2);
+            let err = stderr(&out);
+            assert!(err.contains(path(&config)) && err.contains(line) && err.contains(what), "{sub} {name}: {err}");
+        }
+    }
+    assert_eq!(entries(dir.path()).len(), cases.len(), "only the config files");
+    let out = run(&["probe", "--config", path(&dir.path().join("missing.toml"))]);
+    assert_exit(&out, 2);
+}
+
+#[test]
+fn the_engine_comes_from_the_flag_then_the_environment_then_the_file() {
+    let dir = common::tempdir();
+    let d = path(dir.path());
+    let auto = write_config(dir.path(), "auto.toml", "[io]\nengine = \"auto\"\n");
+    let engine_line = |out: &Output| {
+        assert_exit(out, 0);
+        stdout(out).lines().find(|l| l.starts_with("engine:")).expect("an engine line").to_owned()
+    };
+    let env = [("FERRITE_IO_ENGINE", "tokio")];
+    let line = engine_line(&run_with(&["probe", "--dir", d, "--config", path(&auto)], &env));
+    assert_eq!(line, "engine:            tokio (tokio from FERRITE_IO_ENGINE)");
+    let line = engine_line(&run_with(&["probe", "--dir", d, "--engine", "tokio"], &[("FERRITE_IO_ENGINE", "auto")]));
+    assert_eq!(line, "engine:            tokio (tokio from --engine)");
+    assert!(line.len() < 100, "a short engine line: {line}");
+    let out = run_with(&["flush", "--dir", d, "--json", "--size", "256KiB", "--reads", "1"], &env);
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["engine_requested_by"], "FERRITE_IO_ENGINE");
+
+    for sub in ["probe", "flush", "bench"] {
+        let out = run_with(&[sub, "--dir", d], &[("FERRITE_IO_ENGINE", "fast")]);
+        assert_exit(&out, 2);
+        assert!(stderr(&out).contains("FERRITE_IO_ENGINE = fast"), "{sub}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn output_off_a_terminal_is_plain_and_complete() {
+    let dir = common::tempdir();
+    let d = path(dir.path());
+    let out = run_with(&[&["flush", "--dir", d, "--engine", "tokio"][..], &SMALL].concat(), &[("RUST_LOG", "debug")]);
+    assert_exit(&out, 0);
+    let (text, err) = (stdout(&out), stderr(&out));
+    assert!(err.contains("DEBUG") || err.contains("INFO"), "the log is on: {err}");
+    assert!(!text.contains('\x1b') && !err.contains('\x1b'), "escape codes off a terminal:\n{text}\n{err}");
+    for phase in ["preallocate: done", "flush: done, 4 pages", "cold reads: done, 4 pages"] {
+        assert!(err.contains(phase), "no plain progress line {phase:?}: {err}");
+    }
+    assert!(text.contains("posix_fadvise DONTNEED"), "cold reads say how they are cold: {text}");
+    for line in text.lines().filter(|l| l.starts_with("time to durable") || l.starts_with("cold reads")) {
+        let words: Vec<&str> = line.split([' ', ',']).collect();
+        for pair in words.windows(2).filter(|w| w[1] == "us") {
+            let value: f64 = pair[0].parse().unwrap_or_else(|_| panic!("{line}"));
+            assert!(value < 1000.0, "microseconds past 1000 print as ms: {line}");
+        }
+    }
+
+    let help = stdout(&run(&["--help"]));
+    for code in ["0 ", "1 ", "2 ", "130"] {
+        assert!(help.contains(&format!("  {code}")), "exit code {code} documented: {help}");
+    }
+    assert!(stdout(&run(&["flush", "--help"])).contains("Exit codes"));
+}
