@@ -211,25 +211,33 @@ fn a_full_disk_leaves_nothing_behind() {
     assert!(!sub.exists());
 }
 
-#[test]
-fn ctrl_c_removes_the_log() {
+/// Starts `args` with `--dir DIR/run`, waits until a file appears there, sends SIGINT, and
+/// checks the exit code and that the directory is gone.
+fn interrupt(args: &[&str]) {
     let dir = common::tempdir();
-    let log_dir = dir.path().join("run");
-    let child = command(&["flush", "--dir", path(&log_dir), "--size", "1GiB", "--sync", "per-page"])
-        .spawn()
-        .expect("spawn ferrite-io");
+    let run_dir = dir.path().join("run");
+    let child = command(&[args, &["--dir", path(&run_dir)]].concat()).spawn().expect("spawn ferrite-io");
     let start = Instant::now();
-    while !log_dir.exists() || entries(&log_dir).is_empty() {
-        assert!(start.elapsed() < DEADLINE, "no log appeared");
+    while !run_dir.exists() || entries(&run_dir).is_empty() {
+        assert!(start.elapsed() < DEADLINE, "{args:?}: no file appeared");
         std::thread::sleep(Duration::from_millis(5));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(200));
     let pid = libc::pid_t::try_from(child.id()).expect("pid");
     // SAFETY: kill takes no pointers; `pid` is our child, not yet reaped.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
-    let out = finish(child, "interrupted flush");
+    let out = finish(child, "interrupted run");
     assert_exit(&out, 130);
-    assert!(!log_dir.exists(), "left {:?}", entries(&log_dir));
+    assert!(!run_dir.exists(), "{args:?} left {:?}", entries(&run_dir));
+}
+
+#[test]
+fn ctrl_c_removes_what_the_command_created() {
+    interrupt(&["flush", "--size", "1GiB", "--sync", "per-page"]);
+    // While it lays out its 577 MiB of files.
+    let dir = common::tempdir();
+    interrupt(&["bench", "--chart", path(&dir.path().join("c.svg"))]);
+    assert!(entries(dir.path()).is_empty(), "no chart for an interrupted run");
 }
 
 fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {

@@ -232,8 +232,9 @@ fn io_error(source: std::io::Error) -> ferrite_io::Error {
 }
 
 /// Lays out `path` with `size` bytes of real (non-sparse) data unless it already has them;
-/// `progress` hears of every MiB written.
-fn lay_out(path: &Path, size: u64, progress: &dyn Fn(u64)) -> std::io::Result<()> {
+/// `progress` hears of every MiB written. Yields to the runtime after each, so a caller that
+/// races this against Ctrl-C can stop it.
+async fn lay_out(path: &Path, size: u64, progress: &dyn Fn(u64)) -> std::io::Result<()> {
     if std::fs::metadata(path).is_ok_and(|m| m.len() == size) {
         progress(size);
         return Ok(());
@@ -243,6 +244,7 @@ fn lay_out(path: &Path, size: u64, progress: &dyn Fn(u64)) -> std::io::Result<()
     for offset in (0..size).step_by(chunk.len()) {
         file.write_all_at(&chunk, offset)?;
         progress(chunk.len() as u64);
+        tokio::task::yield_now().await;
     }
     file.sync_all()
 }
@@ -286,7 +288,7 @@ impl Bench {
     pub async fn new(dir: &Path, config: &IoEngineConfig, progress: &dyn Fn(u64)) -> ferrite_io::Result<Bench> {
         let [data, seq, write, sync] = FILES.map(|(name, _)| dir.join(name));
         for ((_, size), path) in FILES.iter().zip([&data, &seq, &write, &sync]) {
-            lay_out(path, *size, progress).map_err(io_error)?;
+            lay_out(path, *size, progress).await.map_err(io_error)?;
         }
         warm(&data).map_err(io_error)?;
         let config = IoEngineConfig { registered_buffers: 64, buffer_size: SEQ_BLOCK, ..config.clone() };
