@@ -73,34 +73,7 @@ enum Command {
     /// The HybridLog workload: flush pages of records through the page flusher, then read
     /// random pages back cold and verify them.
     #[command(after_help = EXIT_CODES)]
-    Flush {
-        #[command(flatten)]
-        common: Common,
-        /// Open the log with O_DIRECT (default: io.direct_io).
-        #[arg(long)]
-        direct: bool,
-        /// Page size: a multiple of 4 KiB in 4KiB..=1GiB (default: io.buffer_size, 64KiB).
-        #[arg(long, value_name = "SIZE", value_parser = page_size)]
-        page_size: Option<u64>,
-        /// Number of pages, 1..=16777216 (instead of --size).
-        #[arg(long, value_name = "N", conflicts_with = "size", value_parser = clap::value_parser!(u64).range(1..=MAX_PAGES))]
-        pages: Option<u64>,
-        /// Log size: a multiple of --page-size in 4KiB..=1TiB [default: 256MiB].
-        #[arg(long, value_name = "SIZE", value_parser = log_size)]
-        size: Option<u64>,
-        /// per-page (linked write + fdatasync), group (group commit) or none.
-        #[arg(long, value_enum, default_value = "group")]
-        sync: SyncArg,
-        /// Pages in flight, 1..=256.
-        #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
-        depth: u64,
-        /// Random pages to read back cold and verify afterwards, 0..=10000000.
-        #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
-        reads: u64,
-        /// Print one JSON object instead of text.
-        #[arg(long)]
-        json: bool,
-    },
+    Flush(FlushArgs),
     /// Measure every row on both engines and the raw baselines, side by side, and draw the
     /// ratios with their spread over rounds.
     #[command(after_help = EXIT_CODES)]
@@ -120,6 +93,37 @@ enum Command {
         #[arg(long, value_name = "FILE", default_value = "ferrite-io-bench.svg")]
         chart: PathBuf,
     },
+}
+
+/// `flush`'s flags.
+#[derive(Args)]
+struct FlushArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Open the log with O_DIRECT (default: io.direct_io).
+    #[arg(long)]
+    direct: bool,
+    /// Page size: a multiple of 4 KiB in 4KiB..=1GiB (default: io.buffer_size, 64KiB).
+    #[arg(long, value_name = "SIZE", value_parser = page_size)]
+    page_size: Option<u64>,
+    /// Number of pages, 1..=16777216 (instead of --size).
+    #[arg(long, value_name = "N", conflicts_with = "size", value_parser = clap::value_parser!(u64).range(1..=MAX_PAGES))]
+    pages: Option<u64>,
+    /// Log size: a multiple of --page-size in 4KiB..=1TiB [default: 256MiB].
+    #[arg(long, value_name = "SIZE", value_parser = log_size)]
+    size: Option<u64>,
+    /// per-page (linked write + fdatasync), group (group commit) or none.
+    #[arg(long, value_enum, default_value = "group")]
+    sync: SyncArg,
+    /// Pages in flight, 1..=256.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+    depth: u64,
+    /// Random pages to read back cold and verify afterwards, 0..=10000000.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    reads: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `--engine`: the names of [`EngineChoice`], checked by clap so errors name the flag.
@@ -242,10 +246,8 @@ impl From<String> for Failure {
 }
 
 /// What `flush` runs with, checked across flags.
-fn flush_options(command: Command) -> flush::Options {
-    let Command::Flush { common, direct, page_size, pages, size, sync, depth, reads, json } = command else {
-        unreachable!("called for flush only")
-    };
+fn flush_options(args: FlushArgs) -> flush::Options {
+    let FlushArgs { common, direct, page_size, pages, size, sync, depth, reads, json } = args;
     let (mut config, source) = resolve(&common);
     let page_size = page_size.unwrap_or(config.buffer_size as u64);
     let pages = match pages {
@@ -314,7 +316,7 @@ fn main() -> ExitCode {
                 config.direct_io |= direct;
                 Box::pin(probe::run(config, source, common.dir, common.keep))
             }
-            command @ Command::Flush { .. } => Box::pin(flush::run(flush_options(command))),
+            Command::Flush(args) => Box::pin(flush::run(flush_options(args))),
             Command::Bench { common, rounds, only, json, chart } => {
                 let (config, source) = resolve(&common);
                 let rows =
