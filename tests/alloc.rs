@@ -321,7 +321,6 @@ fn fixture(path: Path) -> Fixture {
         // One ring: with one per CPU, the first operation on another ring (when the thread
         // migrates) registers that ring with the runtime's reactor once, inside the measurement.
         rings: 1,
-        ..IoEngineConfig::default()
     };
     let engine = {
         let _runtime = rt.enter();

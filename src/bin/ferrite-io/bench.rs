@@ -13,7 +13,7 @@ use crate::Failure;
 use crate::chart;
 use crate::output::{EngineSource, Progress, micros, table};
 use crate::scratch::Scratch;
-use crate::workloads::{Backend, Bench, FILES, Row};
+use crate::workloads::{Backend, Bench, FILES, Row, allocations};
 
 /// How long one measurement (one backend, one round) should take.
 const SAMPLE: Duration = Duration::from_millis(60);
@@ -45,6 +45,8 @@ const RATIOS: [(&str, &str, &str); 5] = [
 struct Measured {
     row: Row,
     samples: BTreeMap<&'static str, Vec<f64>>,
+    /// Heap allocations per operation (the whole process, during each timed run).
+    allocs: BTreeMap<&'static str, Vec<f64>>,
 }
 
 /// The median and the extremes of some samples.
@@ -93,6 +95,10 @@ struct Report {
     engine_requested: String,
     engine_requested_by: String,
     rows: Vec<RowReport>,
+    scaling: Vec<ScalingReport>,
+    /// The io_uring engine's counters at the end of the run (absent when it did not run).
+    uring_stats: Option<ferrite_io::EngineStats>,
+    tokio_stats: ferrite_io::EngineStats,
 }
 
 #[derive(Serialize)]
@@ -103,6 +109,31 @@ struct RowReport {
     us_per_op: BTreeMap<&'static str, f64>,
     /// Per-round ratios, by label of [`RATIOS`].
     ratios: BTreeMap<&'static str, Spread>,
+    /// Median heap allocations per operation of every backend that ran (whole process).
+    allocations_per_op: BTreeMap<&'static str, f64>,
+}
+
+/// Throughput with two submitters over throughput with one, per backend, for one workload.
+#[derive(Serialize)]
+struct ScalingReport {
+    workload: &'static str,
+    gain: BTreeMap<&'static str, Spread>,
+}
+
+/// The scaling pairs: a label, the row with one submitter, the row with two.
+const SCALING: [(&str, Row, Row); 2] = [
+    ("cached reads through the ring (CPU-bound)", Row::ScaleCached(1), Row::ScaleCached(2)),
+    ("O_DIRECT reads, 32 in flight", Row::ScaleDirect(1), Row::ScaleDirect(2)),
+];
+
+/// Backends whose scaling is reported.
+const SCALED: [&str; 4] = ["uring", "uring_fixed", "raw_ring", "pread"];
+
+/// Per-round throughput gains of `backend` from the row `one` to the row `two`.
+fn scaling(measured: &[Measured], one: Row, two: Row, backend: &str) -> Option<Spread> {
+    let one = measured.iter().find(|m| m.row == one)?.samples.get(backend)?;
+    let two = measured.iter().find(|m| m.row == two)?.samples.get(backend)?;
+    Spread::of(one.iter().zip(two).map(|(a, b)| a / b).collect())
 }
 
 pub async fn run(options: Options) -> Result<(), Failure> {
@@ -123,6 +154,7 @@ pub async fn run(options: Options) -> Result<(), Failure> {
     for &row in &rows {
         let iters = calibrate(&mut bench, row).await?;
         let mut samples: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
+        let mut allocs: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
         let row_backends: Vec<Backend> = runs(row).collect();
         for round in 0..rounds {
             // Rotate the order each round so no backend always runs first (or right after a
@@ -130,12 +162,15 @@ pub async fn run(options: Options) -> Result<(), Failure> {
             for i in 0..row_backends.len() {
                 let backend = row_backends[(i + round) % row_backends.len()];
                 phase.message(format!("{row} / {backend}"));
+                let before = allocations();
                 let elapsed = bench.run(row, backend, iters).await?;
+                let allocated = allocations() - before;
                 samples.entry(backend.name()).or_default().push(elapsed.as_secs_f64() * 1e6 / iters as f64);
+                allocs.entry(backend.name()).or_default().push(allocated as f64 / iters as f64);
                 phase.inc(1);
             }
         }
-        measured.push(Measured { row, samples });
+        measured.push(Measured { row, samples, allocs });
     }
     phase.finish();
     let title = format!(
@@ -145,11 +180,12 @@ pub async fn run(options: Options) -> Result<(), Failure> {
     draw(&chart, &title, &measured)?;
     eprintln!("chart: {}", chart.display());
     if json {
-        let report = report(&measured, rounds, &config, &source);
+        let report = report(&measured, rounds, &config, &source, &bench);
         let text = serde_json::to_string_pretty(&report).map_err(|e| Failure::Run(format!("JSON report: {e}")))?;
         println!("{text}");
     } else {
         print_table(&measured, &backends, rounds, &config, &source);
+        print_extras(&measured, &bench);
     }
     Ok(())
 }
@@ -205,7 +241,38 @@ fn print_table(
     );
 }
 
-fn report(measured: &[Measured], rounds: usize, config: &IoEngineConfig, source: &EngineSource) -> Report {
+/// Allocations per operation, scaling with a second submitter, and the engines' counters.
+fn print_extras(measured: &[Measured], bench: &Bench) {
+    let engines = ["uring", "uring_fixed", "tokio_engine"];
+    println!("heap allocations per operation (whole process, median of rounds):");
+    for m in measured {
+        let cells: Vec<String> = engines
+            .iter()
+            .filter_map(|b| Some(format!("{b} {:.2}", Spread::of(m.allocs.get(b)?.clone())?.median)))
+            .collect();
+        if !cells.is_empty() {
+            println!("  {:<32} {}", m.row.name(), cells.join(", "));
+        }
+    }
+    for (label, one, two) in SCALING {
+        let gains: Vec<String> =
+            SCALED.iter().filter_map(|b| Some(format!("{b} {:.2}x", scaling(measured, one, two, b)?.median))).collect();
+        if !gains.is_empty() {
+            println!("scaling, {label}, 2 submitters vs 1 (throughput): {}", gains.join(", "));
+        }
+    }
+    if let Some(stats) = bench.uring_stats() {
+        println!("io_uring engine counters: {}", crate::output::stats_line(&stats));
+    }
+}
+
+fn report(
+    measured: &[Measured],
+    rounds: usize,
+    config: &IoEngineConfig,
+    source: &EngineSource,
+    bench: &Bench,
+) -> Report {
     let rows = measured
         .iter()
         .map(|m| RowReport {
@@ -213,6 +280,18 @@ fn report(measured: &[Measured], rounds: usize, config: &IoEngineConfig, source:
             bytes_per_op: m.row.bytes(),
             us_per_op: m.samples.keys().filter_map(|&b| Some((b, m.median(b)?))).collect(),
             ratios: RATIOS.iter().filter_map(|&(label, ours, base)| Some((label, m.ratio(ours, base)?))).collect(),
+            allocations_per_op: m
+                .allocs
+                .iter()
+                .filter_map(|(&b, v)| Some((b, Spread::of(v.clone())?.median)))
+                .collect(),
+        })
+        .collect();
+    let scaling = SCALING
+        .iter()
+        .map(|&(workload, one, two)| ScalingReport {
+            workload,
+            gain: SCALED.iter().filter_map(|&b| Some((b, scaling(measured, one, two, b)?))).collect(),
         })
         .collect();
     Report {
@@ -223,6 +302,9 @@ fn report(measured: &[Measured], rounds: usize, config: &IoEngineConfig, source:
         engine_requested: config.engine.to_string(),
         engine_requested_by: source.to_string(),
         rows,
+        scaling,
+        uring_stats: bench.uring_stats(),
+        tokio_stats: bench.tokio_stats(),
     }
 }
 

@@ -57,6 +57,8 @@ struct Report {
     /// From the flush call to durable: waiting for a free slot, write, sync.
     durable: Latencies,
     cold_reads: ColdReads,
+    /// The engine's counters at the end of the run.
+    stats: ferrite_io::EngineStats,
 }
 
 #[derive(Serialize)]
@@ -224,6 +226,7 @@ pub async fn run(options: Options) -> Result<(), Failure> {
         mb_per_sec: bytes as f64 / secs / 1e6,
         durable: Latencies::of(&latencies),
         cold_reads: ColdReads { verified, cold_by: cold.method(), latency: Latencies::of(&read_latencies) },
+        stats: engine.stats(),
     };
     if json {
         let text = serde_json::to_string(&report).map_err(|e| Failure::Run(format!("JSON report: {e}")))?;
@@ -244,6 +247,7 @@ pub async fn run(options: Options) -> Result<(), Failure> {
         duration(elapsed)
     );
     println!("time to durable: {} (from the flush call: waiting for a free slot, write, sync)", report.durable.text());
+    println!("engine counters: {}", crate::output::stats_line(&report.stats));
     if verified == 0 {
         println!("cold reads:      none (--reads 0)");
     } else {

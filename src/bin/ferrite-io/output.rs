@@ -163,6 +163,39 @@ impl Progress {
     }
 }
 
+/// An engine's counters on one line: what moved, how it completed, what waited or failed.
+pub fn stats_line(s: &ferrite_io::EngineStats) -> String {
+    let mut line = format!(
+        "{} reads ({} B), {} writes ({} B), {} syncs; ring: {} submitted, {} inline, {} later, {} rings; \
+         fast path {} hits, {} refused; in flight {} (max {}); waits: {} buffer, {} ring room; \
+         {} CQ overflows, {} submit errors",
+        s.reads,
+        s.bytes_read,
+        s.writes,
+        s.bytes_written,
+        s.syncs,
+        s.submitted,
+        s.inline_completions,
+        s.later_completions,
+        s.rings,
+        s.fast_path_hits,
+        s.fast_path_refusals,
+        s.in_flight,
+        s.in_flight_high_water,
+        s.buffer_waits,
+        s.ring_waits,
+        s.cq_overflows,
+        s.submit_errors,
+    );
+    if s.completion_thread {
+        line += "; completion thread running";
+    }
+    if let Some(reason) = &s.fallback_reason {
+        line += &format!("; fell back: {reason}");
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

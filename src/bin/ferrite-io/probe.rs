@@ -40,6 +40,7 @@ pub async fn run(config: IoEngineConfig, source: EngineSource, dir: PathBuf, kee
         duration(sync),
         duration(read),
     );
+    println!("engine counters:   {}", crate::output::stats_line(&engine.stats()));
     Ok(())
 }
 

@@ -6,17 +6,65 @@
 //! no safety layer, plain `pread`/`pwrite` on the calling thread, `spawn_blocking` + `pread`, and
 //! `tokio::fs`. [`Bench::run`] performs `iters` operations of one row on one backend and returns
 //! the elapsed time; queue-depth rows keep that many operations in flight.
+//!
+//! The engine-core rows: O_DIRECT at queue depth 32 from one task (32 futures) as well as from
+//! 32 tasks, and scaling with 1 and 2 submitting tasks (threads for the baselines), CPU-bound
+//! (cached reads through the ring, fast path off) and on the device (O_DIRECT, 32 in flight in
+//! all). A counting allocator gives allocations per operation.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ferrite_io::{
     Batch, Buf, BufResult, Completed, Engine, File, IoEngine, IoEngineConfig, OpenOptions, SharedIoEngine,
 };
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+/// Counts every heap allocation of the process (one relaxed add each), so the bench can report
+/// allocations per operation for each backend.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so `System`'s
+// guarantees hold; the counter has no effect on memory.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's `layout` obligations pass through unchanged.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as for `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by `System` (every allocation goes through it) with `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as for `dealloc`, and the caller's `new_size` obligations pass through.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Heap allocations made by the whole process so far.
+pub fn allocations() -> u64 {
+    ALLOCATIONS.load(Ordering::Relaxed)
+}
 
 /// Size of the data file the read rows use and the write file the sequential row fills.
 pub const FILE_SIZE: u64 = 256 << 20;
@@ -46,11 +94,19 @@ pub enum Row {
     DirectRandread(usize),
     /// O_DIRECT 128 KiB sequential writes, 8 in flight.
     DirectSeqwrite128k,
+    /// O_DIRECT 4 KiB random reads, 32 in flight from one task (32 futures).
+    DirectOneTask32,
+    /// Cached 4 KiB random reads through the ring (fast path off), from this many submitting
+    /// tasks (threads for the baselines): the CPU-bound scaling rows.
+    ScaleCached(usize),
+    /// O_DIRECT 4 KiB random reads, 32 in flight in all, from this many submitting tasks
+    /// (threads with a ring each for the raw baseline).
+    ScaleDirect(usize),
 }
 
 impl Row {
     /// Every row, in table order.
-    pub const ALL: [Row; 8] = [
+    pub const ALL: [Row; 13] = [
         Row::CachedRead4k,
         Row::BufferedWrite4k,
         Row::Batch8,
@@ -58,7 +114,12 @@ impl Row {
         Row::DirectRandread(1),
         Row::DirectRandread(8),
         Row::DirectRandread(32),
+        Row::DirectOneTask32,
         Row::DirectSeqwrite128k,
+        Row::ScaleCached(1),
+        Row::ScaleCached(2),
+        Row::ScaleDirect(1),
+        Row::ScaleDirect(2),
     ];
 
     /// The stable name used in bench ids, JSON and the fio comparison.
@@ -72,6 +133,11 @@ impl Row {
             Row::DirectRandread(8) => "direct_randread_qd8",
             Row::DirectRandread(_) => "direct_randread_qd32",
             Row::DirectSeqwrite128k => "direct_seqwrite_128k_qd8",
+            Row::DirectOneTask32 => "direct_randread_qd32_one_task",
+            Row::ScaleCached(1) => "scale_cached_read_1_thread",
+            Row::ScaleCached(_) => "scale_cached_read_2_threads",
+            Row::ScaleDirect(1) => "scale_direct_qd32_1_thread",
+            Row::ScaleDirect(_) => "scale_direct_qd32_2_threads",
         }
     }
 
@@ -86,19 +152,34 @@ impl Row {
 
     /// Whether the row is reported as a rate (IOPS, MB/s) rather than a latency.
     pub fn is_rate(self) -> bool {
-        matches!(self, Row::DirectRandread(depth) if depth > 1) || self == Row::DirectSeqwrite128k
+        matches!(self, Row::DirectRandread(depth) if depth > 1)
+            || matches!(
+                self,
+                Row::DirectSeqwrite128k | Row::DirectOneTask32 | Row::ScaleCached(_) | Row::ScaleDirect(_)
+            )
     }
 
+    /// Operations in flight in all (threads for `pread`).
     fn depth(self) -> usize {
         match self {
             Row::DirectRandread(depth) => depth,
             Row::DirectSeqwrite128k => 8,
+            Row::DirectOneTask32 | Row::ScaleDirect(_) => 32,
+            Row::ScaleCached(threads) => threads,
+            _ => 1,
+        }
+    }
+
+    /// Submitting tasks (threads with a ring each, for the raw ring) of a scaling row.
+    pub fn submitters(self) -> usize {
+        match self {
+            Row::ScaleCached(n) | Row::ScaleDirect(n) => n,
             _ => 1,
         }
     }
 
     fn direct(self) -> bool {
-        matches!(self, Row::DirectRandread(_) | Row::DirectSeqwrite128k)
+        matches!(self, Row::DirectRandread(_) | Row::DirectSeqwrite128k | Row::DirectOneTask32 | Row::ScaleDirect(_))
     }
 }
 
@@ -170,9 +251,11 @@ impl Backend {
     /// buffer is not aligned, so the kernel answers EINVAL; `nowait` is the floor of the cached
     /// reads only).
     pub fn supports(self, row: Row) -> bool {
+        let scaling = matches!(row, Row::ScaleCached(_) | Row::ScaleDirect(_));
         match self {
-            Backend::TokioFs => !row.direct(),
+            Backend::TokioFs => !row.direct() && !scaling,
             Backend::Nowait => matches!(row, Row::CachedRead4k | Row::Batch8),
+            Backend::Tokio | Backend::SpawnBlocking => !scaling,
             _ => true,
         }
     }
@@ -188,7 +271,7 @@ impl fmt::Display for Backend {
 pub struct Bench {
     /// `None` when the config chose the tokio engine, or `auto` found io_uring unavailable.
     #[cfg(uring)]
-    uring: Option<(SharedIoEngine, raw::Ring)>,
+    uring: Option<Uring>,
     tokio: SharedIoEngine,
     /// Buffered handles of the data file and the random-write file, and the fsync file.
     cached: Files,
@@ -263,7 +346,17 @@ fn warm(path: &Path) -> std::io::Result<()> {
 /// The io_uring engine and the raw ring, unless `config` asks for tokio; `auto` without a
 /// working io_uring gives `None`, `uring` gives the error.
 #[cfg(uring)]
-fn uring(config: &IoEngineConfig) -> ferrite_io::Result<Option<(SharedIoEngine, raw::Ring)>> {
+/// The io_uring side of the bench: the engine, the same engine without the fast path (for the
+/// CPU-bound scaling rows), and one raw ring per submitting thread (the scaling rows use two).
+#[cfg(uring)]
+struct Uring {
+    engine: SharedIoEngine,
+    ring_only: SharedIoEngine,
+    raw: [raw::Ring; 2],
+}
+
+#[cfg(uring)]
+fn uring(config: &IoEngineConfig) -> ferrite_io::Result<Option<Uring>> {
     use ferrite_io::EngineChoice;
     let engine = match config.engine {
         EngineChoice::Tokio => return Ok(None),
@@ -273,7 +366,9 @@ fn uring(config: &IoEngineConfig) -> ferrite_io::Result<Option<(SharedIoEngine, 
         },
         EngineChoice::Uring => ferrite_io::create_engine(config.clone())?,
     };
-    Ok(Some((engine, raw::Ring::new(32, SEQ_BLOCK).map_err(io_error)?)))
+    let ring_only = IoEngineConfig { nowait_fast_path: false, ..config.clone().with_engine(EngineChoice::Uring) };
+    let raw = [raw::Ring::new(32, SEQ_BLOCK).map_err(io_error)?, raw::Ring::new(32, SEQ_BLOCK).map_err(io_error)?];
+    Ok(Some(Uring { engine, ring_only: ferrite_io::create_engine(ring_only)?, raw }))
 }
 
 impl Bench {
@@ -318,9 +413,23 @@ impl Bench {
         }
     }
 
-    /// The io_uring engine and the raw ring, or the error a backend that needs them returns.
+    /// The io_uring engine's counters, when it runs.
+    pub fn uring_stats(&self) -> Option<ferrite_io::EngineStats> {
+        #[cfg(uring)]
+        if let Some(uring) = &self.uring {
+            return Some(uring.engine.stats());
+        }
+        None
+    }
+
+    /// The tokio engine's counters.
+    pub fn tokio_stats(&self) -> ferrite_io::EngineStats {
+        self.tokio.stats()
+    }
+
+    /// The io_uring engines and the raw rings, or the error a backend that needs them returns.
     #[cfg(uring)]
-    fn ring(&mut self) -> ferrite_io::Result<&mut (SharedIoEngine, raw::Ring)> {
+    fn ring(&mut self) -> ferrite_io::Result<&mut Uring> {
         let missing = || io_error(std::io::Error::other("io_uring is not in use (see Bench::runs)"));
         self.uring.as_mut().ok_or_else(missing)
     }
@@ -348,10 +457,10 @@ impl Bench {
 
     fn files(&self, row: Row) -> &Files {
         match row {
-            Row::CachedRead4k | Row::Batch8 => &self.cached,
+            Row::CachedRead4k | Row::Batch8 | Row::ScaleCached(_) => &self.cached,
             Row::BufferedWrite4k => &self.write,
             Row::Fdatasync4k => &self.sync,
-            Row::DirectRandread(_) => &self.direct,
+            Row::DirectRandread(_) | Row::DirectOneTask32 | Row::ScaleDirect(_) => &self.direct,
             Row::DirectSeqwrite128k => &self.seq,
         }
     }
@@ -367,14 +476,16 @@ impl Bench {
         match backend {
             #[cfg(uring)]
             Backend::Uring | Backend::UringFixed => {
-                let engine = self.ring()?.0.clone();
+                let uring = self.ring()?;
+                // The CPU-bound scaling rows go through the ring: the engine without the fast path.
+                let engine = if matches!(row, Row::ScaleCached(_)) { &uring.ring_only } else { &uring.engine }.clone();
                 engine_run(&engine, self.files(row), row, &offsets, backend == Backend::UringFixed).await
             }
             Backend::Tokio => engine_run(&self.tokio, self.files(row), row, &offsets, true).await,
             #[cfg(uring)]
             Backend::RawRing => {
                 let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.files(row).std);
-                self.ring()?.1.run(fd, row, &offsets).map_err(io_error)
+                raw::run(&mut self.ring()?.raw, fd, row, &offsets).map_err(io_error)
             }
             Backend::Pread => pread_run(&self.files(row).std, row, &offsets).map_err(io_error),
             Backend::Nowait => nowait_run(&self.files(row).std, row, &offsets).map_err(io_error),
@@ -468,6 +579,9 @@ async fn engine_loop(
         }
         return Ok(start.elapsed());
     }
+    if let Row::DirectOneTask32 | Row::ScaleDirect(_) = row {
+        return futures_run(engine, file, row, offsets, fixed).await;
+    }
     let depth = row.depth();
     if depth == 1 {
         let mut buf = engine.acquire().await;
@@ -499,6 +613,51 @@ async fn engine_loop(
         });
     }
     while let Some(joined) = tasks.join_next().await {
+        joined.map_err(|e| io_error(std::io::Error::other(e)))??;
+    }
+    Ok(start.elapsed())
+}
+
+/// `row.submitters()` tasks, each keeping its share of the row's 32 operations in flight as
+/// futures polled together (`FuturesUnordered`: only the woken ones are polled again).
+async fn futures_run(
+    engine: &SharedIoEngine,
+    file: &File,
+    row: Row,
+    offsets: &[u64],
+    fixed: bool,
+) -> ferrite_io::Result<Duration> {
+    use futures_util::StreamExt;
+    use futures_util::stream::FuturesUnordered;
+    let tasks = row.submitters();
+    let per_task = row.depth() / tasks;
+    let mut bufs = Vec::with_capacity(row.depth());
+    for _ in 0..row.depth() {
+        let mut buf = engine.acquire().await;
+        buf.set_len(PAGE)?;
+        bufs.push(buf);
+    }
+    let mut set = tokio::task::JoinSet::new();
+    let start = Instant::now();
+    for chunk in offsets.chunks(offsets.len().div_ceil(tasks).max(1)) {
+        let (engine, file, chunk) = (engine.clone(), file.clone(), chunk.to_vec());
+        let mine: Vec<_> = bufs.drain(..per_task.min(bufs.len())).collect();
+        set.spawn(async move {
+            let mut next = chunk.into_iter();
+            let mut flight = FuturesUnordered::new();
+            for (buf, offset) in mine.into_iter().zip(next.by_ref()) {
+                flight.push(engine_op(&engine, &file, row, buf, offset, fixed));
+            }
+            while let Some(done) = flight.next().await {
+                let buf = done?;
+                if let Some(offset) = next.next() {
+                    flight.push(engine_op(&engine, &file, row, buf, offset, fixed));
+                }
+            }
+            Ok::<_, ferrite_io::Error>(())
+        });
+    }
+    while let Some(joined) = set.join_next().await {
         joined.map_err(|e| io_error(std::io::Error::other(e)))??;
     }
     Ok(start.elapsed())
@@ -671,6 +830,28 @@ mod raw {
 
     use super::{BATCH, PAGE, Row, batch_offset, is_write};
 
+    /// Runs `row` on one thread per submitter, each with a ring of its own and its share of the
+    /// operations in flight.
+    pub fn run(rings: &mut [Ring], fd: RawFd, row: Row, offsets: &[u64]) -> io::Result<Duration> {
+        let threads = row.submitters();
+        let depth = row.depth() / threads;
+        if threads == 1 {
+            return rings[0].run(fd, row, offsets, depth);
+        }
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = rings
+                .iter_mut()
+                .zip(offsets.chunks(offsets.len().div_ceil(threads).max(1)))
+                .map(|(ring, chunk)| scope.spawn(move || ring.run(fd, row, chunk, depth)))
+                .collect();
+            workers
+                .into_iter()
+                .try_for_each(|w| w.join().unwrap_or_else(|_| Err(io::Error::other("raw ring panicked"))).map(drop))
+        })?;
+        Ok(start.elapsed())
+    }
+
     pub struct Ring {
         ring: IoUring,
         arena: memmap2::MmapMut,
@@ -720,7 +901,7 @@ mod raw {
                 .collect()
         }
 
-        pub fn run(&mut self, fd: RawFd, row: Row, offsets: &[u64]) -> io::Result<Duration> {
+        fn run(&mut self, fd: RawFd, row: Row, offsets: &[u64], depth: usize) -> io::Result<Duration> {
             let len = row.bytes().min(self.slot);
             let start = Instant::now();
             match row {
@@ -747,7 +928,7 @@ mod raw {
                     }
                 }
                 _ => {
-                    let depth = row.depth().min(offsets.len().max(1));
+                    let depth = depth.min(offsets.len().max(1));
                     let mut next = offsets.iter();
                     let mut in_flight = 0;
                     for slot in 0..depth {
