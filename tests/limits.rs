@@ -243,3 +243,50 @@ async fn statistics_count_operations_and_bytes() {
         assert_eq!(s.fallback_reason, None);
     }
 }
+
+/// Futures dropped while their operations are in flight (single operations, and a batch larger
+/// than the ring's room, dropped while it waits for room) give every buffer back, even when
+/// nothing else ever runs on the engine again: something must reap their completions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_operations_return_their_buffers_unprompted() {
+    use std::future::Future;
+    use std::task::{Context, Waker};
+    let dir = common::tempdir();
+    let path = dir.path().join("data");
+    std::fs::write(&path, vec![3u8; 64 * PAGE]).unwrap();
+    let config = IoEngineConfig {
+        uring_entries: 1,
+        rings: 1,
+        registered_buffers: 16,
+        buffer_size: PAGE,
+        ..common::config(EngineChoice::Auto)
+    };
+    for (name, engine) in common::engines(&config) {
+        let file = engine.open(&path, &OpenOptions::new().direct(true)).await.unwrap();
+        for round in 0..20u64 {
+            let mut cx = Context::from_waker(Waker::noop());
+            if round % 2 == 0 {
+                let mut batch = Batch::new();
+                for page in 0..8u64 {
+                    batch.read_at(&file, engine.acquire().await, page * PAGE as u64);
+                }
+                let mut submit = Box::pin(engine.submit_batch(&mut batch));
+                let _ = submit.as_mut().poll(&mut cx);
+                drop(submit);
+                assert!(batch.is_empty(), "{name}: a dropped submit empties the batch");
+            } else {
+                let mut read = Box::pin(engine.read_at(&file, engine.acquire().await, round * PAGE as u64));
+                let _ = read.as_mut().poll(&mut cx);
+                drop(read);
+            }
+            // Nothing else touches the engine: every buffer must still come back.
+            watchdog(&format!("{name} round {round}"), async {
+                while engine.pool().available() != engine.pool().capacity() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await;
+        }
+        assert_eq!(engine.stats().in_flight, 0, "{name}");
+    }
+}

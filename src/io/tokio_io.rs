@@ -183,15 +183,24 @@ impl TokioEngine {
                 }
             }
         }
+        /// Counts the operation as in flight for as long as its closure exists (run or not),
+        /// even when the future waiting for it is dropped.
+        struct Flight(std::sync::Arc<Counters>);
+        impl Drop for Flight {
+            fn drop(&mut self) {
+                self.0.finish(1);
+            }
+        }
         let (back, returned) = tokio::sync::oneshot::channel();
         let mut unrun = Unrun { input: Some(input), back: Some(back) };
         self.counters.start(1);
+        let flight = Flight(self.counters.clone());
         let task = handle.spawn_blocking(move || {
+            let _flight = flight;
             let input = unrun.input.take().expect("the closure runs once");
             f(input)
         });
         let joined = task.await;
-        self.counters.finish(1);
         match joined {
             Ok(value) => Ok(value),
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

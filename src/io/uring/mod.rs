@@ -531,13 +531,29 @@ impl Drop for OpFuture<'_> {
     fn drop(&mut self) {
         if let Some(key) = self.key {
             let core = &self.shared.rings[self.ring];
-            core.lock().abandon(key);
+            let mut ring = core.lock();
+            if ring.abandon(key) {
+                watch_for_abandoned(self.shared, self.ring, ring);
+            }
         }
     }
 }
 
+/// An abandoned operation is still in flight: make sure its completion will be reaped (and its
+/// buffers returned) even if no other operation ever touches the ring, by arming a watcher of
+/// the current runtime or the completion thread.
+fn watch_for_abandoned(shared: &Arc<Shared>, index: usize, mut ring: ring::Locked<'_>) {
+    let path = wake::path(shared, index, &mut ring);
+    drop(ring);
+    match path {
+        wake::Path::Reactor(watcher) => watcher.arm(),
+        wake::Path::Thread => shared.thread.start(shared),
+    }
+}
+
 /// Waits for every operation of a batch that went to ring `ring` and did not finish inline.
-/// Dropped early, it abandons each one still in flight and empties the batch.
+/// Dropped before they all finished, it abandons each one still in flight (its buffer returns
+/// at its completion) and empties the batch.
 struct BatchWait<'a, 'b> {
     shared: &'a Arc<Shared>,
     ring: usize,
@@ -598,12 +614,17 @@ impl Drop for BatchWait<'_, '_> {
         }
         let core = &self.shared.rings[self.ring];
         let mut ring = core.lock();
+        let mut in_flight = false;
         for slot in self.slots.iter() {
             if let BatchSlot::Submitted { key, .. } = slot {
-                ring.abandon(Key::from_user_data(*key));
+                in_flight |= ring.abandon(Key::from_user_data(*key));
             }
         }
-        drop(ring);
+        if in_flight {
+            watch_for_abandoned(self.shared, self.ring, ring);
+        } else {
+            drop(ring);
+        }
         self.slots.clear();
     }
 }
@@ -814,18 +835,20 @@ impl IoEngine for UringEngine {
         let index = self.pick();
         let core = &self.shared.rings[index];
         let pool = self.shared.pool.id();
+        // Owns the batch's slots from here: dropped early (even while waiting for room), it
+        // abandons every operation already in flight and empties the batch.
+        let mut wait = BatchWait { shared: &self.shared, ring: index, slots: &mut batch.slots, left: 0 };
         let mut next = 0;
-        let mut left = 0;
-        while next < batch.slots.len() {
-            let want = (batch.slots.len() - next).min(core.room.available_permits().max(1)) as u32;
+        while next < wait.slots.len() {
+            let want = (wait.slots.len() - next).min(core.room.available_permits().max(1)) as u32;
             if let Err(e) = core.room(want).await {
-                fail_rest(&mut batch.slots[next..], pool, &e);
+                fail_rest(&mut wait.slots[next..], pool, &e);
                 break;
             }
             let mut ring = core.lock();
             let mut unused = 0;
             let end = next + want as usize;
-            for slot in &mut batch.slots[next..end] {
+            for slot in &mut wait.slots[next..end] {
                 let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { continue };
                 let fixed = op.fixed && op.buf.pool_id() == pool;
                 let code = op.rw.op(fixed, false);
@@ -839,7 +862,7 @@ impl IoEngine for UringEngine {
                         let (rw, offset) = (op.rw, op.offset);
                         match ring.push(entry, Payload::owned(op.file, op.buf), &core.counters) {
                             Ok(key) => {
-                                left += 1;
+                                wait.left += 1;
                                 BatchSlot::Submitted { rw, code, offset, key: key.user_data() }
                             }
                             Err((e, payload)) => {
@@ -851,7 +874,7 @@ impl IoEngine for UringEngine {
                 };
             }
             ring.submit_and_reap(&core.counters);
-            for slot in &mut batch.slots[next..end] {
+            for slot in &mut wait.slots[next..end] {
                 let BatchSlot::Submitted { rw, code, offset, key } = *slot else { continue };
                 if let Some((result, payload)) = ring.take_done(Key::from_user_data(key)) {
                     core.counters.inline.fetch_add(1, Relaxed);
@@ -863,7 +886,7 @@ impl IoEngine for UringEngine {
                         syscall_result(result),
                         payload.into_one(),
                     ));
-                    left -= 1;
+                    wait.left -= 1;
                 }
             }
             drop(ring);
@@ -872,9 +895,10 @@ impl IoEngine for UringEngine {
             }
             next = end;
         }
-        if left > 0 {
-            BatchWait { shared: &self.shared, ring: index, slots: &mut batch.slots, left }.await;
+        if wait.left > 0 {
+            (&mut wait).await;
         }
+        drop(wait);
         BatchResults::new(&mut batch.slots)
     }
 }

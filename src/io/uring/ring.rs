@@ -59,6 +59,9 @@ pub(super) struct Ring {
     pub(super) watchers: Vec<Arc<Watcher>>,
     /// Wakers of completed operations, woken by [`Locked`] after it unlocks.
     to_wake: Vec<Waker>,
+    /// Payloads of abandoned operations that completed, dropped by [`Locked`] after it unlocks
+    /// (dropping a buffer returns it to its pool, which wakes a task waiting in `acquire`).
+    to_drop: Vec<Payload>,
     /// Completions reaped under this lock: their CQ entries are free again, so [`Locked`] gives
     /// their permits back after it unlocks.
     reaped: usize,
@@ -132,6 +135,7 @@ impl RingCore {
                 generation: 0,
                 watchers: Vec::new(),
                 to_wake: Vec::with_capacity(cq),
+                to_drop: Vec::with_capacity(cq),
                 reaped: 0,
                 queued: VecDeque::with_capacity(sq),
                 broken: None,
@@ -195,25 +199,35 @@ impl Drop for Locked<'_> {
     fn drop(&mut self) {
         loop {
             let Some(ring) = self.guard.as_mut() else { return };
-            if ring.to_wake.is_empty() && ring.reaped == 0 {
+            if ring.to_wake.is_empty() && ring.to_drop.is_empty() && ring.reaped == 0 {
                 return;
             }
-            // At most 16 at a time on the stack: no allocation on the wake path.
-            let mut batch: [Option<Waker>; 16] = Default::default();
-            for slot in batch.iter_mut() {
+            // At most 16 of each at a time on the stack: no allocation on the wake path.
+            let mut wakers: [Option<Waker>; 16] = Default::default();
+            for slot in wakers.iter_mut() {
                 match ring.to_wake.pop() {
                     Some(waker) => *slot = Some(waker),
                     None => break,
                 }
             }
+            let mut payloads: [Option<Payload>; 16] = Default::default();
+            for slot in payloads.iter_mut() {
+                match ring.to_drop.pop() {
+                    Some(payload) => *slot = Some(payload),
+                    None => break,
+                }
+            }
             let reaped = std::mem::take(&mut ring.reaped);
-            let more = !ring.to_wake.is_empty();
+            let more = !ring.to_wake.is_empty() || !ring.to_drop.is_empty();
             drop(self.guard.take());
             if reaped > 0 {
                 self.core.counters.finish(reaped as u64);
                 quietly(|| self.core.room.add_permits(reaped));
             }
-            for waker in batch.into_iter().flatten() {
+            for payload in payloads.into_iter().flatten() {
+                quietly(|| drop(payload));
+            }
+            for waker in wakers.into_iter().flatten() {
                 quietly(|| waker.wake());
             }
             if !more {
@@ -435,8 +449,12 @@ impl Ring {
         match std::mem::replace(&mut slot.state, State::Done(result)) {
             State::Waiting(Some(waker)) => self.to_wake.push(waker),
             State::Waiting(None) => {}
-            // The kernel is done with the memory: the buffers go back to the pool (I2).
-            State::Ignored => drop(self.free(key)),
+            // The kernel is done with the memory: the buffers go back to the pool (I2), once the
+            // lock is released.
+            State::Ignored => {
+                let payload = self.free(key);
+                self.to_drop.push(payload);
+            }
             State::Done(_) => {
                 tracing::error!(user_data, "second completion");
                 return;
@@ -488,15 +506,19 @@ impl Ring {
     }
 
     /// The future of `key` is gone: free the slot now if it completed, else at its completion.
-    pub(super) fn abandon(&mut self, key: Key) {
+    /// Returns whether the operation is still in flight (then someone must reap it later).
+    pub(super) fn abandon(&mut self, key: Key) -> bool {
         if !self.live(key) {
-            return;
+            return false;
         }
         let slot = &mut self.ops[key.index as usize];
         if matches!(slot.state, State::Done(_)) {
-            drop(self.free(key));
+            let payload = self.free(key);
+            self.to_drop.push(payload);
+            false
         } else {
             slot.state = State::Ignored;
+            true
         }
     }
 
