@@ -1,14 +1,25 @@
-//! Typed errors. Every I/O failure names the operation, the file offset and the engine that ran it.
+//! Typed errors. Every I/O failure names the operation, the file (when it was opened by path),
+//! the file offset and the engine that ran it; [`Error`] converts into [`std::io::Error`]
+//! keeping the kind and the OS error code.
 
 use std::fmt;
 use std::io;
+use std::path::{Path, PathBuf};
 
 use crate::io::detect::Unsupported;
 
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The operation an error comes from.
+/// The operation an error comes from, named after what the caller called.
+///
+/// `Read` and `Write` are also the reads and writes of `read_exact_at`, `write_all_at`,
+/// `write_durable_at` and a [`Batch`](crate::Batch); a `Buf<Registered>` of the engine's pool
+/// given to `read_at` (or a batch) reports `ReadFixed`, as it uses the fixed-buffer opcode.
+///
+/// ```
+/// assert_eq!(ferrite_io::Op::SyncData.to_string(), "sync_data (fdatasync)");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
     /// Opening a file.
@@ -41,19 +52,23 @@ impl fmt::Display for Op {
             Op::Open => "open",
             Op::Read => "read",
             Op::Write => "write",
-            Op::ReadFixed => "read_fixed",
-            Op::WriteFixed => "write_fixed",
-            Op::ReadVectored => "read_vectored",
-            Op::WriteVectored => "write_vectored",
-            Op::SyncAll => "fsync",
-            Op::SyncData => "fdatasync",
-            Op::Stat => "fstat",
-            Op::Allocate => "fallocate",
+            Op::ReadFixed => "read with a fixed buffer",
+            Op::WriteFixed => "write with a fixed buffer",
+            Op::ReadVectored => "read_vectored_at",
+            Op::WriteVectored => "write_vectored_at",
+            Op::SyncAll => "sync_all (fsync)",
+            Op::SyncData => "sync_data (fdatasync)",
+            Op::Stat => "File::size (fstat)",
+            Op::Allocate => "File::preallocate (fallocate)",
         })
     }
 }
 
 /// Which engine ran an operation.
+///
+/// ```
+/// assert_eq!(ferrite_io::Backend::Uring.to_string(), "io_uring");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
     /// [`UringEngine`](crate::UringEngine).
@@ -72,19 +87,57 @@ impl fmt::Display for Backend {
 }
 
 /// Everything that can go wrong in this crate.
+///
+/// Errors from the kernel name the operation, the file and the offset, and keep the OS error
+/// as their `source`; [`raw_os_error`](Error::raw_os_error) gives its code, and
+/// `std::io::Error::from` turns any `Error` into an `io::Error` of the matching kind.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use ferrite_io::{Buf, Error, IoEngine, IoEngineConfig, Op, OpenOptions};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+/// let path = dir.path().join("ro");
+/// std::fs::write(&path, b"x").unwrap();
+/// let file = engine.open(&path, &OpenOptions::new().write(false)).await?;
+/// let (result, _buf) = engine.write_at(&file, Buf::from(vec![0; 4]), 8).await.into_parts();
+/// let error = result.unwrap_err();
+/// assert!(matches!(&error, Error::Io { op: Op::Write, offset: 8, .. }));
+/// assert!(error.to_string().contains(&*path.to_string_lossy())); // names the file
+/// assert_eq!(error.raw_os_error(), Some(libc::EBADF));
+/// let io: std::io::Error = error.into();
+/// assert_eq!(io.raw_os_error(), Some(libc::EBADF));
+/// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The kernel (or the blocking syscall) returned an error.
-    #[error("{op} at offset {offset} on the {backend} engine failed: {source}")]
+    #[error("{op} {} on the {backend} engine failed: {source}", place(.op, .path, .offset))]
     Io {
         /// The operation.
         op: Op,
-        /// The file offset it started at.
+        /// The file, when it was opened by path (not for [`File::from_std`](crate::File::from_std)).
+        path: Option<PathBuf>,
+        /// The file offset it started at (0 for syncs).
         offset: u64,
         /// The engine.
         backend: Backend,
         /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// [`File::size`](crate::File::size) or [`File::preallocate`](crate::File::preallocate)
+    /// failed. These are plain syscalls on the file, run by no engine.
+    #[error("{op} of {} failed{}: {source}", PathName(.path.as_deref()), Bytes(*.len))]
+    File {
+        /// [`Op::Stat`] or [`Op::Allocate`].
+        op: Op,
+        /// The file, when it was opened by path.
+        path: Option<PathBuf>,
+        /// For `preallocate`, the length asked for.
+        len: Option<u64>,
+        /// The OS error (e.g. `ENOSPC`).
         #[source]
         source: io::Error,
     },
@@ -207,20 +260,111 @@ pub enum Error {
 
 impl Error {
     /// The OS error code, when the error came from the kernel.
+    ///
+    /// ```
+    /// let e = ferrite_io::Error::Cancelled { op: ferrite_io::Op::Read, offset: 0 };
+    /// assert_eq!(e.raw_os_error(), Some(libc::ECANCELED));
+    /// ```
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            Error::Io { source, .. } | Error::Open { source, .. } => source.raw_os_error(),
+            Error::Io { source, .. } | Error::Open { source, .. } | Error::File { source, .. } => source.raw_os_error(),
             Error::Cancelled { .. } => Some(libc::ECANCELED),
             _ => None,
         }
     }
 
-    /// Maps a negative errno or an `io::Error` from `op` into a typed error.
-    pub(crate) fn os(op: Op, offset: u64, backend: Backend, source: io::Error) -> Error {
+    /// Maps an `io::Error` of `op` on `file` into a typed error.
+    pub(crate) fn os(op: Op, file: &crate::File, offset: u64, backend: Backend, source: io::Error) -> Error {
         if source.raw_os_error() == Some(libc::ECANCELED) {
             Error::Cancelled { op, offset }
         } else {
-            Error::Io { op, offset, backend, source }
+            Error::Io { op, path: file.path().map(Path::to_path_buf), offset, backend, source }
+        }
+    }
+
+    /// The `io::ErrorKind` this error converts to.
+    fn kind(&self) -> io::ErrorKind {
+        use io::ErrorKind as K;
+        match self {
+            Error::Io { source, .. } | Error::File { source, .. } | Error::Open { source, .. } => source.kind(),
+            Error::Map(source) => source.kind(),
+            Error::UnexpectedEof { .. } => K::UnexpectedEof,
+            Error::WriteZero { .. } => K::WriteZero,
+            Error::ForeignBuffer { .. } | Error::Length { .. } | Error::Unaligned { .. } => K::InvalidInput,
+            Error::Config { .. } | Error::ConfigFile { .. } => K::InvalidInput,
+            Error::Unavailable(_) => K::Unsupported,
+            Error::Page(_) | Error::Corrupt { .. } => K::InvalidData,
+            Error::Cancelled { .. } | Error::Poisoned { .. } | Error::NoRuntime(_) => K::Other,
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    /// An error from the kernel becomes its OS error again (same kind, same
+    /// [`raw_os_error`](io::Error::raw_os_error); log the [`Error`] first if you need its file
+    /// and offset, which an OS error cannot carry). Any other error is wrapped, with a matching
+    /// kind (`UnexpectedEof`, `WriteZero`, `InvalidInput`, `InvalidData`, ...), and can be
+    /// recovered with `get_ref()` and `downcast_ref::<ferrite_io::Error>()`.
+    ///
+    /// ```
+    /// let e = ferrite_io::Error::UnexpectedEof { op: ferrite_io::Op::Read, offset: 0, done: 1, wanted: 2 };
+    /// let io = std::io::Error::from(e);
+    /// assert_eq!(io.kind(), std::io::ErrorKind::UnexpectedEof);
+    /// assert!(io.get_ref().unwrap().downcast_ref::<ferrite_io::Error>().is_some());
+    /// ```
+    fn from(error: Error) -> io::Error {
+        match error {
+            Error::Io { source, .. } | Error::File { source, .. } | Error::Open { source, .. } | Error::Map(source)
+                if source.raw_os_error().is_some() =>
+            {
+                source
+            }
+            Error::Cancelled { .. } => io::Error::from_raw_os_error(libc::ECANCELED),
+            other => io::Error::new(other.kind(), other),
+        }
+    }
+}
+
+/// Where an operation ran, for `Error::Io`'s message: `at offset 4096 of /data/log`.
+fn place<'a>(op: &Op, path: &'a Option<PathBuf>, offset: &u64) -> Place<'a> {
+    Place { op: *op, path: path.as_deref(), offset: *offset }
+}
+
+struct Place<'a> {
+    op: Op,
+    path: Option<&'a Path>,
+    offset: u64,
+}
+
+impl fmt::Display for Place<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !matches!(self.op, Op::SyncAll | Op::SyncData | Op::Stat | Op::Open) {
+            write!(f, "at offset {} ", self.offset)?;
+        }
+        write!(f, "of {}", PathName(self.path))
+    }
+}
+
+/// A file's path, or what to say when it has none.
+struct PathName<'a>(Option<&'a Path>);
+
+impl fmt::Display for PathName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(path) => write!(f, "{}", path.display()),
+            None => f.write_str("a file opened without a path"),
+        }
+    }
+}
+
+/// `File::preallocate`'s length, for `Error::File`'s message.
+struct Bytes(Option<u64>);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(len) => write!(f, " for a length of {len} bytes"),
+            None => Ok(()),
         }
     }
 }

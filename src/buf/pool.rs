@@ -6,6 +6,7 @@
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use memmap2::MmapMut;
 use tokio::sync::Notify;
@@ -14,7 +15,8 @@ use super::{Buf, Free};
 use crate::config::{BUFFER_ALIGN, MAX_BUFFER_SIZE, MAX_REGISTERED_BUFFERS};
 use crate::error::{Error, Result};
 
-/// A fixed set of equal, page-aligned buffers in one memory map.
+/// A fixed set of equal, 4096-aligned buffers in one memory map: the engine's fixed-buffer table
+/// on io_uring, and the memory that needs no alignment check for `O_DIRECT`.
 ///
 /// Cloning is cheap and shares the pool. Every [`Buf`] keeps the arena alive, so the memory is
 /// unmapped only after the last buffer (including those an engine holds in flight) is gone.
@@ -41,7 +43,7 @@ pub(crate) struct PoolInner {
     slots: u32,
     free: Mutex<Vec<u32>>,
     returned: Notify,
-    /// Acquires that found every slot out and had to wait.
+    /// Acquires that had to wait (`BufPool::waits`).
     waits: AtomicU64,
     /// Owns the mapping `base` points into; unmapped when the last `Arc<PoolInner>` drops.
     _arena: MmapMut,
@@ -54,7 +56,11 @@ unsafe impl Send for PoolInner {}
 // SAFETY: as for `Send`: `&PoolInner` exposes no byte access by itself, only through an owning `Buf`.
 unsafe impl Sync for PoolInner {}
 
+/// Pool ids start at 1: 0 is the `pool_id` of caller memory, which no pool can match.
 static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How long `acquire` waits before it warns.
+const LONG_WAIT: Duration = Duration::from_secs(1);
 
 impl BufPool {
     /// Maps `slots * slot_size` bytes of anonymous memory and cuts it into `slots` buffers.
@@ -66,7 +72,14 @@ impl BufPool {
     /// # Errors
     ///
     /// [`Error::Config`] when `slots` is 0 or above 16384, or `slot_size` is not a non-zero
-    /// multiple of 4096 of at most 1 GiB; [`Error::Io`] when the map fails.
+    /// multiple of 4096 of at most 1 GiB; [`Error::Map`] when the map fails.
+    ///
+    /// ```
+    /// let pool = ferrite_io::BufPool::new(16, 65536)?;
+    /// assert_eq!((pool.capacity(), pool.buffer_size()), (16, 65536));
+    /// assert!(ferrite_io::BufPool::new(16, 1000).is_err()); // not a multiple of 4096
+    /// # Ok::<(), ferrite_io::Error>(())
+    /// ```
     pub fn new(slots: u32, slot_size: usize) -> Result<Self> {
         if slots == 0 || slots > MAX_REGISTERED_BUFFERS {
             return Err(Error::Config {
@@ -102,8 +115,36 @@ impl BufPool {
     }
 
     /// A buffer, waiting while all are out (backpressure: the waiter sleeps until one returns).
+    ///
+    /// A wait that lasts over a second logs one `tracing::warn!` naming the pool, and every
+    /// acquire that had to wait counts in [`waits`](Self::waits). Use
+    /// [`acquire_timeout`](Self::acquire_timeout) to bound the wait.
+    ///
+    /// # Panics
+    ///
+    /// When it has to wait outside a tokio runtime with timers enabled (`#[tokio::main]`,
+    /// `#[tokio::test]` and `Runtime::new` enable them): the long-wait warning uses tokio's
+    /// timer.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let pool = ferrite_io::BufPool::new(1, 4096)?;
+    /// let held = pool.acquire().await;
+    /// let waiter = tokio::spawn({
+    ///     let pool = pool.clone();
+    ///     async move { pool.acquire().await.index() }
+    /// });
+    /// drop(held); // the waiter gets this slot
+    /// assert_eq!(waiter.await.unwrap(), 0);
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     pub async fn acquire(&self) -> Buf<Free> {
-        let mut counted = false;
+        if let Some(buf) = self.try_acquire() {
+            return buf;
+        }
+        self.inner.waits.fetch_add(1, Ordering::Relaxed);
+        let warn_at = tokio::time::Instant::now() + LONG_WAIT;
+        let mut warned = false;
         loop {
             let returned = self.inner.returned.notified();
             tokio::pin!(returned);
@@ -112,41 +153,110 @@ impl BufPool {
             if let Some(buf) = self.try_acquire() {
                 return buf;
             }
-            if !counted {
-                counted = true;
-                self.inner.waits.fetch_add(1, Ordering::Relaxed);
+            if warned {
+                returned.await;
+            } else if tokio::time::timeout_at(warn_at, returned).await.is_err() {
+                warned = true;
+                tracing::warn!(
+                    pool = self.inner.id,
+                    buffers = self.inner.slots,
+                    waited_ms = LONG_WAIT.as_millis() as u64,
+                    "BufPool::acquire is waiting: every buffer is out (return buffers sooner, hold fewer, \
+                     or make the pool larger)"
+                );
             }
-            returned.await;
         }
     }
 
+    /// A buffer, or `None` when none came back within `timeout`.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime with timers enabled, as `tokio::time::timeout`.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// let pool = ferrite_io::BufPool::new(1, 4096)?;
+    /// let held = pool.acquire_timeout(Duration::from_millis(10)).await;
+    /// assert!(held.is_some());
+    /// assert!(pool.acquire_timeout(Duration::from_millis(10)).await.is_none()); // all out
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
+    pub async fn acquire_timeout(&self, timeout: Duration) -> Option<Buf<Free>> {
+        tokio::time::timeout(timeout, self.acquire()).await.ok()
+    }
+
+    /// How many acquires so far found every buffer out and had to wait (including those that
+    /// then timed out). A relaxed counter, bumped only on the waiting path.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let pool = ferrite_io::BufPool::new(1, 4096)?;
+    /// let _held = pool.acquire().await;
+    /// assert_eq!(pool.waits(), 0);
+    /// let _ = pool.acquire_timeout(std::time::Duration::from_millis(1)).await;
+    /// assert_eq!(pool.waits(), 1);
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
+    pub fn waits(&self) -> u64 {
+        self.inner.waits.load(Ordering::Relaxed)
+    }
+
     /// A buffer if one is free now.
+    ///
+    /// ```
+    /// let pool = ferrite_io::BufPool::new(1, 4096)?;
+    /// let held = pool.try_acquire().expect("one is free");
+    /// assert!(pool.try_acquire().is_none());
+    /// # drop(held);
+    /// # Ok::<(), ferrite_io::Error>(())
+    /// ```
     pub fn try_acquire(&self) -> Option<Buf<Free>> {
         let index = self.inner.lock_free().pop()?;
         Some(Buf::new(self.inner.clone(), index))
     }
 
     /// Buffers in the pool now.
+    ///
+    /// ```
+    /// let pool = ferrite_io::BufPool::new(3, 4096)?;
+    /// let _held = pool.try_acquire();
+    /// assert_eq!(pool.available(), 2);
+    /// # Ok::<(), ferrite_io::Error>(())
+    /// ```
     pub fn available(&self) -> usize {
         self.inner.lock_free().len()
     }
 
     /// Buffers the pool holds in all (free plus handed out).
+    ///
+    /// ```
+    /// assert_eq!(ferrite_io::BufPool::new(3, 4096)?.capacity(), 3);
+    /// # Ok::<(), ferrite_io::Error>(())
+    /// ```
     pub fn capacity(&self) -> usize {
         self.inner.slots as usize
     }
 
     /// Bytes per buffer.
+    ///
+    /// ```
+    /// assert_eq!(ferrite_io::BufPool::new(3, 8192)?.buffer_size(), 8192);
+    /// # Ok::<(), ferrite_io::Error>(())
+    /// ```
     pub fn buffer_size(&self) -> usize {
         self.inner.slot_size
     }
 
-    /// How many [`acquire`](Self::acquire) calls found every buffer out and had to wait.
-    pub fn waits(&self) -> u64 {
-        self.inner.waits.load(Ordering::Relaxed)
-    }
-
-    /// This pool's process-unique id, which engines use to check registration.
+    /// This pool's process-unique id (never 0), which engines use to check registration.
+    ///
+    /// ```
+    /// let (a, b) = (ferrite_io::BufPool::new(1, 4096)?, ferrite_io::BufPool::new(1, 4096)?);
+    /// assert_ne!(a.id(), b.id());
+    /// assert_eq!(a.id(), a.clone().id()); // clones share the pool
+    /// # Ok::<(), ferrite_io::Error>(())
+    /// ```
     pub fn id(&self) -> u64 {
         self.inner.id
     }
@@ -168,6 +278,7 @@ impl std::fmt::Debug for BufPool {
             .field("capacity", &self.capacity())
             .field("available", &self.available())
             .field("buffer_size", &self.inner.slot_size)
+            .field("waits", &self.waits())
             .finish()
     }
 }

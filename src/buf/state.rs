@@ -7,6 +7,9 @@
 //! (wrappers, fault injectors), `Registered` is a claim, not a proof: every fixed-buffer
 //! operation of the engines here checks the pool id again before it names a fixed-buffer index
 //! to the kernel, and reports [`Error::ForeignBuffer`](crate::Error::ForeignBuffer) otherwise.
+//! Caller memory (a `Buf` made from a `Vec<u8>`, `Box<[u8]>` or `BytesMut`) has pool id 0,
+//! which no pool has, so it can never become `Registered`: `Buf<Registered>` stays the only key
+//! to fixed operations, and only pool slots hold one.
 
 use super::Buf;
 use crate::io::IoEngine;
@@ -71,7 +74,20 @@ impl Buf<Free> {
     /// # Errors
     ///
     /// Gives the buffer back unchanged when it does not come from `engine`'s pool (the type
-    /// system cannot tell pools apart, so this is checked at run time).
+    /// system cannot tell pools apart, so this is checked at run time), and always for caller
+    /// memory, which is in no fixed-buffer table.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use ferrite_io::{Buf, IoEngine, IoEngineConfig};
+    /// let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+    /// let slot = engine.pool().acquire().await;
+    /// let registered = slot.try_into_registered(&*engine).expect("a slot of the engine's pool");
+    /// assert_eq!(registered.buf_index(), 0);
+    /// let vec = Buf::from(vec![0; 4096]);
+    /// assert!(vec.try_into_registered(&*engine).is_err()); // caller memory: plain ops only
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     pub fn try_into_registered<E: IoEngine>(self, engine: &E) -> Result<Buf<Registered>, Self> {
         if engine.pool().id() == self.pool_id() {
             tracing::trace!(index = self.index(), "buf: Free -> Registered");
@@ -84,14 +100,33 @@ impl Buf<Free> {
 
 impl Buf<Registered> {
     /// Forgets the registration; the buffer can still do plain operations.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use ferrite_io::{Buf, Free, IoEngine, IoEngineConfig};
+    /// let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+    /// let free: Buf<Free> = engine.acquire().await.into_free();
+    /// # drop(free);
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     pub fn into_free(self) -> Buf<Free> {
         tracing::trace!(index = self.index(), "buf: Registered -> Free");
         self.cast()
     }
 
     /// The index in the engine's fixed-buffer table (`buf_index` of READ_FIXED/WRITE_FIXED).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use ferrite_io::{IoEngine, IoEngineConfig};
+    /// let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+    /// let (a, b) = (engine.acquire().await, engine.acquire().await);
+    /// assert_eq!((a.buf_index(), b.buf_index()), (0, 1));
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     pub fn buf_index(&self) -> u16 {
-        // Pools hold at most 16384 slots (checked in `BufPool::new`), so this never truncates.
+        // Only pool slots become `Registered`, and pools hold at most 16384 slots (checked in
+        // `BufPool::new`), so this never truncates.
         self.index() as u16
     }
 }
@@ -132,7 +167,21 @@ impl Buf<InFlight> {
 }
 
 impl Buf<Completed> {
-    /// Recycles the buffer for another operation, keeping its bytes and length.
+    /// Recycles the buffer for another operation, keeping its bytes and its view (after a
+    /// short read the view is what arrived: `unslice()` or `set_len` to widen it again).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use ferrite_io::{Buf, IoEngine, IoEngineConfig, OpenOptions};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+    /// let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+    /// let done = engine.write_at(&file, Buf::from(vec![1; 8]), 0).await;
+    /// let again = done.1.into_free(); // same bytes, ready for another operation
+    /// engine.write_at(&file, again, 8).await.0?;
+    /// assert_eq!(file.size()?, 16);
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     pub fn into_free(self) -> Buf<Free> {
         tracing::trace!(index = self.index(), "buf: Completed -> Free");
         self.cast()
@@ -143,6 +192,18 @@ impl Buf<Completed> {
     /// # Errors
     ///
     /// Gives the buffer back as `Free` when it does not come from `engine`'s pool.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use ferrite_io::{IoEngine, IoEngineConfig, OpenOptions};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+    /// let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+    /// let done = engine.write_fixed_at(&file, engine.acquire().await, 0).await;
+    /// let again = done.1.try_into_registered(&*engine).expect("the engine's own slot");
+    /// engine.write_fixed_at(&file, again, 65536).await.0?;
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     pub fn try_into_registered<E: IoEngine>(self, engine: &E) -> Result<Buf<Registered>, Buf<Free>> {
         self.into_free().try_into_registered(engine)
     }

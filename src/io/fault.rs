@@ -114,8 +114,9 @@ impl<E: IoEngine> FaultyEngine<E> {
         self.lock().failing_writes.get(&offset).copied()
     }
 
-    fn error(&self, op: Op, offset: u64, errno: i32) -> Error {
-        Error::Io { op, offset, backend: self.inner.backend(), source: io::Error::from_raw_os_error(errno) }
+    fn error(&self, op: Op, file: &File, offset: u64, errno: i32) -> Error {
+        let (path, source) = (file.path().map(Into::into), io::Error::from_raw_os_error(errno));
+        Error::Io { op, path, offset, backend: self.inner.backend(), source }
     }
 
     async fn sync(&self, file: &File, op: Op) -> Result<()> {
@@ -125,7 +126,7 @@ impl<E: IoEngine> FaultyEngine<E> {
             tokio::time::sleep(delay).await;
         }
         match (fault, op) {
-            (Some(errno), _) => Err(self.error(op, 0, errno)),
+            (Some(errno), _) => Err(self.error(op, file, 0, errno)),
             (None, Op::SyncAll) => self.inner.sync_all(file).await,
             (None, _) => self.inner.sync_data(file).await,
         }
@@ -168,7 +169,7 @@ impl<E: IoEngine> IoEngine for FaultyEngine<E> {
         offset: u64,
     ) -> BufResult<usize, Buf<Completed>> {
         match self.write_fault(offset).await {
-            Some(errno) => failed(buf, self.error(Op::Write, offset, errno)).map(|()| 0),
+            Some(errno) => failed(buf, self.error(Op::Write, file, offset, errno)).map(|()| 0),
             None => self.inner.write_at(file, buf, offset).await,
         }
     }
@@ -179,7 +180,7 @@ impl<E: IoEngine> IoEngine for FaultyEngine<E> {
 
     async fn write_fixed_at(&self, file: &File, buf: Buf<Registered>, offset: u64) -> BufResult<usize, Buf<Completed>> {
         match self.write_fault(offset).await {
-            Some(errno) => failed(buf, self.error(Op::WriteFixed, offset, errno)).map(|()| 0),
+            Some(errno) => failed(buf, self.error(Op::WriteFixed, file, offset, errno)).map(|()| 0),
             None => self.inner.write_fixed_at(file, buf, offset).await,
         }
     }
@@ -200,7 +201,7 @@ impl<E: IoEngine> IoEngine for FaultyEngine<E> {
         offset: u64,
     ) -> BufResult<(), Buf<Completed>> {
         match self.write_fault(offset).await {
-            Some(errno) => failed(buf, self.error(Op::Write, offset, errno)),
+            Some(errno) => failed(buf, self.error(Op::Write, file, offset, errno)),
             None => self.inner.write_all_at(file, buf, offset).await,
         }
     }

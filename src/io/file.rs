@@ -3,17 +3,44 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::error::{Backend, Error, Op, Result};
+use crate::error::{Error, Op, Result};
 
 /// An open file. Cloning shares the descriptor; every operation in flight holds a clone, so the
 /// descriptor stays open (and its number cannot be reused) until the kernel is done with it.
+/// A file opened by path keeps the path, which its errors name.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use ferrite_io::{File, OpenOptions};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("data");
+/// let file = File::open(&path, &OpenOptions::new().create(true)).await?;
+/// assert_eq!(file.path(), Some(path.as_path()));
+/// assert_eq!(file.size()?, 0);
+/// assert!(!file.is_direct());
+/// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct File {
-    inner: Arc<std::fs::File>,
+    inner: Arc<Inner>,
     direct: bool,
 }
 
+#[derive(Debug)]
+struct Inner {
+    std: std::fs::File,
+    path: Option<PathBuf>,
+}
+
 /// How to open a [`File`]: read and write by default.
+///
+/// ```
+/// use ferrite_io::OpenOptions;
+/// let log = OpenOptions::new().create(true).truncate(true); // a fresh file
+/// let pages = OpenOptions::new().direct(true); // existing file, bypassing the page cache
+/// let snapshot = OpenOptions::new().write(false); // read-only
+/// # let _ = (log, pages, snapshot);
+/// ```
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
     write: bool,
@@ -31,6 +58,11 @@ impl Default for OpenOptions {
 
 impl OpenOptions {
     /// Read and write, no create, no truncate; direct I/O as the engine's config says.
+    ///
+    /// ```
+    /// let options = ferrite_io::OpenOptions::new();
+    /// # let _ = options;
+    /// ```
     pub fn new() -> Self {
         OpenOptions::default()
     }
@@ -56,9 +88,12 @@ impl OpenOptions {
         self
     }
 
-    /// Open with `O_DIRECT` (Linux): I/O bypasses the page cache. Buffers, offsets and lengths
-    /// must then be multiples of the device's logical block size; pool buffers always are
-    /// aligned to 4096. Not on tmpfs, which rejects it.
+    /// Open with `O_DIRECT` (Linux): I/O bypasses the page cache. Buffer addresses, offsets and
+    /// lengths must then be multiples of the file's direct-I/O alignment (the device's logical
+    /// block size, often 512 or 4096; `statx` reports it). Pool buffers are aligned to 4096;
+    /// caller memory (a `Buf` from a `Vec`) usually is not, and the kernel refuses it with
+    /// `EINVAL`. Filesystems differ: tmpfs accepted `O_DIRECT` only from Linux 6.6 on, and a
+    /// filesystem without it fails the open with `EINVAL`.
     ///
     /// Left unset, a file opened through an engine follows the engine's `io.direct_io` config
     /// key, and [`File::open`] opens it buffered.
@@ -84,17 +119,32 @@ impl File {
     /// `O_DIRECT` on a filesystem without it); [`Error::NoRuntime`] outside a tokio runtime.
     pub async fn open(path: impl AsRef<Path>, options: &OpenOptions) -> Result<File> {
         let path: PathBuf = path.as_ref().to_path_buf();
-        let options = options.clone();
+        let (options, direct) = (options.clone(), options.direct.unwrap_or(false));
         let handle = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime("File::open"))?;
         let opening = path.clone();
         let opened = handle.spawn_blocking(move || open_blocking(&opening, &options)).await;
-        let opened = opened.unwrap_or_else(|join| Err(std::io::Error::other(join)));
-        opened.map_err(|source| Error::Open { path, source })
+        match opened.unwrap_or_else(|join| Err(std::io::Error::other(join))) {
+            Ok(std) => Ok(File { inner: Arc::new(Inner { std, path: Some(path) }), direct }),
+            Err(source) => Err(Error::Open { path, source }),
+        }
     }
 
-    /// Wraps an already open file. `direct` says whether it was opened with `O_DIRECT`.
+    /// Wraps an already open file. `direct` says whether it was opened with `O_DIRECT`. The
+    /// file has no [`path`](Self::path) (its errors say so).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let std = std::fs::File::create(dir.path().join("f")).unwrap();
+    /// let file = ferrite_io::File::from_std(std, false);
+    /// assert_eq!(file.path(), None);
+    /// ```
     pub fn from_std(file: std::fs::File, direct: bool) -> File {
-        File { inner: Arc::new(file), direct }
+        File { inner: Arc::new(Inner { std: file, path: None }), direct }
+    }
+
+    /// The path the file was opened with; `None` for [`from_std`](Self::from_std).
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.path.as_deref()
     }
 
     /// Whether the file was opened with `O_DIRECT`.
@@ -104,21 +154,20 @@ impl File {
 
     /// The standard file, for metadata and `set_len`.
     pub fn std(&self) -> &std::fs::File {
-        &self.inner
+        &self.inner.std
     }
 
     /// The file's size in bytes (fstat).
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] when `fstat` fails.
+    /// [`Error::File`] when `fstat` fails.
     pub fn size(&self) -> Result<u64> {
-        self.inner.metadata().map(|m| m.len()).map_err(|source| Error::Io {
-            op: Op::Stat,
-            offset: 0,
-            backend: Backend::Tokio,
-            source,
-        })
+        self.std().metadata().map(|m| m.len()).map_err(|source| self.error(Op::Stat, None, source))
+    }
+
+    fn error(&self, op: Op, len: Option<u64>, source: std::io::Error) -> Error {
+        Error::File { op, path: self.inner.path.clone(), len, source }
     }
 
     /// Reserves disk blocks for the first `len` bytes (`fallocate`, keeping the size unchanged
@@ -127,34 +176,42 @@ impl File {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] for any other failure (e.g. `ENOSPC`).
+    /// [`Error::File`] with the length for any other failure (e.g. `ENOSPC`).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let file = ferrite_io::File::open(dir.path().join("log"), &ferrite_io::OpenOptions::new().create(true)).await?;
+    /// let reserved = file.preallocate(1 << 20).await?;
+    /// assert_eq!(file.size()?, if reserved { 1 << 20 } else { 0 });
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     pub async fn preallocate(&self, len: u64) -> Result<bool> {
         let file = self.inner.clone();
-        let done = tokio::task::spawn_blocking(move || fallocate(&file, len)).await;
+        let done = tokio::task::spawn_blocking(move || fallocate(&file.std, len)).await;
         let result = done.unwrap_or_else(|join| Err(std::io::Error::other(join)));
         match result {
             Ok(()) => Ok(true),
             Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => Ok(false),
-            Err(source) => Err(Error::Io { op: Op::Allocate, offset: len, backend: Backend::Tokio, source }),
+            Err(source) => Err(self.error(Op::Allocate, Some(len), source)),
         }
     }
 
     #[cfg(uring)]
     pub(crate) fn fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
-        self.inner.as_raw_fd()
+        self.inner.std.as_raw_fd()
     }
 }
 
-fn open_blocking(path: &Path, options: &OpenOptions) -> std::io::Result<File> {
+fn open_blocking(path: &Path, options: &OpenOptions) -> std::io::Result<std::fs::File> {
     let mut std_options = std::fs::OpenOptions::new();
     std_options.read(true).write(options.write).create(options.create).truncate(options.truncate);
     let direct = options.direct.unwrap_or(false);
     if direct {
         set_direct(&mut std_options)?;
     }
-    let file = std_options.open(path)?;
-    Ok(File::from_std(file, direct))
+    std_options.open(path)
 }
 
 #[cfg(target_os = "linux")]

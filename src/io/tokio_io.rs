@@ -82,15 +82,15 @@ impl TokioEngine {
         let mut buf = buf.into_in_flight();
         // Page-cache hits finish inline, without a trip through the blocking pool.
         let inline = match self.fast.attempt(rw, file, &mut buf, 0, offset, &self.counters) {
-            Nowait::Done(n) if n == 0 || n == buf.len() => return self.complete(rw, op, offset, Ok(n), buf),
-            Nowait::Failed(e) => return self.complete(rw, op, offset, Err(e), buf),
+            Nowait::Done(n) if n == 0 || n == buf.len() => return self.complete(rw, op, file, offset, Ok(n), buf),
+            Nowait::Failed(e) => return self.complete(rw, op, file, offset, Err(e), buf),
             Nowait::Done(n) => n,
             Nowait::WouldBlock | Nowait::Unsupported => 0,
         };
-        let file = file.clone();
+        let owned = file.clone();
         let ran = self
             .blocking(buf, move |mut buf| {
-                let result = match rw_once(rw, file.std(), &mut buf, inline, offset + inline as u64) {
+                let result = match rw_once(rw, owned.std(), &mut buf, inline, offset + inline as u64) {
                     Ok(n) => Ok(inline + n),
                     Err(_) if inline > 0 => Ok(inline),
                     Err(e) => Err(e),
@@ -99,7 +99,7 @@ impl TokioEngine {
             })
             .await;
         match ran {
-            Ok((result, buf)) => self.complete(rw, op, offset, result, buf),
+            Ok((result, buf)) => self.complete(rw, op, file, offset, result, buf),
             Err((buf, stopped)) => BufResult(Err(stopped.error(op, offset)), buf.into_failed()),
         }
     }
@@ -109,6 +109,7 @@ impl TokioEngine {
         &self,
         rw: Rw,
         op: Op,
+        file: &File,
         offset: u64,
         result: io::Result<usize>,
         buf: Buf<InFlight>,
@@ -116,7 +117,7 @@ impl TokioEngine {
         if let Ok(n) = result {
             self.counters.done(rw, n);
         }
-        complete(op, offset, result, buf)
+        complete(op, file, offset, result, buf)
     }
 
     async fn rw_fixed(
@@ -146,12 +147,12 @@ impl TokioEngine {
                 self.counters.done(rw, n);
                 return BufResult(Ok(()), buf.into_completed(n));
             }
-            Nowait::Failed(e) => return BufResult(Err(err(rw.op(fixed, false), offset, e)), buf.into_failed()),
+            Nowait::Failed(e) => return BufResult(Err(err(rw.op(fixed, false), file, offset, e)), buf.into_failed()),
             Nowait::Done(n) => n,
             Nowait::WouldBlock | Nowait::Unsupported => 0,
         };
         let file = file.clone();
-        let ran = self.blocking(buf, move |buf| exact(rw, fixed, file.std(), buf, offset, done)).await;
+        let ran = self.blocking(buf, move |buf| exact(rw, fixed, &file, buf, offset, done)).await;
         let result = unstopped(ran, rw.op(fixed, false), offset);
         if result.0.is_ok() {
             self.counters.done(rw, result.1.len());
@@ -224,7 +225,7 @@ impl TokioEngine {
     ) -> BufResult<usize, Vec<Buf<Completed>>> {
         let file = file.clone();
         let bufs: Vec<_> = bufs.into_iter().map(Buf::into_in_flight).collect();
-        match self.blocking(bufs, move |bufs| vectored(rw, file.std(), bufs, offset)).await {
+        match self.blocking(bufs, move |bufs| vectored(rw, &file, bufs, offset)).await {
             Ok(result) => {
                 if let Ok(n) = result.0 {
                     self.counters.done(rw, n);
@@ -239,11 +240,11 @@ impl TokioEngine {
     }
 
     async fn sync(&self, file: &File, op: Op) -> Result<()> {
-        let file = file.clone();
+        let owned = file.clone();
         let ran = self
             .blocking((), move |()| match op {
-                Op::SyncAll => file.std().sync_all(),
-                _ => file.std().sync_data(),
+                Op::SyncAll => owned.std().sync_all(),
+                _ => owned.std().sync_data(),
             })
             .await;
         match ran {
@@ -251,7 +252,7 @@ impl TokioEngine {
                 self.counters.synced();
                 Ok(())
             }
-            Ok(Err(e)) => Err(err(op, 0, e)),
+            Ok(Err(e)) => Err(err(op, file, 0, e)),
             Err(((), stopped)) => Err(stopped.error(op, 0)),
         }
     }
@@ -288,8 +289,8 @@ fn unstopped<T>(
     }
 }
 
-fn err(op: Op, offset: u64, source: io::Error) -> Error {
-    Error::os(op, offset, Backend::Tokio, source)
+fn err(op: Op, file: &File, offset: u64, source: io::Error) -> Error {
+    Error::os(op, file, offset, Backend::Tokio, source)
 }
 
 /// `EINVAL` for offsets the kernel reads as negative; checked before any syscall on both engines.
@@ -335,10 +336,16 @@ fn rw_full(
     (done, Ok(()))
 }
 
-fn complete(op: Op, offset: u64, result: io::Result<usize>, buf: Buf<InFlight>) -> BufResult<usize, Buf<Completed>> {
+fn complete(
+    op: Op,
+    file: &File,
+    offset: u64,
+    result: io::Result<usize>,
+    buf: Buf<InFlight>,
+) -> BufResult<usize, Buf<Completed>> {
     match result {
         Ok(n) => BufResult(Ok(n), buf.into_completed(n)),
-        Err(e) => BufResult(Err(err(op, offset, e)), buf.into_failed()),
+        Err(e) => BufResult(Err(err(op, file, offset, e)), buf.into_failed()),
     }
 }
 
@@ -346,16 +353,16 @@ fn complete(op: Op, offset: u64, result: io::Result<usize>, buf: Buf<InFlight>) 
 fn exact(
     rw: Rw,
     fixed: bool,
-    file: &std::fs::File,
+    file: &File,
     mut buf: Buf<InFlight>,
     offset: u64,
     done: usize,
 ) -> BufResult<(), Buf<Completed>> {
     let wanted = buf.len();
     let op = rw.op(fixed, false);
-    let (done, result) = rw_full(rw, file, &mut buf, offset, done);
+    let (done, result) = rw_full(rw, file.std(), &mut buf, offset, done);
     match result {
-        Err(e) => BufResult(Err(err(op, offset + done as u64, e)), buf.into_failed()),
+        Err(e) => BufResult(Err(err(op, file, offset + done as u64, e)), buf.into_failed()),
         Ok(()) if done == wanted => BufResult(Ok(()), buf.into_completed(done)),
         Ok(()) if rw == Rw::Read => {
             let e = Error::UnexpectedEof { op, offset, done, wanted };
@@ -366,15 +373,10 @@ fn exact(
 }
 
 /// preadv/pwritev semantics over pread/pwrite: buffers in order, stop at the first short one.
-fn vectored(
-    rw: Rw,
-    file: &std::fs::File,
-    bufs: Vec<Buf<InFlight>>,
-    offset: u64,
-) -> BufResult<usize, Vec<Buf<Completed>>> {
+fn vectored(rw: Rw, file: &File, bufs: Vec<Buf<InFlight>>, offset: u64) -> BufResult<usize, Vec<Buf<Completed>>> {
     let op = rw.op(false, true);
     if bufs.len() > MAX_VECTORED {
-        let e = err(op, offset, io::Error::from_raw_os_error(libc::EINVAL));
+        let e = err(op, file, offset, io::Error::from_raw_os_error(libc::EINVAL));
         return BufResult(Err(e), bufs.into_iter().map(|b| b.into_failed()).collect());
     }
     let mut total = 0usize;
@@ -383,7 +385,7 @@ fn vectored(
     for mut buf in bufs {
         let mut done = 0;
         if failure.is_none() && moved.iter().all(|(b, d): &(Buf<InFlight>, usize)| *d == b.len()) {
-            let (n, result) = rw_full(rw, file, &mut buf, offset + total as u64, 0);
+            let (n, result) = rw_full(rw, file.std(), &mut buf, offset + total as u64, 0);
             (done, total) = (n, total + n);
             failure = result.err();
         }
@@ -392,7 +394,7 @@ fn vectored(
     match failure {
         // Like the syscall: an error before any progress is the result; after some, the progress.
         Some(e) if total == 0 => {
-            BufResult(Err(err(op, offset, e)), moved.into_iter().map(|(b, _)| b.into_failed()).collect())
+            BufResult(Err(err(op, file, offset, e)), moved.into_iter().map(|(b, _)| b.into_failed()).collect())
         }
         _ => BufResult(Ok(total), moved.into_iter().map(|(b, done)| b.into_completed(done)).collect()),
     }
@@ -405,7 +407,7 @@ fn batch_op(op: BatchOp, pool: u64, counters: &Counters) -> BufResult<usize, Buf
     if let Ok(n) = result {
         counters.done(rw, n);
     }
-    complete(code, offset, result, buf)
+    complete(code, &file, offset, result, buf)
 }
 
 impl IoEngine for TokioEngine {
@@ -484,9 +486,11 @@ impl IoEngine for TokioEngine {
         let (file, buf) = (file.clone(), buf.into_in_flight());
         let ran = self
             .blocking(buf, move |buf| {
-                let written = exact(Rw::Write, fixed, file.std(), buf, offset, 0);
+                let written = exact(Rw::Write, fixed, &file, buf, offset, 0);
                 match written.0 {
-                    Ok(()) => BufResult(file.std().sync_data().map_err(|e| err(Op::SyncData, offset, e)), written.1),
+                    Ok(()) => {
+                        BufResult(file.std().sync_data().map_err(|e| err(Op::SyncData, &file, offset, e)), written.1)
+                    }
                     Err(_) => written,
                 }
             })
@@ -542,7 +546,7 @@ impl IoEngine for TokioEngine {
                 }
             };
             let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { unreachable!("matched above") };
-            *slot = BatchSlot::Done(self.complete(op.rw, code, op.offset, result, op.buf));
+            *slot = BatchSlot::Done(self.complete(op.rw, code, &op.file, op.offset, result, op.buf));
         }
         if rest > 0 {
             // The slot list itself moves to the blocking task and back: no allocation.

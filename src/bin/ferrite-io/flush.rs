@@ -135,6 +135,7 @@ fn fill_records(payload: &mut [u8], address: u64) -> usize {
 fn join_error(engine: &SharedIoEngine, e: tokio::task::JoinError) -> ferrite_io::Error {
     ferrite_io::Error::Io {
         op: ferrite_io::Op::Write,
+        path: None,
         offset: 0,
         backend: engine.backend(),
         source: std::io::Error::other(e),
@@ -334,6 +335,7 @@ async fn cold_reads(
         let address = rng.u64(0..pages) * page_size as u64;
         cold.prepare().map_err(|source| ferrite_io::Error::Io {
             op: ferrite_io::Op::Read,
+            path: file.path().map(Into::into),
             offset: address,
             backend: engine.backend(),
             source,
@@ -346,6 +348,7 @@ async fn cold_reads(
         if info.header.payload_len as usize != len || back[info.payload()] != expected[..len] {
             return Err(ferrite_io::Error::Io {
                 op: ferrite_io::Op::Read,
+                path: file.path().map(Into::into),
                 offset: address,
                 backend: engine.backend(),
                 source: std::io::Error::new(std::io::ErrorKind::InvalidData, "records differ from what was flushed"),

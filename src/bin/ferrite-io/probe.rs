@@ -70,6 +70,7 @@ async fn round_trip<E: IoEngine>(
     if buf.iter().enumerate().any(|(i, &b)| b != (i % 251) as u8) {
         return Err(ferrite_io::Error::Io {
             op: ferrite_io::Op::Read,
+            path: file.path().map(Into::into),
             offset: 0,
             backend: engine.backend(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, "read back different bytes"),

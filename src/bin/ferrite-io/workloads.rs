@@ -311,7 +311,13 @@ impl Files {
 }
 
 fn io_error(source: std::io::Error) -> ferrite_io::Error {
-    ferrite_io::Error::Io { op: ferrite_io::Op::Open, offset: 0, backend: ferrite_io::Backend::Tokio, source }
+    ferrite_io::Error::Io {
+        op: ferrite_io::Op::Open,
+        path: None,
+        offset: 0,
+        backend: ferrite_io::Backend::Tokio,
+        source,
+    }
 }
 
 /// Lays out `path` with `size` bytes of real (non-sparse) data unless it already has them;

@@ -252,7 +252,7 @@ impl UringEngine {
                 self.count(rw, n);
                 BufResult(Ok(n), buf.into_completed(n))
             }
-            Err(e) => BufResult(Err(Error::os(op, offset, Backend::Uring, e)), buf.into_failed()),
+            Err(e) => BufResult(Err(Error::os(op, file, offset, Backend::Uring, e)), buf.into_failed()),
         }
     }
 
@@ -293,7 +293,7 @@ impl UringEngine {
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let e = Error::os(op, offset + done as u64, Backend::Uring, e);
+                    let e = Error::os(op, file, offset + done as u64, Backend::Uring, e);
                     return BufResult(Err(e), buf.into_failed());
                 }
             }
@@ -355,7 +355,7 @@ impl UringEngine {
                 BufResult(Ok(n), bufs)
             }
             Err((e, bufs)) => BufResult(
-                Err(Error::os(op, offset, Backend::Uring, e)),
+                Err(Error::os(op, file, offset, Backend::Uring, e)),
                 bufs.into_iter().map(|b| b.into_failed()).collect(),
             ),
         }
@@ -370,7 +370,7 @@ impl UringEngine {
         if result.is_ok() {
             self.shared.rings[self.pick()].counters.synced();
         }
-        result.map(drop).map_err(|e| Error::os(op, 0, Backend::Uring, e))
+        result.map(drop).map_err(|e| Error::os(op, file, 0, Backend::Uring, e))
     }
 
     /// WRITE linked to FSYNC(DATASYNC) in one submission on ring `index`: the write's future
@@ -581,14 +581,7 @@ impl std::future::Future for BatchWait<'_, '_> {
             match ring.take_done(key) {
                 Some((result, payload)) => {
                     core.counters.later.fetch_add(1, Relaxed);
-                    *slot = BatchSlot::Done(finish(
-                        &core.counters,
-                        rw,
-                        code,
-                        offset,
-                        syscall_result(result),
-                        payload.into_one(),
-                    ));
+                    *slot = BatchSlot::Done(finish(&core.counters, rw, code, offset, syscall_result(result), payload));
                     this.left -= 1;
                 }
                 None => ring.wait(key, cx.waker()),
@@ -636,14 +629,16 @@ fn finish(
     code: Op,
     offset: u64,
     result: io::Result<usize>,
-    buf: Buf<InFlight>,
+    payload: Payload,
 ) -> BufResult<usize, Buf<Completed>> {
     match result {
         Ok(n) => {
             counters.done(rw, n);
-            BufResult(Ok(n), buf.into_completed(n))
+            BufResult(Ok(n), payload.into_one().into_completed(n))
         }
-        Err(e) => BufResult(Err(Error::os(code, offset, Backend::Uring, e)), buf.into_failed()),
+        Err(e) => {
+            BufResult(Err(Error::os(code, payload.file(), offset, Backend::Uring, e)), payload.into_one().into_failed())
+        }
     }
 }
 
@@ -752,7 +747,7 @@ impl IoEngine for UringEngine {
         let buf = buf.into_in_flight();
         let wanted = buf.len();
         if let Err(e) = check_offset(offset) {
-            let e = Error::os(Rw::Write.op(fixed, false), offset, Backend::Uring, e);
+            let e = Error::os(Rw::Write.op(fixed, false), file, offset, Backend::Uring, e);
             return BufResult(Err(e), buf.into_failed());
         }
         let index = self.pick();
@@ -767,7 +762,7 @@ impl IoEngine for UringEngine {
         let (write, sync) = match self.start_linked(index, fixed, file, buf, offset).await {
             Ok(pair) => pair,
             Err((e, buf)) => {
-                let e = Error::os(Rw::Write.op(fixed, false), offset, Backend::Uring, e);
+                let e = Error::os(Rw::Write.op(fixed, false), file, offset, Backend::Uring, e);
                 return BufResult(Err(e), buf.into_failed());
             }
         };
@@ -783,7 +778,7 @@ impl IoEngine for UringEngine {
                 if synced.is_ok() {
                     self.shared.rings[index].counters.synced();
                 }
-                let result = synced.map(drop).map_err(|e| Error::os(Op::SyncData, offset, Backend::Uring, e));
+                let result = synced.map(drop).map_err(|e| Error::os(Op::SyncData, file, offset, Backend::Uring, e));
                 BufResult(result, buf.into_completed(n))
             }
             // A short write broke the link (the sync reports ECANCELED): finish, then sync.
@@ -795,7 +790,7 @@ impl IoEngine for UringEngine {
                 }
             }
             Err(e) => {
-                let e = Error::os(Rw::Write.op(fixed, false), offset, Backend::Uring, e);
+                let e = Error::os(Rw::Write.op(fixed, false), file, offset, Backend::Uring, e);
                 BufResult(Err(e), buf.into_failed())
             }
         }
@@ -855,7 +850,14 @@ impl IoEngine for UringEngine {
                 *slot = match check_offset(op.offset).and_then(|()| ring.reserve(1, &core.counters)) {
                     Err(e) => {
                         unused += 1;
-                        BatchSlot::Done(finish(&core.counters, op.rw, code, op.offset, Err(e), op.buf))
+                        BatchSlot::Done(finish(
+                            &core.counters,
+                            op.rw,
+                            code,
+                            op.offset,
+                            Err(e),
+                            Payload::owned(op.file, op.buf),
+                        ))
                     }
                     Ok(()) => {
                         let entry = rw_entry(op.rw, fixed, &op.file, &op.buf, 0, op.offset);
@@ -867,7 +869,7 @@ impl IoEngine for UringEngine {
                             }
                             Err((e, payload)) => {
                                 unused += 1;
-                                BatchSlot::Done(finish(&core.counters, rw, code, offset, Err(e), payload.into_one()))
+                                BatchSlot::Done(finish(&core.counters, rw, code, offset, Err(e), payload))
                             }
                         }
                     }
@@ -878,14 +880,7 @@ impl IoEngine for UringEngine {
                 let BatchSlot::Submitted { rw, code, offset, key } = *slot else { continue };
                 if let Some((result, payload)) = ring.take_done(Key::from_user_data(key)) {
                     core.counters.inline.fetch_add(1, Relaxed);
-                    *slot = BatchSlot::Done(finish(
-                        &core.counters,
-                        rw,
-                        code,
-                        offset,
-                        syscall_result(result),
-                        payload.into_one(),
-                    ));
+                    *slot = BatchSlot::Done(finish(&core.counters, rw, code, offset, syscall_result(result), payload));
                     wait.left -= 1;
                 }
             }
@@ -909,6 +904,9 @@ fn fail_rest(slots: &mut [BatchSlot], pool: u64, error: &io::Error) {
         let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { continue };
         let code = op.rw.op(op.fixed && op.buf.pool_id() == pool, false);
         let e = io::Error::from(error.kind());
-        *slot = BatchSlot::Done(BufResult(Err(Error::os(code, op.offset, Backend::Uring, e)), op.buf.into_failed()));
+        *slot = BatchSlot::Done(BufResult(
+            Err(Error::os(code, &op.file, op.offset, Backend::Uring, e)),
+            op.buf.into_failed(),
+        ));
     }
 }

@@ -573,6 +573,11 @@ impl Payload {
         Payload { bufs: Bufs::Many(bufs), _iovecs: Some(iovecs), _file: file.clone() }
     }
 
+    /// The file the operation runs on (its errors name it).
+    pub(super) fn file(&self) -> &File {
+        &self._file
+    }
+
     pub(super) fn into_one(self) -> Buf<InFlight> {
         match self.bufs {
             Bufs::One(buf) => buf,
