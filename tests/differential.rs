@@ -1,25 +1,45 @@
 //! The same random sequence of operations on every engine variant (io_uring and tokio, with and
 //! without the `RWF_NOWAIT` fast path) gives the same results, the same bytes back, and the same
-//! file.
+//! file. Every operation draws its buffer kind: a registered slot, a plain slot, a slot sliced at
+//! an offset, or caller memory (`Vec<u8>`, `Box<[u8]>`, `BytesMut`).
 
 mod common;
 
 use common::Rng;
 
-use ferrite_io::{Batch, Buf, Completed, EngineChoice, Error, IoEngine, OpenOptions, SharedIoEngine};
+use ferrite_io::{Batch, Buf, Completed, EngineChoice, Error, Free, IoEngine, OpenOptions, SharedIoEngine};
 
 const SPAN: u64 = 256 << 10;
 
+/// Where an operation's buffer comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A pool slot as `Buf<Registered>`: fixed opcodes on io_uring.
+    Fixed,
+    /// A pool slot as `Buf<Free>`.
+    Slot,
+    /// A pool slot narrowed with `slice` to a view that starts past 0.
+    Sliced,
+    /// Caller memory, handed over as a `Vec<u8>`.
+    Vec,
+    /// Caller memory, handed over as a `Box<[u8]>`.
+    Boxed,
+    /// Caller memory, handed over as a `BytesMut`.
+    BytesMut,
+}
+
+const KINDS: [Kind; 6] = [Kind::Fixed, Kind::Slot, Kind::Sliced, Kind::Vec, Kind::Boxed, Kind::BytesMut];
+
 #[derive(Debug, Clone)]
 enum Action {
-    Write { offset: u64, len: usize, seed: u8, fixed: bool },
-    Read { offset: u64, len: usize, fixed: bool },
-    WriteAll { offset: u64, len: usize, seed: u8 },
-    ReadExact { offset: u64, len: usize },
-    WriteDurable { offset: u64, len: usize, seed: u8 },
-    WriteVectored { offset: u64, lens: Vec<usize>, seed: u8 },
-    ReadVectored { offset: u64, lens: Vec<usize> },
-    Batch { ops: Vec<(bool, u64, usize, u8)> },
+    Write { offset: u64, len: usize, seed: u8, kind: Kind },
+    Read { offset: u64, len: usize, kind: Kind },
+    WriteAll { offset: u64, len: usize, seed: u8, kind: Kind },
+    ReadExact { offset: u64, len: usize, kind: Kind },
+    WriteDurable { offset: u64, len: usize, seed: u8, kind: Kind },
+    WriteVectored { offset: u64, lens: Vec<(usize, Kind)>, seed: u8 },
+    ReadVectored { offset: u64, lens: Vec<(usize, Kind)> },
+    Batch { ops: Vec<(bool, u64, usize, u8, Kind)> },
     Sync { data: bool },
 }
 
@@ -30,14 +50,16 @@ fn action(rng: &mut Rng) -> Action {
     }
     let len = 1 + rng.below(8192) as usize;
     let seed = rng.below(256) as u8;
-    let fixed = rng.below(2) == 0;
-    let lens = (0..1 + rng.below(3)).map(|_| rng.below(8193) as usize).collect();
+    let kind = KINDS[rng.below(KINDS.len() as u64) as usize];
+    let lens = (0..1 + rng.below(3))
+        .map(|_| (rng.below(8193) as usize, KINDS[rng.below(KINDS.len() as u64) as usize]))
+        .collect();
     match rng.below(9) {
-        0 => Action::Write { offset, len, seed, fixed },
-        1 => Action::Read { offset, len, fixed },
-        2 => Action::WriteAll { offset, len, seed },
-        3 => Action::ReadExact { offset, len },
-        4 => Action::WriteDurable { offset, len, seed },
+        0 => Action::Write { offset, len, seed, kind },
+        1 => Action::Read { offset, len, kind },
+        2 => Action::WriteAll { offset, len, seed, kind },
+        3 => Action::ReadExact { offset, len, kind },
+        4 => Action::WriteDurable { offset, len, seed, kind },
         5 => Action::WriteVectored { offset, lens, seed },
         6 => Action::ReadVectored { offset, lens },
         // Batched operations may run in any order, so they get disjoint ranges.
@@ -49,6 +71,7 @@ fn action(rng: &mut Rng) -> Action {
                         slot * (SPAN / 8) + rng.below(SPAN / 16),
                         1 + rng.below(8192) as usize,
                         rng.below(256) as u8,
+                        KINDS[rng.below(KINDS.len() as u64) as usize],
                     )
                 })
                 .collect(),
@@ -91,6 +114,40 @@ async fn buffer(engine: &SharedIoEngine, len: usize, seed: u8) -> Buf<ferrite_io
     buf
 }
 
+/// A `Buf<Free>` of `len` bytes of `kind` (`Fixed` gives a plain slot), stamped with `seed`.
+async fn plain(engine: &SharedIoEngine, len: usize, seed: u8, kind: Kind) -> Buf<Free> {
+    let mut buf = match kind {
+        Kind::Fixed | Kind::Slot => {
+            let mut buf = engine.pool().acquire().await;
+            buf.set_len(len).unwrap();
+            buf
+        }
+        Kind::Sliced => {
+            let buf = engine.pool().acquire().await;
+            let start = usize::from(seed) * 31 % (buf.capacity() - len + 1);
+            buf.slice(start..start + len)
+        }
+        Kind::Vec => Buf::from(vec![0; len]),
+        Kind::Boxed => Buf::from(vec![0; len].into_boxed_slice()),
+        Kind::BytesMut => Buf::from(bytes::BytesMut::zeroed(len)),
+    };
+    stamp(&mut buf, seed);
+    buf
+}
+
+/// `$op` with a registered slot for `Kind::Fixed`, a plain buffer of the kind otherwise.
+macro_rules! either {
+    ($engine:expr, $kind:expr, $len:expr, $seed:expr, |$buf:ident| $op:expr) => {
+        if $kind == Kind::Fixed {
+            let $buf = buffer($engine, $len, $seed).await;
+            $op
+        } else {
+            let $buf = plain($engine, $len, $seed, $kind).await;
+            $op
+        }
+    };
+}
+
 fn one(result: ferrite_io::BufResult<usize, Buf<Completed>>) -> Outcome {
     Outcome { results: vec![result.0.map_err(|e| describe(&e))], bytes: vec![digest(&result.1)] }
 }
@@ -101,52 +158,51 @@ fn unit(result: ferrite_io::BufResult<(), Buf<Completed>>) -> Outcome {
 
 async fn run(engine: &SharedIoEngine, file: &ferrite_io::File, action: &Action) -> Outcome {
     match action.clone() {
-        Action::Write { offset, len, seed, fixed } => {
-            let buf = buffer(engine, len, seed).await;
-            if fixed {
-                one(engine.write_fixed_at(file, buf, offset).await)
-            } else {
-                one(engine.write_at(file, buf.into_free(), offset).await)
-            }
+        Action::Write { offset, len, seed, kind: Kind::Fixed } => {
+            one(engine.write_fixed_at(file, buffer(engine, len, seed).await, offset).await)
         }
-        Action::Read { offset, len, fixed } => {
-            let buf = buffer(engine, len, 0).await;
-            if fixed {
-                one(engine.read_fixed_at(file, buf, offset).await)
-            } else {
-                one(engine.read_at(file, buf.into_free(), offset).await)
-            }
+        Action::Write { offset, len, seed, kind } => {
+            one(engine.write_at(file, plain(engine, len, seed, kind).await, offset).await)
         }
-        Action::WriteAll { offset, len, seed } => {
-            unit(engine.write_all_at(file, buffer(engine, len, seed).await, offset).await)
+        Action::Read { offset, len, kind: Kind::Fixed } => {
+            one(engine.read_fixed_at(file, buffer(engine, len, 0).await, offset).await)
         }
-        Action::ReadExact { offset, len } => {
-            unit(engine.read_exact_at(file, buffer(engine, len, 0).await, offset).await)
+        Action::Read { offset, len, kind } => {
+            one(engine.read_at(file, plain(engine, len, 0, kind).await, offset).await)
         }
-        Action::WriteDurable { offset, len, seed } => {
-            unit(engine.write_durable_at(file, buffer(engine, len, seed).await, offset).await)
+        Action::WriteAll { offset, len, seed, kind } => {
+            either!(engine, kind, len, seed, |buf| unit(engine.write_all_at(file, buf, offset).await))
+        }
+        Action::ReadExact { offset, len, kind } => {
+            either!(engine, kind, len, 0, |buf| unit(engine.read_exact_at(file, buf, offset).await))
+        }
+        Action::WriteDurable { offset, len, seed, kind } => {
+            either!(engine, kind, len, seed, |buf| unit(engine.write_durable_at(file, buf, offset).await))
         }
         Action::WriteVectored { offset, lens, seed } => {
             let mut bufs = Vec::new();
-            for (i, len) in lens.iter().enumerate() {
-                bufs.push(buffer(engine, *len, seed.wrapping_add(i as u8)).await);
+            for (i, (len, kind)) in lens.iter().enumerate() {
+                bufs.push(plain(engine, *len, seed.wrapping_add(i as u8), *kind).await);
             }
             let (result, back) = engine.write_vectored_at(file, bufs, offset).await.into_parts();
             Outcome { results: vec![result.map_err(|e| describe(&e))], bytes: back.iter().map(|b| digest(b)).collect() }
         }
         Action::ReadVectored { offset, lens } => {
             let mut bufs = Vec::new();
-            for len in lens {
-                bufs.push(buffer(engine, len, 0).await);
+            for (len, kind) in lens {
+                bufs.push(plain(engine, len, 0, kind).await);
             }
             let (result, back) = engine.read_vectored_at(file, bufs, offset).await.into_parts();
             Outcome { results: vec![result.map_err(|e| describe(&e))], bytes: back.iter().map(|b| digest(b)).collect() }
         }
         Action::Batch { ops } => {
             let mut batch = Batch::new();
-            for (write, offset, len, seed) in ops {
-                let buf = buffer(engine, len, seed).await;
-                if write { batch.write_at(file, buf, offset) } else { batch.read_at(file, buf, offset) }
+            for (write, offset, len, seed, kind) in ops {
+                either!(engine, kind, len, seed, |buf| if write {
+                    batch.write_at(file, buf, offset)
+                } else {
+                    batch.read_at(file, buf, offset)
+                })
             }
             let results: Vec<_> = engine.submit_batch(&mut batch).await.collect();
             Outcome {

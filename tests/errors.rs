@@ -1,0 +1,79 @@
+//! Errors a user can act on: the file's path, the operation, the offset or length, and a
+//! conversion into `std::io::Error` that keeps the kind and the OS error code, on every engine.
+
+mod common;
+
+use ferrite_io::{Buf, EngineChoice, Error, IoEngine, Op, OpenOptions};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn io_errors_name_the_file_the_operation_and_the_offset() {
+    let dir = common::tempdir();
+    let path = dir.path().join("read-only");
+    std::fs::write(&path, b"0123456789").unwrap();
+    for (name, engine) in common::engines(&common::config(EngineChoice::Auto)) {
+        let file = engine.open(&path, &OpenOptions::new().write(false)).await.unwrap();
+        assert_eq!(file.path(), Some(path.as_path()));
+        let (result, _) = engine.write_at(&file, Buf::from(vec![1; 4]), 4096).await.into_parts();
+        let error = result.unwrap_err();
+        match &error {
+            Error::Io { op: Op::Write, path: Some(p), offset: 4096, backend, source } => {
+                assert_eq!((p, *backend), (&path, engine.backend()), "{name}");
+                assert_eq!(source.raw_os_error(), Some(libc::EBADF), "{name}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        let text = error.to_string();
+        let expected = format!("write at offset 4096 of {} on the {} engine failed", path.display(), engine.backend());
+        assert!(text.starts_with(&expected), "{name}: {text}");
+        // A sync names the file and no offset.
+        let synced = engine.sync_data(&file).await;
+        if let Err(e) = synced {
+            assert!(e.to_string().starts_with(&format!("sync_data (fdatasync) of {}", path.display())), "{name}: {e}");
+        }
+        // As an io::Error: the same kind and OS error code.
+        let io = std::io::Error::from(error);
+        assert_eq!(io.raw_os_error(), Some(libc::EBADF), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preallocate_errors_give_the_length_as_a_length() {
+    let dir = common::tempdir();
+    let path = dir.path().join("read-only");
+    std::fs::write(&path, b"x").unwrap();
+    let file = ferrite_io::File::open(&path, &OpenOptions::new().write(false)).await.unwrap();
+    // fallocate on a descriptor opened read-only fails with EBADF.
+    let error = file.preallocate(1 << 20).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::File { op: Op::Allocate, path: Some(p), len: Some(1048576), .. } if *p == path),
+        "{error:?}"
+    );
+    let text = error.to_string();
+    assert_eq!(
+        text,
+        format!(
+            "File::preallocate (fallocate) of {} failed for a length of 1048576 bytes: Bad file descriptor (os error 9)",
+            path.display()
+        )
+    );
+    assert!(!text.contains("offset") && !text.contains("engine"), "{text}");
+    assert_eq!(error.raw_os_error(), Some(libc::EBADF));
+}
+
+#[test]
+fn conversion_into_io_error_keeps_the_kind() {
+    use std::io::ErrorKind;
+    let eof = Error::UnexpectedEof { op: Op::Read, offset: 0, done: 1, wanted: 2 };
+    assert_eq!(std::io::Error::from(eof).kind(), ErrorKind::UnexpectedEof);
+    let zero = Error::WriteZero { op: Op::Write, offset: 0, done: 0, wanted: 2 };
+    assert_eq!(std::io::Error::from(zero).kind(), ErrorKind::WriteZero);
+    let cancelled = std::io::Error::from(Error::Cancelled { op: Op::Read, offset: 0 });
+    assert_eq!(cancelled.raw_os_error(), Some(libc::ECANCELED));
+    let length = std::io::Error::from(Error::Length { len: 2, capacity: 1 });
+    assert_eq!(length.kind(), ErrorKind::InvalidInput);
+    let inner = length.get_ref().and_then(|e| e.downcast_ref::<Error>());
+    assert!(matches!(inner, Some(Error::Length { len: 2, capacity: 1 })), "the typed error is inside");
+    let open = Error::Open { path: "/nope".into(), source: std::io::Error::from_raw_os_error(libc::ENOENT) };
+    let open = std::io::Error::from(open);
+    assert_eq!((open.kind(), open.raw_os_error()), (ErrorKind::NotFound, Some(libc::ENOENT)));
+}
