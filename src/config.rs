@@ -9,6 +9,14 @@ use serde::{Deserialize, Deserializer};
 use crate::error::{Error, Result};
 
 /// Which engine [`create_engine`](crate::create_engine) builds.
+///
+/// ```
+/// use ferrite_io::EngineChoice;
+/// assert_eq!("tokio".parse::<EngineChoice>()?, EngineChoice::Tokio);
+/// assert!("tokyo".parse::<EngineChoice>().is_err());
+/// assert_eq!(EngineChoice::default().to_string(), "auto");
+/// # Ok::<(), ferrite_io::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineChoice {
@@ -147,6 +155,12 @@ pub const BUFFER_ALIGN: usize = 4096;
 
 impl IoEngineConfig {
     /// The same configuration with another engine choice.
+    ///
+    /// ```
+    /// use ferrite_io::{EngineChoice, IoEngineConfig};
+    /// let config = IoEngineConfig::default().with_engine(EngineChoice::Tokio);
+    /// assert_eq!(config.engine, EngineChoice::Tokio);
+    /// ```
     #[must_use]
     pub fn with_engine(mut self, engine: EngineChoice) -> Self {
         self.engine = engine;
@@ -158,6 +172,13 @@ impl IoEngineConfig {
     /// # Errors
     ///
     /// [`Error::Config`] naming the first bad key, its value and what is allowed.
+    ///
+    /// ```
+    /// use ferrite_io::IoEngineConfig;
+    /// let config = IoEngineConfig { buffer_size: 1000, ..IoEngineConfig::default() };
+    /// let error = config.validate().unwrap_err();
+    /// assert!(error.to_string().starts_with("invalid config: io.buffer_size = 1000"));
+    /// ```
     pub fn validate(&self) -> Result<()> {
         check_uring_entries(self.uring_entries)?;
         check_rings(self.rings)?;
@@ -174,6 +195,14 @@ impl IoEngineConfig {
     /// [`Error::ConfigFile`] for a syntax error, an unknown table or key, an unknown engine name
     /// or an out-of-range value; the message names the line and column, the key and the allowed
     /// values.
+    ///
+    /// ```
+    /// use ferrite_io::{EngineChoice, IoEngineConfig};
+    /// let config = IoEngineConfig::from_toml_str("[io]\nengine = \"tokio\"\nbuffer_size = 8192\n")?;
+    /// assert_eq!((config.engine, config.buffer_size), (EngineChoice::Tokio, 8192));
+    /// assert_eq!(config.registered_buffers, IoEngineConfig::default().registered_buffers);
+    /// # Ok::<(), ferrite_io::Error>(())
+    /// ```
     pub fn from_toml_str(text: &str) -> Result<Self> {
         Self::parse(text, "<string>")
     }
@@ -185,6 +214,15 @@ impl IoEngineConfig {
     ///
     /// As [`from_toml_str`](Self::from_toml_str), plus [`Error::ConfigFile`] when the file cannot
     /// be read.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("ferrite.toml");
+    /// std::fs::write(&path, "[io]\nregistered_buffers = 8\n").unwrap();
+    /// let config = ferrite_io::IoEngineConfig::from_toml_file(&path)?;
+    /// assert_eq!(config.registered_buffers, 8);
+    /// # Ok::<(), ferrite_io::Error>(())
+    /// ```
     pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)

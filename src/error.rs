@@ -9,6 +9,13 @@ use std::path::{Path, PathBuf};
 use crate::io::detect::Unsupported;
 
 /// Result alias for this crate.
+///
+/// ```
+/// fn pool() -> ferrite_io::Result<ferrite_io::BufPool> {
+///     ferrite_io::BufPool::new(8, 4096)
+/// }
+/// # pool().unwrap();
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The operation an error comes from, named after what the caller called.

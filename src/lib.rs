@@ -6,22 +6,29 @@
 //!
 //! ```text
 //!  BufPool::acquire        engine.write_at(&file, buf, off)        completion
+//!  Buf::from(vec)
 //!  ---------------> Free|Registered ------------------> InFlight ------------> Completed
 //!                       ^          (buf moved in; caller   (engine owns  |  bytes + result
 //!                       |           holds only a future)    the buffer)  |  readable
 //!                       +---------- into_free() / drop returns to pool --+
+//!                                   into_bytes() / into_vec(): out, no copy
 //! ```
 //!
-//! - [`buf`]: [`Buf<S>`](Buf) and its states, [`BufPool`] (the `memmap2` arena).
+//! - [`buf`]: [`Buf<S>`](Buf) and its states, over a slot of a [`BufPool`] (the `memmap2`
+//!   arena, registered as io_uring fixed buffers) or over the caller's own `Vec<u8>`,
+//!   `Box<[u8]>` or `bytes::BytesMut`; sub-range views (`slice`) and `into_bytes`.
 //! - [`io`]: the [`IoEngine`] trait, [`UringEngine`], [`TokioEngine`], [`create_engine`] and
 //!   [`check_uring_support`] (in `io::detect`), the `RWF_NOWAIT` fast path, and
 //!   [`io::fault::FaultyEngine`] for tests of code above the engine.
 //! - [`hybridlog`]: the page format, [`hybridlog::PageFlusher`] (owned pages in, durable pages
 //!   back), [`hybridlog::read_page`] and [`hybridlog::recover`].
 //! - [`config`]: [`IoEngineConfig`], the `[io]` TOML table.
-//! - [`error`]: [`Error`], typed with the operation, offset and engine.
+//! - [`error`]: [`Error`], typed with the operation, file, offset and engine; converts into
+//!   `std::io::Error`.
 //! - `src/bin/ferrite-io`: the CLI (`flush`, `probe`, `bench`); its workloads are shared with the
 //!   Criterion benches.
+//! - `examples/`: `paged_reader` (reads in flight), `group_commit` (an appender),
+//!   `shared_engine` (tasks sharing one engine).
 //!
 //! ```
 //! use ferrite_io::{IoEngine, IoEngineConfig, OpenOptions};

@@ -1,7 +1,7 @@
 //! [`PageFlusher`]: takes page buffers by value, writes them at their log address, and hands
 //! each back once it is durable.
 //!
-//! Durability rules (the reasons are in `DESIGN.md`):
+//! Durability rules, each with its reason:
 //!
 //! - A page is acknowledged only after its write completed in full *and* a sync that started
 //!   after that completion succeeded. With [`SyncPolicy::Group`] one `fdatasync` covers every

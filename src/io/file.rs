@@ -68,6 +68,16 @@ impl OpenOptions {
     }
 
     /// Open for writing too (default `true`); `false` opens read-only.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use ferrite_io::{File, OpenOptions};
+    /// # std::fs::write(dir.path().join("f"), b"x").unwrap();
+    /// let file = File::open(dir.path().join("f"), &OpenOptions::new().write(false)).await?;
+    /// assert_eq!(file.size()?, 1);
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     #[must_use]
     pub fn write(mut self, write: bool) -> Self {
         self.write = write;
@@ -75,6 +85,17 @@ impl OpenOptions {
     }
 
     /// Create the file if it does not exist.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use ferrite_io::{File, OpenOptions};
+    /// let path = dir.path().join("new");
+    /// assert!(File::open(&path, &OpenOptions::new()).await.is_err()); // NotFound
+    /// let file = File::open(&path, &OpenOptions::new().create(true)).await?;
+    /// # drop(file);
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     #[must_use]
     pub fn create(mut self, create: bool) -> Self {
         self.create = create;
@@ -82,6 +103,17 @@ impl OpenOptions {
     }
 
     /// Truncate the file to zero length.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use ferrite_io::{File, OpenOptions};
+    /// let path = dir.path().join("old");
+    /// std::fs::write(&path, b"stale").unwrap();
+    /// let file = File::open(&path, &OpenOptions::new().truncate(true)).await?;
+    /// assert_eq!(file.size()?, 0);
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     #[must_use]
     pub fn truncate(mut self, truncate: bool) -> Self {
         self.truncate = truncate;
@@ -92,11 +124,24 @@ impl OpenOptions {
     /// lengths must then be multiples of the file's direct-I/O alignment (the device's logical
     /// block size, often 512 or 4096; `statx` reports it). Pool buffers are aligned to 4096;
     /// caller memory (a `Buf` from a `Vec`) usually is not, and the kernel refuses it with
-    /// `EINVAL`. Filesystems differ: tmpfs accepted `O_DIRECT` only from Linux 6.6 on, and a
-    /// filesystem without it fails the open with `EINVAL`.
+    /// `EINVAL`. Filesystems differ: a filesystem without `O_DIRECT` fails the open with
+    /// `EINVAL`; tmpfs used to be one, but recent kernels accept it there (6.18 does), where it
+    /// bypasses nothing, since tmpfs *is* the page cache: measure device I/O on a real disk.
     ///
     /// Left unset, a file opened through an engine follows the engine's `io.direct_io` config
     /// key, and [`File::open`] opens it buffered.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use ferrite_io::{File, OpenOptions};
+    /// # std::fs::write(dir.path().join("pages"), vec![0; 8192]).unwrap();
+    /// match File::open(dir.path().join("pages"), &OpenOptions::new().direct(true)).await {
+    ///     Ok(file) => assert!(file.is_direct()),
+    ///     Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EINVAL)), // no O_DIRECT on this filesystem
+    /// }
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     #[must_use]
     pub fn direct(mut self, direct: bool) -> Self {
         self.direct = Some(direct);
@@ -117,6 +162,17 @@ impl File {
     ///
     /// [`Error::Open`] with the path and the OS error (e.g. `NotFound`, or `EINVAL` for
     /// `O_DIRECT` on a filesystem without it); [`Error::NoRuntime`] outside a tokio runtime.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use ferrite_io::{Error, File, OpenOptions};
+    /// let missing = dir.path().join("missing");
+    /// let error = File::open(&missing, &OpenOptions::new()).await.unwrap_err();
+    /// assert!(matches!(&error, Error::Open { path, .. } if *path == missing));
+    /// assert_eq!(error.raw_os_error(), Some(libc::ENOENT));
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     pub async fn open(path: impl AsRef<Path>, options: &OpenOptions) -> Result<File> {
         let path: PathBuf = path.as_ref().to_path_buf();
         let (options, direct) = (options.clone(), options.direct.unwrap_or(false));
@@ -143,16 +199,45 @@ impl File {
     }
 
     /// The path the file was opened with; `None` for [`from_std`](Self::from_std).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use ferrite_io::{File, OpenOptions};
+    /// let path = dir.path().join("f");
+    /// let file = File::open(&path, &OpenOptions::new().create(true)).await?;
+    /// assert_eq!(file.path(), Some(path.as_path()));
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     pub fn path(&self) -> Option<&Path> {
         self.inner.path.as_deref()
     }
 
     /// Whether the file was opened with `O_DIRECT`.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use ferrite_io::{File, OpenOptions};
+    /// let file = File::open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+    /// assert!(!file.is_direct());
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     pub fn is_direct(&self) -> bool {
         self.direct
     }
 
     /// The standard file, for metadata and `set_len`.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use ferrite_io::{File, OpenOptions};
+    /// let file = File::open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+    /// file.std().set_len(4096).unwrap(); // a std call on the same descriptor
+    /// assert_eq!(file.size()?, 4096);
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     pub fn std(&self) -> &std::fs::File {
         &self.inner.std
     }
@@ -162,6 +247,15 @@ impl File {
     /// # Errors
     ///
     /// [`Error::File`] when `fstat` fails.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use ferrite_io::{File, OpenOptions};
+    /// let file = File::open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+    /// assert_eq!(file.size()?, 0);
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     pub fn size(&self) -> Result<u64> {
         self.std().metadata().map(|m| m.len()).map_err(|source| self.error(Op::Stat, None, source))
     }

@@ -36,22 +36,52 @@ use detect::{Unsupported, UringInfo};
 
 /// The outcome of an operation together with the buffer(s) it used, which come back on success
 /// and on error alike.
+///
+/// ```
+/// # use ferrite_io::{Buf, IoEngine, IoEngineConfig, OpenOptions};
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+/// # let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+/// let done = engine.write_at(&file, Buf::from(vec![0; 8]), 0).await;
+/// let (result, buf) = (done.0, done.1); // or into_parts / into_result
+/// assert_eq!(result?, 8);
+/// let again = buf.into_free(); // the buffer came back; reuse it
+/// # drop(again);
+/// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+/// ```
 #[must_use = "the result may be an error, and dropping the buffer returns it to the pool"]
 #[derive(Debug)]
 pub struct BufResult<T, B>(pub Result<T>, pub B);
 
 impl<T, B> BufResult<T, B> {
     /// The result and the buffer.
+    ///
+    /// ```
+    /// let done = ferrite_io::BufResult(Ok(3), "buffer");
+    /// let (result, buf) = done.into_parts();
+    /// assert_eq!((result.unwrap(), buf), (3, "buffer"));
+    /// ```
     pub fn into_parts(self) -> (Result<T>, B) {
         (self.0, self.1)
     }
 
     /// Maps the success value, keeping the buffer.
+    ///
+    /// ```
+    /// let done = ferrite_io::BufResult(Ok(3usize), "buffer").map(|n| n * 2);
+    /// assert_eq!(done.0.unwrap(), 6);
+    /// ```
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> BufResult<U, B> {
         BufResult(self.0.map(f), self.1)
     }
 
     /// Maps the buffer, keeping the result.
+    ///
+    /// ```
+    /// let done = ferrite_io::BufResult(Ok(3usize), vec![1u8, 2]).map_buf(|v| v.len());
+    /// assert_eq!(done.1, 2);
+    /// ```
     pub fn map_buf<C>(self, f: impl FnOnce(B) -> C) -> BufResult<T, C> {
         BufResult(self.0, f(self.1))
     }
@@ -61,6 +91,13 @@ impl<T, B> BufResult<T, B> {
     /// # Errors
     ///
     /// The operation's error, paired with the buffer.
+    ///
+    /// ```
+    /// let done = ferrite_io::BufResult(Ok(3usize), "buffer");
+    /// let (n, buf) = done.into_result().map_err(|(e, _buf)| e)?;
+    /// assert_eq!((n, buf), (3, "buffer"));
+    /// # Ok::<(), ferrite_io::Error>(())
+    /// ```
     pub fn into_result(self) -> std::result::Result<(T, B), (crate::Error, B)> {
         match self.0 {
             Ok(v) => Ok((v, self.1)),
@@ -159,33 +196,82 @@ pub struct Batch {
 
 impl Batch {
     /// An empty batch.
+    ///
+    /// ```
+    /// let batch = ferrite_io::Batch::new();
+    /// assert!(batch.is_empty());
+    /// ```
     pub fn new() -> Self {
         Batch::default()
     }
 
     /// An empty batch with room for `n` operations, so adding them does not reallocate.
+    ///
+    /// ```
+    /// let batch = ferrite_io::Batch::with_capacity(8); // 8 operations, no reallocation
+    /// assert_eq!(batch.len(), 0);
+    /// ```
     pub fn with_capacity(n: usize) -> Self {
         Batch { slots: Vec::with_capacity(n) }
     }
 
     /// Adds a read of `buf.len()` bytes at `offset`. A `Buf<Registered>` of the engine's pool
     /// is read with READ_FIXED.
+    ///
+    /// ```
+    /// # use ferrite_io::{Batch, Buf, IoEngine, IoEngineConfig, OpenOptions};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+    /// # let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+    /// let mut batch = Batch::new();
+    /// for page in 0..4u64 {
+    ///     batch.read_at(&file, engine.acquire().await, page * 65536);
+    /// }
+    /// for result in engine.submit_batch(&mut batch).await {
+    ///     assert_eq!(result.0?, 0); // the file is empty
+    /// }
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     pub fn read_at<S: Submittable>(&mut self, file: &File, buf: Buf<S>, offset: u64) {
         self.push(Rw::Read, file, buf, offset);
     }
 
     /// Adds a write of `buf.len()` bytes at `offset`. A `Buf<Registered>` of the engine's pool
     /// is written with WRITE_FIXED.
+    ///
+    /// ```
+    /// # use ferrite_io::{Batch, Buf, IoEngine, IoEngineConfig, OpenOptions};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+    /// # let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+    /// let mut batch = Batch::new();
+    /// batch.write_at(&file, Buf::from(b"a record".to_vec()), 0);
+    /// batch.write_at(&file, engine.acquire().await, 4096);
+    /// assert_eq!(batch.len(), 2);
+    /// let results: Vec<_> = engine.submit_batch(&mut batch).await.collect();
+    /// assert_eq!(results[0].0.as_ref().ok(), Some(&8));
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     pub fn write_at<S: Submittable>(&mut self, file: &File, buf: Buf<S>, offset: u64) {
         self.push(Rw::Write, file, buf, offset);
     }
 
     /// Number of operations added and not yet submitted.
+    ///
+    /// ```
+    /// assert_eq!(ferrite_io::Batch::new().len(), 0);
+    /// ```
     pub fn len(&self) -> usize {
         self.slots.len()
     }
 
     /// Whether the batch holds no operation.
+    ///
+    /// ```
+    /// assert!(ferrite_io::Batch::new().is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
@@ -248,6 +334,18 @@ impl fmt::Display for Reason {
 }
 
 /// The engine a [`create_engine`] call chose, and why.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use ferrite_io::{Backend, IoEngine, IoEngineConfig, Reason};
+/// let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+/// let selection = engine.selection();
+/// match &selection.reason {
+///     Reason::FellBack(why) => eprintln!("no io_uring here: {why}"),
+///     Reason::Probed(_) | Reason::Requested(_) => assert_eq!(selection.backend, engine.backend()),
+/// }
+/// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct Selection {
     /// What the config asked for.
@@ -275,12 +373,45 @@ impl fmt::Display for Selection {
 /// Futures are `Send`, and engines are `Send + Sync`: they run on tokio's multi-thread runtime.
 pub trait IoEngine: Send + Sync + 'static {
     /// Which engine this is.
+    ///
+    /// ```
+    /// # use ferrite_io::{Buf, IoEngine, IoEngineConfig, OpenOptions};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+    /// # let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+    /// assert_eq!(engine.backend(), engine.selection().backend);
+    /// println!("running on the {} engine", engine.backend());
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     fn backend(&self) -> Backend;
 
     /// Why this engine was chosen.
+    ///
+    /// ```
+    /// # use ferrite_io::{Buf, IoEngine, IoEngineConfig, OpenOptions};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+    /// # let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+    /// let selection = engine.selection();
+    /// println!("{selection}"); // e.g. "io_uring engine (requested auto): io_uring probe succeeded (...)"
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     fn selection(&self) -> &Selection;
 
     /// The engine's buffer pool; on io_uring its slots are the fixed-buffer table.
+    ///
+    /// ```
+    /// # use ferrite_io::{Buf, IoEngine, IoEngineConfig, OpenOptions};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+    /// # let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+    /// let pool = engine.pool();
+    /// assert_eq!((pool.capacity(), pool.buffer_size()), (64, 65536)); // the default config
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     fn pool(&self) -> &BufPool;
 
     /// Whether files this engine opens use direct I/O unless their [`OpenOptions`] say otherwise
@@ -291,6 +422,17 @@ pub trait IoEngine: Send + Sync + 'static {
     fn stats(&self) -> EngineStats;
 
     /// A buffer of the engine's pool, registered with this engine (waits while all are out).
+    ///
+    /// ```
+    /// # use ferrite_io::{Buf, IoEngine, IoEngineConfig, OpenOptions};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+    /// # let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+    /// let page = engine.acquire().await; // Buf<Registered>: fixed operations allowed
+    /// assert_eq!(page.len(), engine.pool().buffer_size());
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     fn acquire(&self) -> impl Future<Output = Buf<Registered>> + Send {
         async move { self.pool().acquire().await.cast() }
     }
@@ -301,6 +443,17 @@ pub trait IoEngine: Send + Sync + 'static {
     /// # Errors
     ///
     /// [`Error::Open`](crate::Error::Open) with the path and the OS error.
+    ///
+    /// ```
+    /// # use ferrite_io::{Buf, IoEngine, IoEngineConfig, OpenOptions};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+    /// # let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+    /// let log = engine.open(dir.path().join("log"), &OpenOptions::new().create(true)).await?;
+    /// assert_eq!(log.size()?, 0);
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     fn open(&self, path: impl AsRef<Path> + Send, options: &OpenOptions) -> impl Future<Output = Result<File>> + Send {
         let path = path.as_ref().to_path_buf();
         let options = options.clone().direct_default(self.direct_io());
@@ -309,6 +462,19 @@ pub trait IoEngine: Send + Sync + 'static {
 
     /// Reads up to `buf.len()` bytes at `offset`. `Ok(0)` is end of file. A `Buf<Registered>`
     /// of this engine's pool uses READ_FIXED on io_uring.
+    ///
+    /// ```
+    /// # use ferrite_io::{Buf, IoEngine, IoEngineConfig, OpenOptions};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+    /// # let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+    /// engine.write_at(&file, Buf::from(b"hello".to_vec()), 0).await.0?;
+    /// let page = engine.acquire().await; // 64 KiB asked for...
+    /// let (n, page) = engine.read_at(&file, page, 0).await.into_result().map_err(|(e, _)| e)?;
+    /// assert_eq!((n, &page[..]), (5, &b"hello"[..])); // ...5 arrived: a short read, not an error
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     fn read_at<S: Submittable>(
         &self,
         file: &File,
@@ -318,6 +484,18 @@ pub trait IoEngine: Send + Sync + 'static {
 
     /// Writes up to `buf.len()` bytes at `offset`. A `Buf<Registered>` of this engine's pool
     /// uses WRITE_FIXED on io_uring.
+    ///
+    /// ```
+    /// # use ferrite_io::{Buf, IoEngine, IoEngineConfig, OpenOptions};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+    /// # let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+    /// let record = Buf::from(vec![1u8; 100]); // the caller's own memory
+    /// let (n, _record) = engine.write_at(&file, record, 0).await.into_result().map_err(|(e, _)| e)?;
+    /// assert_eq!(n, 100);
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     fn write_at<S: Submittable>(
         &self,
         file: &File,
@@ -331,6 +509,18 @@ pub trait IoEngine: Send + Sync + 'static {
     ///
     /// [`Error::ForeignBuffer`](crate::Error::ForeignBuffer) when `buf` belongs to another
     /// engine's pool (nothing is submitted).
+    ///
+    /// ```
+    /// # use ferrite_io::{Buf, IoEngine, IoEngineConfig, OpenOptions};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+    /// # let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+    /// let page = engine.acquire().await;
+    /// let (n, _page) = engine.read_fixed_at(&file, page, 0).await.into_result().map_err(|(e, _)| e)?;
+    /// assert_eq!(n, 0); // the file is empty: end of file
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     fn read_fixed_at(
         &self,
         file: &File,
@@ -343,6 +533,19 @@ pub trait IoEngine: Send + Sync + 'static {
     /// # Errors
     ///
     /// As [`read_fixed_at`](Self::read_fixed_at).
+    ///
+    /// ```
+    /// # use ferrite_io::{Buf, IoEngine, IoEngineConfig, OpenOptions};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+    /// # let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+    /// let mut page = engine.acquire().await;
+    /// page.fill(9);
+    /// engine.write_fixed_at(&file, page, 0).await.0?;
+    /// assert_eq!(file.size()?, 65536);
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     fn write_fixed_at(
         &self,
         file: &File,
@@ -356,6 +559,21 @@ pub trait IoEngine: Send + Sync + 'static {
     ///
     /// [`Error::UnexpectedEof`](crate::Error::UnexpectedEof) at end of file; the buffer's length
     /// is then the bytes read.
+    ///
+    /// ```
+    /// # use ferrite_io::{Buf, IoEngine, IoEngineConfig, OpenOptions};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+    /// # let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+    /// engine.write_at(&file, Buf::from(b"0123456789".to_vec()), 0).await.0?;
+    /// let (result, four) = engine.read_exact_at(&file, Buf::from(vec![0; 4]), 2).await.into_parts();
+    /// result?;
+    /// assert_eq!(&four[..], b"2345");
+    /// let (result, _) = engine.read_exact_at(&file, Buf::from(vec![0; 4]), 8).await.into_parts();
+    /// assert!(matches!(result, Err(ferrite_io::Error::UnexpectedEof { done: 2, wanted: 4, .. })));
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     fn read_exact_at<S: Submittable>(
         &self,
         file: &File,
@@ -368,6 +586,17 @@ pub trait IoEngine: Send + Sync + 'static {
     /// # Errors
     ///
     /// [`Error::WriteZero`](crate::Error::WriteZero) when a write makes no progress.
+    ///
+    /// ```
+    /// # use ferrite_io::{Buf, IoEngine, IoEngineConfig, OpenOptions};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+    /// # let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+    /// engine.write_all_at(&file, Buf::from(vec![3; 4096]), 4096).await.0?;
+    /// assert_eq!(file.size()?, 8192);
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     fn write_all_at<S: Submittable>(
         &self,
         file: &File,
@@ -378,6 +607,17 @@ pub trait IoEngine: Send + Sync + 'static {
     /// Writes all of `buf` at `offset`, then `fdatasync`s. On io_uring the two are one linked
     /// submission (WRITE -> FSYNC(DATASYNC)); a short write breaks the link and is continued.
     /// `Ok(())` means the bytes are durable.
+    ///
+    /// ```
+    /// # use ferrite_io::{Buf, IoEngine, IoEngineConfig, OpenOptions};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+    /// # let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+    /// let record = Buf::from(b"commit 42\n".to_vec());
+    /// engine.write_durable_at(&file, record, 0).await.0?; // on disk when this returns Ok
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     fn write_durable_at<S: Submittable>(
         &self,
         file: &File,
@@ -387,6 +627,19 @@ pub trait IoEngine: Send + Sync + 'static {
 
     /// Reads into several buffers in order (preadv), each up to its length. Each returned
     /// buffer's length is the bytes it received. At most 1024 buffers.
+    ///
+    /// ```
+    /// # use ferrite_io::{Buf, IoEngine, IoEngineConfig, OpenOptions};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+    /// # let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+    /// engine.write_at(&file, Buf::from(b"headerbody".to_vec()), 0).await.0?;
+    /// let parts = vec![Buf::from(vec![0; 6]), Buf::from(vec![0; 4])];
+    /// let (n, parts) = engine.read_vectored_at(&file, parts, 0).await.into_result().map_err(|(e, _)| e)?;
+    /// assert_eq!((n, &parts[0][..], &parts[1][..]), (10, &b"header"[..], &b"body"[..]));
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     fn read_vectored_at<S: Submittable>(
         &self,
         file: &File,
@@ -395,6 +648,18 @@ pub trait IoEngine: Send + Sync + 'static {
     ) -> impl Future<Output = BufResult<usize, Vec<Buf<Completed>>>> + Send;
 
     /// Writes several buffers in order (pwritev). At most 1024 buffers.
+    ///
+    /// ```
+    /// # use ferrite_io::{Buf, IoEngine, IoEngineConfig, OpenOptions};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+    /// # let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+    /// let parts = vec![Buf::from(b"head".to_vec()), Buf::from(b"tail".to_vec())];
+    /// let (n, _parts) = engine.write_vectored_at(&file, parts, 0).await.into_result().map_err(|(e, _)| e)?;
+    /// assert_eq!(n, 8);
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     fn write_vectored_at<S: Submittable>(
         &self,
         file: &File,
@@ -403,21 +668,75 @@ pub trait IoEngine: Send + Sync + 'static {
     ) -> impl Future<Output = BufResult<usize, Vec<Buf<Completed>>>> + Send;
 
     /// `fsync`: data and metadata durable.
+    ///
+    /// ```
+    /// # use ferrite_io::{Buf, IoEngine, IoEngineConfig, OpenOptions};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+    /// # let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+    /// engine.write_at(&file, Buf::from(vec![1; 10]), 0).await.0?;
+    /// engine.sync_all(&file).await?; // data and metadata (size, times) on disk
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     fn sync_all(&self, file: &File) -> impl Future<Output = Result<()>> + Send;
 
     /// `fdatasync`: data (and the metadata needed to read it) durable.
+    ///
+    /// ```
+    /// # use ferrite_io::{Buf, IoEngine, IoEngineConfig, OpenOptions};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+    /// # let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+    /// engine.write_at(&file, Buf::from(vec![1; 10]), 0).await.0?;
+    /// engine.sync_data(&file).await?; // data on disk
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     fn sync_data(&self, file: &File) -> impl Future<Output = Result<()>> + Send;
 
     /// Runs every operation of `batch` (one submission on io_uring) and returns one result per
     /// operation, in order, each with its buffer. The batch is left empty, ready for reuse. A
     /// future dropped part-way gives every buffer back (at its completion) and empties the batch.
+    ///
+    /// ```
+    /// # use ferrite_io::{Buf, IoEngine, IoEngineConfig, OpenOptions};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+    /// # let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+    /// let mut batch = ferrite_io::Batch::new();
+    /// batch.write_at(&file, Buf::from(vec![1; 10]), 0);
+    /// batch.write_at(&file, Buf::from(vec![2; 10]), 10);
+    /// let results: Vec<_> = engine.submit_batch(&mut batch).await.collect();
+    /// assert!(results.iter().all(|r| matches!(r.0, Ok(10))));
+    /// assert!(batch.is_empty()); // ready to be refilled
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     fn submit_batch<'b>(&self, batch: &'b mut Batch) -> impl Future<Output = BatchResults<'b>> + Send;
 }
 
-/// The most buffers one vectored operation takes (Linux's `IOV_MAX`).
+/// The most buffers one vectored operation takes (Linux's `IOV_MAX`); more fail with `EINVAL`.
+///
+/// ```
+/// assert_eq!(ferrite_io::io::MAX_VECTORED, 1024);
+/// ```
 pub const MAX_VECTORED: usize = 1024;
 
-/// The engine chosen at run time.
+/// The engine chosen at run time: what [`create_engine`] returns (in an `Arc`). It implements
+/// [`IoEngine`] by dispatching to the engine inside.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use ferrite_io::{Engine, IoEngineConfig};
+/// let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+/// match &*engine {
+///     #[cfg(all(feature = "io-uring", target_os = "linux"))]
+///     Engine::Uring(uring) => println!("io_uring, {} operations in flight", uring.in_flight()),
+///     Engine::Tokio(_) => println!("tokio's blocking pool"),
+/// }
+/// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+/// ```
 pub enum Engine {
     /// io_uring.
     #[cfg(uring)]
@@ -427,6 +746,18 @@ pub enum Engine {
 }
 
 /// What storage code holds: a shared, cheaply cloned handle to the chosen engine.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use ferrite_io::{IoEngine, IoEngineConfig, SharedIoEngine};
+/// let engine: SharedIoEngine = ferrite_io::create_engine(IoEngineConfig::default())?;
+/// let task = tokio::spawn({
+///     let engine = engine.clone(); // an Arc clone: the same engine and pool
+///     async move { engine.acquire().await.len() }
+/// });
+/// assert_eq!(task.await.unwrap(), engine.pool().buffer_size());
+/// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+/// ```
 pub type SharedIoEngine = Arc<Engine>;
 
 macro_rules! dispatch {
