@@ -16,6 +16,11 @@
 //! | `batch_double_submit`     | the same buffer pushed into a `Batch` twice           | E0382            |
 //! | `forge_marker`            | `Registered(())` / `InFlight(())` outside the crate   | E0423            |
 //! | `seal_state`              | `impl BufState for MyState`                           | E0277 (`Sealed`) |
+//! | `vec_to_fixed`            | a `Buf` made from a `Vec` to `write_fixed_at`         | E0308            |
+//! | `vec_as_registered`       | a `Buf<Registered>` made straight from a `Vec`        | E0277            |
+//! | `vec_after_submit`        | a `Vec` used after `Buf::from` took it; lent, not given | E0382, E0277   |
+//! | `slice_alias`             | a slot used next to its view; a borrow across the cut | E0382, E0505     |
+//! | `inflight_into_bytes`     | `into_bytes` / `slice` of a `Buf<InFlight>`           | E0599            |
 //!
 //! # Not a compile-time property: cross-pool registration
 //!
@@ -46,6 +51,16 @@
 ///   one.
 /// - `seal_state`: `BufState` is sealed; no fifth state (e.g. one that is `Readable` while in
 ///   flight) can be added from outside.
+/// - `vec_to_fixed`: caller memory becomes a `Buf<Free>`, and fixed operations take only
+///   `Buf<Registered>`: a `Vec` can never name a fixed-buffer index.
+/// - `vec_as_registered`: `From<Vec<u8>>` exists for `Buf<Free>` only; the only way to
+///   `Registered` is `try_into_registered`, which refuses caller memory at run time.
+/// - `vec_after_submit`: `Buf::from` takes the `Vec` by value, so the caller cannot touch its
+///   bytes while the kernel may; a `&mut Vec<u8>` (a loan) does not convert at all.
+/// - `slice_alias`: `slice` consumes the buffer, so the view is the only handle to the memory;
+///   a `&[u8]` borrowed from the buffer cannot outlive the cut.
+/// - `inflight_into_bytes`: the ways out (`into_bytes`, `into_vec`) and `slice` need a
+///   `Readable` state; `Buf<InFlight>` has none of them.
 #[test]
 fn misuse_does_not_compile() {
     let t = trybuild::TestCases::new();
