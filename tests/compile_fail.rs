@@ -17,7 +17,7 @@
 //! | `forge_marker`            | `Registered(())` / `InFlight(())` outside the crate   | E0423            |
 //! | `seal_state`              | `impl BufState for MyState`                           | E0277 (`Sealed`) |
 //! | `vec_to_fixed`            | a `Buf` made from a `Vec` to `write_fixed_at`         | E0308            |
-//! | `vec_as_registered`       | a `Buf<Registered>` made straight from a `Vec`        | E0277            |
+//! | `vec_as_registered`       | a `Buf<Registered>` made straight from a `Vec`        | E0308            |
 //! | `vec_after_submit`        | a `Vec` used after `Buf::from` took it; lent, not given | E0382, E0277   |
 //! | `slice_alias`             | a slot used next to its view; a borrow across the cut | E0382, E0505     |
 //! | `inflight_into_bytes`     | `into_bytes` / `slice` of a `Buf<InFlight>`           | E0599            |
