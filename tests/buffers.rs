@@ -198,3 +198,37 @@ async fn acquire_timeout_gets_a_buffer_returned_while_it_waits() {
     assert_eq!(got.unwrap(), Some(0));
     assert_eq!(pool.waits(), 1);
 }
+
+/// Polls `future` to completion on this thread with a waker that unparks it: an executor that
+/// is not tokio.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park_timeout(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn acquire_waits_outside_a_tokio_runtime() {
+    let pool = BufPool::new(1, 4096).unwrap();
+    let held = pool.try_acquire().unwrap();
+    let returner = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        drop(held);
+    });
+    // No tokio context here: the wait must not need tokio's timer.
+    let buf = block_on(pool.acquire());
+    assert_eq!((buf.index(), pool.waits()), (0, 1));
+    returner.join().unwrap();
+}

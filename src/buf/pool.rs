@@ -122,9 +122,9 @@ impl BufPool {
     ///
     /// # Panics
     ///
-    /// When it has to wait outside a tokio runtime with timers enabled (`#[tokio::main]`,
+    /// When it has to wait inside a tokio runtime built without timers (`#[tokio::main]`,
     /// `#[tokio::test]` and `Runtime::new` enable them): the long-wait warning uses tokio's
-    /// timer.
+    /// timer. Outside tokio it waits without the warning.
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -144,7 +144,8 @@ impl BufPool {
         }
         self.inner.waits.fetch_add(1, Ordering::Relaxed);
         let warn_at = tokio::time::Instant::now() + LONG_WAIT;
-        let mut warned = false;
+        // Outside tokio (another executor) there is no timer: wait without the warning.
+        let mut warned = tokio::runtime::Handle::try_current().is_err();
         loop {
             let returned = self.inner.returned.notified();
             tokio::pin!(returned);
