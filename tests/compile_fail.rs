@@ -22,6 +22,15 @@
 //! | `slice_alias`             | a slot used next to its view; a borrow across the cut | E0382, E0505     |
 //! | `inflight_into_bytes`     | `into_bytes` / `slice` of a `Buf<InFlight>`           | E0599            |
 //!
+//! # Build cost
+//!
+//! trybuild compiles the cases in a project of its own, with its own target directory
+//! (`target/tests/trybuild`) and `--cfg trybuild --verbose -A dead_code` in the rustflags of
+//! every crate, so it cannot reuse the main build's dependencies (even a shared directory would
+//! miss: the flags change every crate's hash), and a fresh clone checks them all once more.
+//! It would also check every dev-dependency, which it copies into that project; `Cargo.toml`
+//! therefore lists them under `cfg(not(trybuild))`, which that project's flags make false.
+
 //! # Not a compile-time property: cross-pool registration
 //!
 //! The type system cannot tell two pools (or two engines) apart: a `Buf<Registered>` says only
