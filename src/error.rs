@@ -247,6 +247,25 @@ pub enum Error {
         /// The sync error, as text.
         cause: String,
     },
+    /// A flush that would overwrite the only durable copy of acknowledged data: a page that was
+    /// flushed whole (it is closed), or a partial flush shorter than the one acknowledged.
+    #[error("flush of the page at {address} refused: {reason}")]
+    Rewrite {
+        /// The page's address.
+        address: u64,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The page is durable but cannot be acknowledged: the flush of an earlier page failed, and
+    /// an acknowledgement promises everything before the page too. Flushing the earlier page
+    /// again acknowledges both.
+    #[error("page at {address} is written but not acknowledged: the flush of the page at {blocked_by} failed")]
+    Gap {
+        /// The page whose flush this is.
+        address: u64,
+        /// The earlier page whose flush failed.
+        blocked_by: u64,
+    },
     /// A log address that is not a multiple of the page size, or a page of the wrong size.
     #[error("{what}: {value} is not a multiple of the page size {page_size}")]
     Unaligned {

@@ -1,32 +1,50 @@
 //! [`PageFlusher`]: takes page buffers by value, writes them at their log address, and hands
-//! each back once it is durable.
+//! each back once it is acknowledged.
 //!
-//! Durability rules, each with its reason:
+//! # What an acknowledgement means
 //!
-//! - A page is acknowledged only after its write completed in full *and* a sync that started
-//!   after that completion succeeded. With [`SyncPolicy::Group`] one `fdatasync` covers every
-//!   page whose write completed before it started (group commit); [`SyncPolicy::PerPage`] links
-//!   each write to its own `fdatasync` (one submission on io_uring); [`SyncPolicy::None`]
-//!   acknowledges on write completion (for logs made durable by other means).
-//! - [`PageFlusher::flushed_until`] advances only over a contiguous prefix of acknowledged pages;
-//!   pages may complete in any order.
+//! `flush` and `flush_partial` resolve `Ok` only when the page's data **and everything before it
+//! in the log** is durable: [`PageFlusher::flushed_until`] has reached the end of what was
+//! flushed. After any crash, [`recover`](super::recover) with the last `flushed_until` seen finds
+//! every acknowledged byte, and the resume procedure (truncate the file to
+//! [`Recovery::durable_until`](super::Recovery::durable_until), start a flusher there) keeps it.
+//!
+//! # Rules, each with its reason
+//!
+//! - A page is durable once its write completed in full *and* a sync that started after that
+//!   completion succeeded. With [`SyncPolicy::Group`] one `fdatasync` covers every page whose
+//!   write completed before it started (group commit); [`SyncPolicy::PerPage`] links each write
+//!   to its own `fdatasync` (one submission on io_uring); [`SyncPolicy::None`] counts a page as
+//!   durable on write completion (for logs made durable by other means: no crash guarantee).
+//! - Pages may complete in any order; `flushed_until` advances only over a contiguous prefix,
+//!   and a flush waits for it. A page whose earlier neighbour's write failed resolves with
+//!   [`Error::Gap`] (it is durable, and is acknowledged once the earlier page is flushed again).
+//! - **No overwrite of acknowledged data.** A page is written whole once ([`PageFlusher::flush`]
+//!   closes it; flushing it again is [`Error::Rewrite`]). The log's tail page may be flushed
+//!   while it fills with [`PageFlusher::flush_partial`]: each partial flush appends payload and
+//!   names the previous acknowledged flush in its header (see [`page`]), so a tear of the new
+//!   flush leaves the previous one readable. Flushes of one page are serialised: the next is
+//!   written only after the previous one is durable, so at most one unsynced write of a page
+//!   exists at any time. After a failed write of a page, and when a resumed flusher first
+//!   writes the page its `start` is inside, the page is first rewritten as its acknowledged
+//!   state (and synced), so no leftover of a write that was never acknowledged stays in it.
 //! - A failed sync poisons the flusher: Linux may have marked the dirty pages clean after the
 //!   write-back error, so retrying the sync could "succeed" without the data. Every waiter at or
 //!   before the failure, and every later flush, fails with [`Error::Poisoned`].
 //! - A failed write fails that page only (its buffer comes back); the caller may flush it again.
-//! - Dropping a `flush` future never loses a sync result: a group sync, and a per-page write
-//!   with its linked sync, run in a task of their own, which records the outcome (and returns
-//!   the buffer to the pool) even when nobody waits for it any more. A sync whose error nobody recorded could otherwise have taken
-//!   the write-back error from the file (Linux reports it once), and the next sync would pass.
+//! - Dropping a flush future never loses a result: the write and its sync run in a task of their
+//!   own, which records the outcome (and returns the buffer to the pool) even when nobody waits
+//!   for it any more. A sync whose error nobody recorded could otherwise have taken the
+//!   write-back error from the file (Linux reports it once), and the next sync would pass.
 //! - Concurrent per-page syncs share the file's error state too: a page whose own sync passed is
-//!   acknowledged only after every sync that overlapped it has reported, and none failed.
+//!   durable only after every sync that overlapped it has reported, and none failed.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::{Notify, Semaphore};
 
-use super::page;
+use super::page::{self, PAYLOAD_START};
 use crate::buf::{Buf, Completed, Submittable};
 use crate::error::{Error, Op, Result};
 use crate::io::{BufResult, File, IoEngine};
@@ -68,17 +86,15 @@ pub struct FlusherConfig {
     pub depth: usize,
     /// When a page counts as durable.
     pub sync: SyncPolicy,
-    /// The address `flushed_until` starts at: 0 for a new log, [`Recovery::durable_until`]
-    /// for a reopened one. Pages above it that survived the crash (see [`Recovery::holes`])
-    /// were never acknowledged: truncate the file to `durable_until` (or overwrite them) before
-    /// resuming, or a later recovery would count them as log.
+    /// The address `flushed_until` starts at: 0 for a new log, [`Recovery::durable_until`] for
+    /// a reopened one (inside a page when the log's tail page was open). Truncate the file to it
+    /// first: what lies after it was never acknowledged, and a later recovery must not count it.
     ///
     /// [`Recovery::durable_until`]: super::Recovery::durable_until
-    /// [`Recovery::holes`]: super::Recovery::holes
     pub start: u64,
-    /// The sequence number of the first page flushed: 1 for a new log,
-    /// `Recovery::max_sequence_seen + 1` for a reopened one, so no two writes of a page share a
-    /// sequence (torn-write detection relies on it).
+    /// The sequence number of the first flush: 1 for a new log,
+    /// `Recovery::max_sequence_seen + 1` for a reopened one (sequences only inform; they are
+    /// not needed to tell a tear from corruption).
     pub first_sequence: u64,
 }
 
@@ -92,17 +108,22 @@ impl Default for FlusherConfig {
 ///
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// use ferrite_io::hybridlog::{FlusherConfig, PageFlusher};
+/// use ferrite_io::hybridlog::{FlusherConfig, PageFlusher, page::PAYLOAD_START};
 /// use ferrite_io::{IoEngine, IoEngineConfig, OpenOptions};
 /// # let dir = tempfile::tempdir().unwrap();
 /// let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
 /// let file = engine.open(dir.path().join("log"), &OpenOptions::new().create(true)).await?;
 /// let flusher = PageFlusher::new(engine.clone(), file, FlusherConfig::default());
 ///
+/// // The tail page, flushed while it fills, then closed.
 /// let mut page = engine.acquire().await; // 64 KiB, the default page size
-/// page[32..37].copy_from_slice(b"hello"); // payload starts after the 32-byte header
-/// let done = flusher.flush(page, 0, 5).await; // the buffer comes back once durable
-/// done.0?;
+/// page[PAYLOAD_START..PAYLOAD_START + 5].copy_from_slice(b"hello");
+/// let (done, mut page) = flusher.flush_partial(page.into_free(), 0, 5).await.into_parts();
+/// done?;
+/// assert_eq!(flusher.flushed_until(), 512 + 5); // inside the open page
+/// let mut page = page.into_free();
+/// page[PAYLOAD_START + 5..PAYLOAD_START + 11].copy_from_slice(b" world");
+/// flusher.flush(page, 0, 11).await.0?;
 /// assert_eq!(flusher.flushed_until(), 65536);
 /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
 /// ```
@@ -117,16 +138,29 @@ struct Core<E> {
     file: File,
     config: FlusherConfig,
     state: Mutex<State>,
-    /// Woken when a sync finishes or a per-page sync ticket closes.
+    /// Woken when a sync finishes, a per-page sync ticket closes, or a page changes state.
     changed: Notify,
+}
+
+/// A page at or after the one holding `flushed_until` that has been flushed.
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    /// The payload length of the last durable flush, and whether it closed the page.
+    durable: Option<(usize, bool)>,
+    /// A flush of the page is between its claim and its outcome.
+    busy: bool,
+    /// A flush that closes the page was claimed (and did not fail).
+    closing: bool,
+    /// The last flush failed its write: what is on disk may not be the durable state.
+    failed: bool,
 }
 
 #[derive(Default)]
 struct State {
     /// Everything below is acknowledged.
     flushed_until: u64,
-    /// Acknowledged pages at or above `flushed_until`.
-    ahead: BTreeSet<u64>,
+    /// Flushed pages at or after the page holding `flushed_until`.
+    pages: BTreeMap<u64, Entry>,
     /// Sequence number of the last page sealed.
     sequence: u64,
     /// Whether a group sync is running, and the generation the next one will have.
@@ -136,9 +170,17 @@ struct State {
     synced: u64,
     /// Per-page syncs: the next ticket, and the tickets whose sync has not reported yet.
     next_ticket: u64,
-    open: BTreeSet<u64>,
+    open: std::collections::BTreeSet<u64>,
     /// The first failed sync: the address of a page it covered, and the error.
     poisoned: Option<(u64, String)>,
+}
+
+/// A claimed flush: what to write.
+struct Claim {
+    sequence: u64,
+    prev_len: usize,
+    /// The page must first be rewritten as its durable state (see the module docs).
+    repair: bool,
 }
 
 impl<E: IoEngine> PageFlusher<E> {
@@ -163,7 +205,8 @@ impl<E: IoEngine> PageFlusher<E> {
         &self.core.file
     }
 
-    /// The address below which every page is acknowledged durable.
+    /// The address below which every byte of the log is acknowledged durable. Inside a page
+    /// while that page is open (flushed by [`flush_partial`](Self::flush_partial) only).
     pub fn flushed_until(&self) -> u64 {
         self.core.lock().flushed_until
     }
@@ -173,21 +216,54 @@ impl<E: IoEngine> PageFlusher<E> {
         self.core.poison_error()
     }
 
-    /// Seals `page` as the page at `address` (its first `payload_len` bytes after the 32-byte
-    /// header are the payload), writes it, and gives it back once durable under the sync policy.
-    /// Waits while `depth` pages are in flight. Must run on a tokio runtime.
+    /// Seals `page` as the page at `address` (its first `payload_len` bytes from
+    /// [`PAYLOAD_START`] are the payload), writes it, and gives it back once it is acknowledged:
+    /// durable under the sync policy, and `flushed_until` past it. This closes the page: it
+    /// cannot be flushed again. Waits while `depth` pages are in flight. Must run on a tokio
+    /// runtime.
     ///
     /// # Errors
     ///
     /// [`Error::Unaligned`] for an address or buffer length that is not the page size,
-    /// [`Error::Page`] when the payload does not fit, the write's I/O error (the page is not
-    /// acknowledged; flushing it again is safe), [`Error::Poisoned`] once a sync failed, and
-    /// [`Error::NoRuntime`] outside a tokio runtime.
+    /// [`Error::Page`] when the payload does not fit, [`Error::Rewrite`] for a page already
+    /// closed (or an open page's acknowledged payload shortened), the write's I/O error (the page
+    /// is not acknowledged; flushing it again is safe), [`Error::Gap`] when an earlier page's
+    /// write failed, [`Error::Poisoned`] once a sync failed, and [`Error::NoRuntime`] outside a
+    /// tokio runtime.
     pub async fn flush<S: Submittable>(
+        &self,
+        page: Buf<S>,
+        address: u64,
+        payload_len: usize,
+    ) -> BufResult<(), Buf<Completed>> {
+        self.submit(page, address, payload_len, false).await
+    }
+
+    /// Flushes the log's tail page while it is still filling: as [`flush`](Self::flush), but the
+    /// page stays open. Call it again with the same page as more payload arrives (the first
+    /// bytes must stay what they were: a page only grows), and close it with `flush`. Only the
+    /// sectors up to the payload's end (rounded up to 4 KiB) are written, and the page's header
+    /// names this flush's predecessor, so a tear keeps the last acknowledged flush. Resolves
+    /// once `flushed_until` reaches the payload's end (`address + 512 + payload_len`).
+    ///
+    /// # Errors
+    ///
+    /// As [`flush`](Self::flush).
+    pub async fn flush_partial<S: Submittable>(
+        &self,
+        page: Buf<S>,
+        address: u64,
+        payload_len: usize,
+    ) -> BufResult<(), Buf<Completed>> {
+        self.submit(page, address, payload_len, true).await
+    }
+
+    async fn submit<S: Submittable>(
         &self,
         mut page: Buf<S>,
         address: u64,
         payload_len: usize,
+        open: bool,
     ) -> BufResult<(), Buf<Completed>> {
         let size = self.core.config.page_size;
         if page.len() != size && page.set_len(size).is_err() {
@@ -197,56 +273,213 @@ impl<E: IoEngine> PageFlusher<E> {
         if address % size as u64 != 0 {
             return refuse(page, Error::Unaligned { what: "log address", value: address, page_size: size });
         }
+        if payload_len > page::capacity(size) {
+            let e = page::PageError::Invalid { address, reason: "payload does not fit the page" };
+            return refuse(page, e.into());
+        }
+        if open && self.core.config.sync == SyncPolicy::None {
+            // Without syncs, several unsynced flushes of the page could pile up, and a crash
+            // could mix them in ways its header cannot describe.
+            let e = Error::Config { key: "sync", value: "none".into(), expected: "per-page or group for flush_partial" };
+            return refuse(page, e);
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return refuse(page, Error::NoRuntime("PageFlusher::flush"));
         };
-        let sequence = {
-            let mut state = self.core.lock();
-            state.sequence += 1;
-            state.sequence
-        };
-        if let Err(e) = page::seal(&mut page, address, sequence, payload_len) {
-            return refuse(page, e.into());
-        }
         let Ok(slot) = self.slots.clone().acquire_owned().await else {
             unreachable!("the flusher never closes its semaphore");
         };
-        // Checked after the wait for a slot, so nothing queued behind a failed sync syncs again.
-        if let Some(e) = self.core.poison_error() {
-            return refuse(page, e);
-        }
-        if self.core.config.sync != SyncPolicy::PerPage {
-            // The write runs here (a write abandoned with this future is simply not
-            // acknowledged); a group sync runs in a task of its own (see `group_sync`).
-            let done = self.core.write(page, address, &runtime).await;
-            drop(slot);
-            return done;
-        }
-        // A per-page write and its linked sync run to the end even if this future is dropped.
+        let claim = match self.core.claim(address, payload_len, open).await {
+            Ok(claim) => claim,
+            Err(e) => return refuse(page, e),
+        };
+        // From the claim on, the outcome is recorded by the task, whatever happens to this future.
         let core = self.core.clone();
         let task = runtime.clone().spawn(async move {
-            let done = core.write(page, address, &runtime).await;
+            let done = core.write(page, address, payload_len, open, claim, &runtime).await;
             drop(slot);
             done
         });
-        match task.await {
+        let BufResult(result, page) = match task.await {
             Ok(done) => done,
             Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
             // The runtime is shutting down and cancelled the task; so is this future's task.
             Err(_) => std::future::pending().await,
-        }
+        };
+        let end = if open { address + (PAYLOAD_START + payload_len) as u64 } else { address + size as u64 };
+        let result = match result {
+            Ok(()) => self.core.covered(address, end).await,
+            Err(e) => Err(e),
+        };
+        BufResult(result, page)
     }
 }
 
 impl<E: IoEngine> Core<E> {
-    /// Writes one sealed page and makes it durable under the policy; acknowledges it on success.
+    /// Claims the page at `address` for a flush of `len` payload bytes, waiting while another
+    /// flush of it is in progress.
+    async fn claim(&self, address: u64, len: usize, open: bool) -> Result<Claim> {
+        let size = self.config.page_size as u64;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut guard = self.lock();
+                let state = &mut *guard;
+                if let Some((at, cause)) = &state.poisoned {
+                    return Err(poisoned(*at, cause));
+                }
+                let flushed_until = state.flushed_until;
+                if address + size <= flushed_until {
+                    return Err(Error::Rewrite { address, reason: "the page is closed and acknowledged" });
+                }
+                let entry = state.pages.entry(address).or_default();
+                if !entry.busy {
+                    if entry.closing {
+                        return Err(Error::Rewrite { address, reason: "the page was already flushed whole" });
+                    }
+                    // A flusher resumed inside this page: its start is the acknowledged state.
+                    let resumed = entry.durable.is_none() && address < flushed_until;
+                    let prev_len = match entry.durable {
+                        Some((len, _)) => len,
+                        None if resumed => (flushed_until - address) as usize - PAYLOAD_START,
+                        None => 0,
+                    };
+                    if len < prev_len {
+                        return Err(Error::Rewrite { address, reason: "a flush may not shorten an acknowledged page" });
+                    }
+                    entry.busy = true;
+                    entry.closing = !open;
+                    let repair = entry.failed || resumed;
+                    state.sequence += 1;
+                    return Ok(Claim { sequence: state.sequence, prev_len, repair });
+                }
+            }
+            changed.await;
+        }
+    }
+
+    /// Writes one page (first repairing it if the claim says so) and makes it durable under the
+    /// policy; records the outcome.
     async fn write<S: Submittable>(
+        self: &Arc<Self>,
+        mut page: Buf<S>,
+        address: u64,
+        len: usize,
+        open: bool,
+        claim: Claim,
+        runtime: &tokio::runtime::Handle,
+    ) -> BufResult<(), Buf<Completed>> {
+        let size = self.config.page_size;
+        let mut repaired = Ok(());
+        if claim.repair {
+            // The acknowledged state, whole: the prefix, zeros after it. The new bytes are kept
+            // aside while the buffer holds it.
+            let aside = page[PAYLOAD_START + claim.prev_len..PAYLOAD_START + len].to_vec();
+            if let Err(e) = page::seal(&mut page, address, claim.sequence, claim.prev_len, claim.prev_len, true) {
+                return self.failed(address, page.into_in_flight().into_failed(), e.into());
+            }
+            let BufResult(result, done) = self.durable(page, address, runtime).await;
+            let mut back = done.into_free();
+            back.set_len_unchecked(size);
+            back[PAYLOAD_START + claim.prev_len..PAYLOAD_START + len].copy_from_slice(&aside);
+            repaired = result;
+            page = back.cast();
+        }
+        if let Err(e) = repaired {
+            return self.failed(address, page.into_in_flight().into_failed(), e);
+        }
+        if let Err(e) = page::seal(&mut page, address, claim.sequence, len, claim.prev_len, open) {
+            return self.failed(address, page.into_in_flight().into_failed(), e.into());
+        }
+        if open {
+            // Only the sectors that hold the header and payload, in whole 4 KiB blocks (O_DIRECT).
+            page.set_len_unchecked((PAYLOAD_START + len).next_multiple_of(4096).min(size));
+        }
+        let BufResult(result, mut page) = self.durable(page, address, runtime).await;
+        page.set_len_unchecked(size);
+        match result {
+            Ok(()) => {
+                self.record(address, |entry| {
+                    entry.durable = Some((len, !open));
+                    entry.failed = false;
+                });
+                BufResult(Ok(()), page)
+            }
+            Err(e) => self.failed(address, page, e),
+        }
+    }
+
+    /// Records a failed flush of the page at `address`.
+    fn failed(&self, address: u64, page: Buf<Completed>, error: Error) -> BufResult<(), Buf<Completed>> {
+        self.record(address, |entry| {
+            entry.failed = true;
+            entry.closing = false;
+        });
+        BufResult(Err(error), page)
+    }
+
+    /// Ends the flush of the page at `address` with `update`, advances `flushed_until` over the
+    /// contiguous durable prefix, and wakes the waiters.
+    fn record(&self, address: u64, update: impl FnOnce(&mut Entry)) {
+        let size = self.config.page_size as u64;
+        {
+            let mut state = self.lock();
+            if let Some(entry) = state.pages.get_mut(&address) {
+                entry.busy = false;
+                update(entry);
+            }
+            loop {
+                let at = state.flushed_until - state.flushed_until % size;
+                match state.pages.get(&at).and_then(|entry| entry.durable) {
+                    Some((_, true)) => {
+                        state.pages.remove(&at);
+                        state.flushed_until = at + size;
+                    }
+                    Some((len, false)) => {
+                        let end = at + (PAYLOAD_START + len) as u64;
+                        state.flushed_until = state.flushed_until.max(end);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until `flushed_until` reaches `end` (the flush of the page at `address` is durable).
+    async fn covered(&self, address: u64, end: u64) -> Result<()> {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let state = self.lock();
+                if state.flushed_until >= end {
+                    return Ok(());
+                }
+                if let Some((at, cause)) = &state.poisoned {
+                    return Err(poisoned(*at, cause));
+                }
+                let failed = state.pages.range(..address).find(|(_, entry)| entry.failed && !entry.busy);
+                if let Some((&blocked_by, _)) = failed {
+                    return Err(Error::Gap { address, blocked_by });
+                }
+            }
+            changed.await;
+        }
+    }
+
+    /// Writes `page` at `address` and makes it durable under the policy.
+    async fn durable<S: Submittable>(
         self: &Arc<Self>,
         page: Buf<S>,
         address: u64,
         runtime: &tokio::runtime::Handle,
     ) -> BufResult<(), Buf<Completed>> {
-        let (result, page) = match self.config.sync {
+        match self.config.sync {
             SyncPolicy::PerPage => {
                 let ticket = self.open_ticket();
                 let written = self.engine.write_durable_at(&self.file, page, address).await;
@@ -266,7 +499,7 @@ impl<E: IoEngine> Core<E> {
                     }
                     Ok(()) => self.settle(ticket).await,
                 };
-                (result, page)
+                BufResult(result, page)
             }
             SyncPolicy::Group => {
                 let (result, page) = self.engine.write_all_at(&self.file, page, address).await.into_parts();
@@ -274,17 +507,13 @@ impl<E: IoEngine> Core<E> {
                     Ok(()) => self.group_sync(address, runtime).await,
                     Err(e) => Err(e),
                 };
-                (result, page)
+                BufResult(result, page)
             }
             SyncPolicy::None => {
                 let (result, page) = self.engine.write_all_at(&self.file, page, address).await.into_parts();
-                (result.and_then(|()| self.check_poison()), page)
+                BufResult(result.and_then(|()| self.check_poison()), page)
             }
-        };
-        if result.is_ok() {
-            self.acknowledge(address);
         }
-        BufResult(result, page)
     }
 
     /// Waits for a sync that starts after now (this page's write has completed), starting it if
@@ -392,23 +621,6 @@ impl<E: IoEngine> Core<E> {
 
     fn check_poison(&self) -> Result<()> {
         self.poison_error().map_or(Ok(()), Err)
-    }
-
-    /// Records `address` as durable and advances `flushed_until` over the contiguous prefix.
-    fn acknowledge(&self, address: u64) {
-        let size = self.config.page_size as u64;
-        let mut state = self.lock();
-        if address < state.flushed_until {
-            return; // a page rewritten below the prefix: already counted
-        }
-        state.ahead.insert(address);
-        loop {
-            let next = state.flushed_until;
-            if !state.ahead.remove(&next) {
-                break;
-            }
-            state.flushed_until = next + size;
-        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

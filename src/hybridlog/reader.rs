@@ -21,9 +21,7 @@
 //!                             ^ durable_until                   ^ end   ^ torn_tail
 //! ```
 
-use bytemuck::Zeroable;
-
-use super::page::{MAGIC, PageError, PageFooter, PageHeader, PageInfo, verify};
+use super::page::{MAGIC, PageError, PageHeader, PageInfo, verify};
 use crate::buf::{Buf, Completed, Registered, Submittable};
 use crate::config::BUFFER_ALIGN;
 use crate::error::{Error, Result};
@@ -150,8 +148,8 @@ impl Recovery {
 /// // Write the page at address 8192, with 5 payload bytes.
 /// let mut buf = engine.acquire().await;
 /// buf.set_len(8192)?;
-/// buf[32..37].copy_from_slice(b"hello");
-/// page::seal(&mut buf, 8192, 1, 5)?;
+/// buf[page::PAYLOAD_START..page::PAYLOAD_START + 5].copy_from_slice(b"hello");
+/// page::seal(&mut buf, 8192, 1, 5, 0, false)?;
 /// engine.write_all_at(&file, buf, 8192).await.0?;
 ///
 /// let buf = engine.acquire().await;
@@ -219,7 +217,7 @@ pub async fn read_page<E: IoEngine, S: Submittable>(
 /// for (address, sequence) in [(0, 1), (8192, 2), (24576, 4)] {
 ///     let mut buf = engine.acquire().await;
 ///     buf.set_len(8192)?;
-///     page::seal(&mut buf, address, sequence, 0)?;
+///     page::seal(&mut buf, address, sequence, 0, 0, false)?;
 ///     engine.write_all_at(&file, buf, address).await.0?;
 /// }
 ///
@@ -235,11 +233,6 @@ pub async fn read_page<E: IoEngine, S: Submittable>(
 /// ```
 pub async fn recover<E: IoEngine>(engine: &E, file: &File, page_size: usize, acknowledged: u64) -> Result<Recovery> {
     check_page_size(page_size, "page size")?;
-    check_address(acknowledged, page_size).map_err(|_| Error::Unaligned {
-        what: "acknowledged address",
-        value: acknowledged,
-        page_size,
-    })?;
     let capacity = engine.pool().buffer_size();
     if capacity < page_size {
         return Err(Error::Length { len: page_size, capacity });
@@ -248,11 +241,37 @@ pub async fn recover<E: IoEngine>(engine: &E, file: &File, page_size: usize, ack
     let size = file.size()?;
     let scanned_until = size.div_ceil(step).saturating_mul(step);
 
-    let mut scan =
-        Scan { recovery: Recovery { scanned_until, ..Recovery::empty() }, step, acknowledged, pending: Vec::new() };
+    let mut scan = Scan {
+        recovery: Recovery { scanned_until, ..Recovery::empty() },
+        step,
+        acknowledged,
+        prefix_open: true,
+        pending: Vec::new(),
+    };
     let mut bufs = Vec::with_capacity(SCAN_DEPTH);
     let mut address = 0u64;
     while address < scanned_until {
+        // Unwritten ranges read as zeros: skip them without reading.
+        match next_data(file, address) {
+            None => {
+                // Nothing but never-written pages from here: trailing, nothing to report.
+                if scan.prefix_open {
+                    scan.recovery.durable_until = address;
+                    scan.prefix_open = false;
+                }
+                break;
+            }
+            Some(data) if data >= address + step => {
+                let skip_to = (data - data % step).min(scanned_until);
+                while address < skip_to {
+                    scan.not_intact(address, PageError::NeverWritten { address }, None)?;
+                    address += step;
+                    tokio::task::coop::consume_budget().await;
+                }
+                continue;
+            }
+            Some(_) => {}
+        }
         if bufs.is_empty() {
             bufs.push(engine.acquire().await);
         }
@@ -292,9 +311,32 @@ pub async fn recover<E: IoEngine>(engine: &E, file: &File, page_size: usize, ack
             if let Ok(buf) = buf.try_into_registered(engine) {
                 bufs.push(buf);
             }
+            // Reads served from the page cache complete inside their submit: without this, a
+            // long scan would never give the runtime back (nor let a timeout cancel it).
+            tokio::task::coop::consume_budget().await;
         }
     }
     scan.finish()
+}
+
+/// The first offset at or after `from` that may hold data (`SEEK_DATA`), or `None` when none
+/// does. Where the file system cannot tell (or off Linux), `from` itself: everything is read.
+fn next_data(file: &File, from: u64) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let Ok(offset) = libc::off_t::try_from(from) else { return Some(from) };
+        // SAFETY: `lseek` takes no pointers; the descriptor stays open for the call because
+        // `file` borrows it. A bad descriptor or offset is an error return, not UB.
+        let found = unsafe { libc::lseek(file.std().as_raw_fd(), offset, libc::SEEK_DATA) };
+        if found >= 0 {
+            return Some(found as u64);
+        }
+        if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) {
+            return None;
+        }
+    }
+    Some(from)
 }
 
 /// The scan's running state: pages arrive in address order.
@@ -302,31 +344,41 @@ struct Scan {
     recovery: Recovery,
     step: u64,
     acknowledged: u64,
+    /// Every page so far is intact and closed: the durable prefix goes on.
+    prefix_open: bool,
     /// Torn and never-written pages after the last intact page seen so far.
     pending: Vec<Hole>,
 }
 
 impl Scan {
     fn intact(&mut self, address: u64, info: &PageInfo) {
+        let step = self.step;
         let r = &mut self.recovery;
-        if self.pending.is_empty() && r.holes.is_empty() {
-            r.pages += 1;
+        if self.prefix_open {
+            if info.is_open() {
+                r.durable_until = address + info.durable_len(step as usize) as u64;
+                self.prefix_open = false;
+            } else {
+                r.pages += 1;
+                r.durable_until = address + step;
+            }
         }
         r.holes.append(&mut self.pending);
-        r.end = address + self.step;
+        r.end = address + step;
         r.last_sequence = r.last_sequence.max(Some(info.header.sequence));
         r.max_sequence_seen = r.max_sequence_seen.max(r.last_sequence);
     }
 
-    /// `sequence`: the highest sequence the page's header or footer carries, if any.
+    /// `sequence`: the sequence number in the page's header, if it has one.
     fn not_intact(&mut self, address: u64, error: PageError, sequence: Option<u64>) -> Result<()> {
         let Some(hole) = Hole::from_error(&error) else {
             return Err(Error::Corrupt { address, page: error });
         };
         if address < self.acknowledged {
-            // The first page that is not intact, since the scan stops here: durable_until.
+            // The first page that is not intact ends the prefix: durable_until < acknowledged.
             return Err(Error::Corrupt { address, page: error });
         }
+        self.prefix_open = false;
         self.pending.push(hole);
         let r = &mut self.recovery;
         r.max_sequence_seen = r.max_sequence_seen.max(sequence);
@@ -334,17 +386,24 @@ impl Scan {
     }
 
     fn finish(mut self) -> Result<Recovery> {
+        if self.prefix_open {
+            self.recovery.durable_until = self.recovery.scanned_until;
+        }
         let r = &mut self.recovery;
-        r.durable_until = r.pages * self.step;
         if let Some(last_torn) = self.pending.iter().rposition(|h| h.kind == HoleKind::Torn) {
             r.torn_tail = Some(self.pending[last_torn].address);
             self.pending.truncate(last_torn);
             r.holes.append(&mut self.pending);
         }
         if r.durable_until < self.acknowledged {
-            // Every page scanned is intact, and the file ends before `acknowledged`.
-            let address = r.durable_until;
-            return Err(Error::Corrupt { address, page: PageError::NeverWritten { address } });
+            // An open page ends before `acknowledged`, or the file ends before it.
+            let address = r.durable_until - r.durable_until % self.step;
+            let page = if r.durable_until % self.step == 0 {
+                PageError::NeverWritten { address }
+            } else {
+                PageError::Torn { address }
+            };
+            return Err(Error::Corrupt { address, page });
         }
         Ok(self.recovery)
     }
@@ -364,18 +423,10 @@ fn check_address(address: u64, page_size: usize) -> Result<()> {
     Ok(())
 }
 
-/// The highest sequence number in the header (when its magic is right) or the footer (when it is
-/// not zeros) of a page that did not verify.
+/// The sequence number in the header of a page that did not verify, when its header has the magic.
 fn torn_sequence(page: &[u8]) -> Option<u64> {
-    let (header, footer) = (size_of::<PageHeader>(), size_of::<PageFooter>());
-    if page.len() < header + footer {
-        return None;
-    }
-    let h: PageHeader = bytemuck::pod_read_unaligned(&page[..header]);
-    let f: PageFooter = bytemuck::pod_read_unaligned(&page[page.len() - footer..]);
-    let from_header = (h.magic == MAGIC).then_some(h.sequence);
-    let from_footer = (f != PageFooter::zeroed()).then_some(f.sequence);
-    from_header.max(from_footer)
+    let header: PageHeader = bytemuck::pod_read_unaligned(page.get(..size_of::<PageHeader>())?);
+    (header.magic == MAGIC).then_some(header.sequence)
 }
 
 fn verified(buf: Buf<Completed>, address: u64) -> BufResult<PageInfo, Buf<Completed>> {

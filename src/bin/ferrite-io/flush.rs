@@ -180,7 +180,7 @@ pub async fn run(options: Options) -> Result<(), Failure> {
                 let address = index * page_size as u64;
                 let mut buf = flusher.engine().acquire().await;
                 let len =
-                    fill_records(&mut buf[size_of::<page::PageHeader>()..page_size - page::OVERHEAD + 32], address);
+                    fill_records(&mut buf[page::PAYLOAD_START..page::PAYLOAD_START + page::capacity(page_size)], address);
                 let began = Instant::now();
                 flusher.flush(buf, address, len).await.0?;
                 record(&mut latencies, began.elapsed());
