@@ -1,12 +1,14 @@
 //! The page flusher on every engine variant: out-of-order completion with a gap-free
-//! `flushed_until`, group commit, per-page sync, poisoning by a failed fdatasync, failed writes.
+//! `flushed_until` and acknowledgements that wait for it, group commit, per-page sync,
+//! poisoning by a failed fdatasync, failed writes, refused rewrites, partial tail-page flushes.
 
 mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrite_io::hybridlog::{FlusherConfig, PageFlusher, SyncPolicy, page};
+use ferrite_io::hybridlog::page::{self, PAYLOAD_START};
+use ferrite_io::hybridlog::{FlusherConfig, PageFlusher, SyncPolicy};
 use ferrite_io::io::fault::FaultyEngine;
 use ferrite_io::{Engine, EngineChoice, Error, IoEngine, IoEngineConfig, OpenOptions};
 
@@ -34,7 +36,7 @@ async fn flusher(dir: &tempfile::TempDir, name: &str, engine: Engine, sync: Sync
 async fn flush(flusher: &Flusher, index: u64) -> Result<(), Error> {
     let mut buf = flusher.engine().acquire().await;
     let payload = format!("page {index}");
-    buf[32..32 + payload.len()].copy_from_slice(payload.as_bytes());
+    buf[PAYLOAD_START..PAYLOAD_START + payload.len()].copy_from_slice(payload.as_bytes());
     let (result, back) = flusher.flush(buf, index * PAGE as u64, payload.len()).await.into_parts();
     assert_eq!(back.len(), PAGE, "the page buffer comes back whole");
     result
@@ -77,22 +79,18 @@ async fn out_of_order_completion_keeps_flushed_until_gap_free() {
             assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{name} {sync:?}: flushed_until went back");
             assert!(seen.iter().all(|v| v % PAGE as u64 == 0));
             assert_eq!(flusher.flushed_until(), 12 * PAGE as u64, "{name} {sync:?}");
-            // Page 3 was acknowledged while page 0 (delayed) was not: flushed_until was still 0.
-            // (Not with per-page syncs: a page's acknowledgement waits for every sync that
-            // overlapped its own, page 0's included, since any of them may carry its error.)
-            let (_, at_page_3) = acks[3];
-            if sync != SyncPolicy::PerPage {
-                assert!(at_page_3 < 3 * PAGE as u64, "{name} {sync:?}: page 3 waited for page 0 ({at_page_3})");
+            // Defect 3: page 3 completed before page 0 (delayed), yet its acknowledgement waited
+            // until flushed_until covered it: an acknowledged page never sits after a hole.
+            for (index, at_ack) in acks {
+                assert!(at_ack >= (index + 1) * PAGE as u64, "{name} {sync:?}: page {index} acked at {at_ack}");
             }
             // Every page is on disk, intact.
             let bytes = std::fs::read(dir.path().join(format!("{name}-{sync:?}.log"))).unwrap();
             for index in 0..12u64 {
                 let at = (index * PAGE as u64) as usize;
                 let info = page::verify(&bytes[at..at + PAGE], index * PAGE as u64).unwrap();
-                assert_eq!(
-                    &bytes[at + 32..at + 32 + info.header.payload_len as usize],
-                    format!("page {index}").as_bytes()
-                );
+                let payload = info.payload();
+                assert_eq!(&bytes[at + payload.start..at + payload.end], format!("page {index}").as_bytes());
             }
         }
     }
@@ -179,9 +177,17 @@ async fn a_failed_write_fails_its_page_only() {
         flush(&flusher, 0).await.unwrap();
         let failed = flush(&flusher, 1).await;
         assert!(matches!(&failed, Err(e) if e.raw_os_error() == Some(libc::ENOSPC)), "{name}: {failed:?}");
-        flush(&flusher, 2).await.unwrap();
+        // Page 2 is durable but not acknowledged: page 1 before it is not on disk.
+        let gap = flush(&flusher, 2).await;
+        assert!(matches!(gap, Err(Error::Gap { address, blocked_by }) if (address, blocked_by) == (2 * PAGE as u64, PAGE as u64)), "{name}: {gap:?}");
         assert!(flusher.poisoned().is_none(), "{name}: a write error does not poison");
         assert_eq!(flusher.flushed_until(), PAGE as u64, "{name}: the gap at page 1 holds the prefix");
+        // Page 1 flushed again (first rewritten as its acknowledged state: empty) closes the gap.
+        flusher.engine().clear_write_faults();
+        flush(&flusher, 1).await.unwrap();
+        assert_eq!(flusher.flushed_until(), 3 * PAGE as u64, "{name}: page 2 is acknowledged with it");
+        let again = flush(&flusher, 2).await;
+        assert!(matches!(again, Err(Error::Rewrite { address, .. }) if address == 2 * PAGE as u64), "{name}: {again:?}");
     }
 }
 
@@ -191,10 +197,17 @@ async fn bad_addresses_and_payloads_are_refused_with_the_buffer() {
     for (name, engine) in common::owned_engines(&config()) {
         let flusher = flusher(&dir, name, engine, SyncPolicy::Group).await;
         let buf = flusher.engine().acquire().await;
-        let (result, back) = flusher.flush(buf, 100, 0).await.into_parts();
-        assert!(matches!(result, Err(Error::Unaligned { value: 100, .. })), "{name}: {result:?}");
-        let (result, _) = flusher.flush(back.into_free(), 0, PAGE).await.into_parts();
+        let (result, buf) = flusher.flush(buf, 0, PAGE).await.into_parts();
         assert!(matches!(result, Err(Error::Page(_))), "{name}: {result:?}");
+        let buf = buf.into_free();
+        let (result, back) = flusher.flush(buf, 100, 0).await.into_parts();
+        assert_eq!(back.len(), PAGE);
+        assert!(matches!(result, Err(Error::Unaligned { value: 100, .. })), "{name}: {result:?}");
+        // Partial flushes need a syncing policy.
+        let config = FlusherConfig { page_size: PAGE, sync: SyncPolicy::None, ..FlusherConfig::default() };
+        let none = PageFlusher::new(flusher.engine().clone(), flusher.file().clone(), config);
+        let (result, _) = none.flush_partial(back.into_free(), 0, 10).await.into_parts();
+        assert!(matches!(result, Err(Error::Config { key: "sync", .. })), "{name}: {result:?}");
         assert_eq!(flusher.engine().syncs(), 0);
     }
 }

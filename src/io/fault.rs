@@ -3,6 +3,10 @@
 //!
 //! Faults are real errors of the kinds the kernel returns (`EIO` from `fdatasync`, say); the
 //! operations that are not faulted run on the wrapped engine for real.
+//!
+//! [`powerloss`] records writes and syncs to build the files a power loss may leave.
+
+pub mod powerloss;
 
 use std::collections::HashMap;
 use std::io;
@@ -83,6 +87,11 @@ impl<E: IoEngine> FaultyEngine<E> {
     /// Writes at `offset` fail with `errno`.
     pub fn fail_writes_at(&self, offset: u64, errno: i32) {
         self.lock().failing_writes.insert(offset, errno);
+    }
+
+    /// Writes fail no more (delays stay).
+    pub fn clear_write_faults(&self) {
+        self.lock().failing_writes.clear();
     }
 
     /// Sync calls started so far (failed ones included).
