@@ -535,3 +535,62 @@ async fn recover_makes_do_with_one_free_buffer() {
         common::assert_pool_full(&engine);
     }
 }
+
+/// Defect 4: `recover` read every page of a sparse log inline (page-cache hits and holes
+/// complete inside the submit) and never gave the runtime back. Now it skips unwritten ranges
+/// (`SEEK_DATA`) and spends tokio's cooperative budget, on a current-thread runtime too.
+#[test]
+fn recover_skips_holes_yields_and_can_be_cancelled() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+    const PS: usize = 8192;
+    const P: u64 = PS as u64;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let dir = common::tempdir();
+        for (name, engine) in common::engines(&config(PS)) {
+            // A 1 GiB sparse log: four pages at the front, one at the end.
+            let file = open(&engine, &dir, &format!("{name}-sparse"), false).await;
+            for i in 0..4 {
+                write_page(&engine, &file, PS, i * P, i + 1).await;
+            }
+            let last = (1u64 << 30) - P;
+            write_page(&engine, &file, PS, last, 9).await;
+            let began = Instant::now();
+            let found = tokio::time::timeout(Duration::from_secs(2), recover(&*engine, &file, PS, 4 * P)).await;
+            let elapsed = began.elapsed();
+            let found = found.unwrap_or_else(|_| panic!("{name}: recover of a sparse log timed out")).unwrap();
+            assert_eq!((found.durable_until, found.end), (4 * P, last + P), "{name}");
+            assert_eq!(found.holes.len() as u64, last / P - 4, "{name}: every skipped page is a hole");
+            assert!(elapsed < Duration::from_millis(1500), "{name}: {elapsed:?} for a sparse log");
+
+            // 4 MiB of written pages: the scan reads them all, and lets other tasks run meanwhile.
+            let path = dir.path().join(format!("{name}-dense"));
+            let bytes: Vec<u8> = (0..512u64).flat_map(|i| sealed(PS, i * P, i + 1)).collect();
+            std::fs::write(&path, &bytes).unwrap();
+            let file = engine.open(&path, &OpenOptions::new()).await.unwrap();
+            let ticks = Arc::new(AtomicU64::new(0));
+            let ticker = tokio::spawn({
+                let ticks = ticks.clone();
+                async move {
+                    loop {
+                        ticks.fetch_add(1, Ordering::Relaxed);
+                        tokio::task::yield_now().await;
+                    }
+                }
+            });
+            let found = recover(&*engine, &file, PS, 512 * P).await.unwrap();
+            let during = ticks.load(Ordering::Relaxed);
+            ticker.abort();
+            assert_eq!(found.pages, 512, "{name}");
+            assert!(during > 0, "{name}: no other task ran during the scan");
+            // And a timeout cancels it promptly.
+            let began = Instant::now();
+            let cut = tokio::time::timeout(Duration::from_millis(5), recover(&*engine, &file, PS, 0)).await;
+            assert!(cut.is_err() || began.elapsed() < Duration::from_millis(100), "{name}: {:?}", began.elapsed());
+            assert!(began.elapsed() < Duration::from_millis(500), "{name}: the timeout fired after {:?}", began.elapsed());
+            common::assert_pool_full(&engine);
+        }
+    });
+}

@@ -92,7 +92,9 @@ async fn run(flusher: &Arc<PageFlusher<Sim>>, plan: Plan) {
                 if result.is_err() {
                     return;
                 }
-                flusher.engine().acknowledge(flusher.flushed_until());
+                // What this acknowledgement promises: the page up to what was flushed.
+                let end = if closing { address + P } else { address + (PAYLOAD_START + len) as u64 };
+                flusher.engine().acknowledge(end);
                 buf = back.into_free();
             }
         }));
