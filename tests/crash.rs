@@ -41,7 +41,8 @@ fn crash_child() {
     let engine: EngineChoice = engine.parse().unwrap();
     let direct = direct == "1";
     let sync: SyncPolicy = sync.parse().unwrap();
-    let (start, sequence, seed): (u64, u64, u64) = (start.parse().unwrap(), sequence.parse().unwrap(), seed.parse().unwrap());
+    let (start, sequence, seed): (u64, u64, u64) =
+        (start.parse().unwrap(), sequence.parse().unwrap(), seed.parse().unwrap());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async move {
         let engine = ferrite_io::create_engine(engine_config(engine, direct)).unwrap();

@@ -179,7 +179,10 @@ async fn a_failed_write_fails_its_page_only() {
         assert!(matches!(&failed, Err(e) if e.raw_os_error() == Some(libc::ENOSPC)), "{name}: {failed:?}");
         // Page 2 is durable but not acknowledged: page 1 before it is not on disk.
         let gap = flush(&flusher, 2).await;
-        assert!(matches!(gap, Err(Error::Gap { address, blocked_by }) if (address, blocked_by) == (2 * PAGE as u64, PAGE as u64)), "{name}: {gap:?}");
+        assert!(
+            matches!(gap, Err(Error::Gap { address, blocked_by }) if (address, blocked_by) == (2 * PAGE as u64, PAGE as u64)),
+            "{name}: {gap:?}"
+        );
         assert!(flusher.poisoned().is_none(), "{name}: a write error does not poison");
         assert_eq!(flusher.flushed_until(), PAGE as u64, "{name}: the gap at page 1 holds the prefix");
         // Page 1 flushed again (first rewritten as its acknowledged state: empty) closes the gap.
@@ -187,7 +190,10 @@ async fn a_failed_write_fails_its_page_only() {
         flush(&flusher, 1).await.unwrap();
         assert_eq!(flusher.flushed_until(), 3 * PAGE as u64, "{name}: page 2 is acknowledged with it");
         let again = flush(&flusher, 2).await;
-        assert!(matches!(again, Err(Error::Rewrite { address, .. }) if address == 2 * PAGE as u64), "{name}: {again:?}");
+        assert!(
+            matches!(again, Err(Error::Rewrite { address, .. }) if address == 2 * PAGE as u64),
+            "{name}: {again:?}"
+        );
     }
 }
 

@@ -589,7 +589,11 @@ fn recover_skips_holes_yields_and_can_be_cancelled() {
             let began = Instant::now();
             let cut = tokio::time::timeout(Duration::from_millis(5), recover(&*engine, &file, PS, 0)).await;
             assert!(cut.is_err() || began.elapsed() < Duration::from_millis(100), "{name}: {:?}", began.elapsed());
-            assert!(began.elapsed() < Duration::from_millis(500), "{name}: the timeout fired after {:?}", began.elapsed());
+            assert!(
+                began.elapsed() < Duration::from_millis(500),
+                "{name}: the timeout fired after {:?}",
+                began.elapsed()
+            );
             common::assert_pool_full(&engine);
         }
     });

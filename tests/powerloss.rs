@@ -86,8 +86,11 @@ async fn run(flusher: &Arc<PageFlusher<Sim>>, plan: Plan) {
                     buf[PAYLOAD_START + i] = byte(address, i);
                 }
                 let closing = n + 1 == flushes.len() && !open;
-                let done =
-                    if closing { flusher.flush(buf, address, len).await } else { flusher.flush_partial(buf, address, len).await };
+                let done = if closing {
+                    flusher.flush(buf, address, len).await
+                } else {
+                    flusher.flush_partial(buf, address, len).await
+                };
                 let (result, back) = done.into_parts();
                 if result.is_err() {
                     return;
@@ -132,7 +135,13 @@ async fn check(engine: &Engine, path: &std::path::Path, image: &[u8], acknowledg
 }
 
 /// Damage no crash explains, in an acknowledged page: must be `Error::Corrupt`.
-async fn check_corruption(engine: &Engine, path: &std::path::Path, image: &[u8], acknowledged: u64, seed: u64) -> Result<(), String> {
+async fn check_corruption(
+    engine: &Engine,
+    path: &std::path::Path,
+    image: &[u8],
+    acknowledged: u64,
+    seed: u64,
+) -> Result<(), String> {
     let pages = acknowledged / P;
     if pages == 0 {
         return Ok(());
@@ -202,7 +211,9 @@ async fn simulate(name: &str, engine_config: &IoEngineConfig, sync: SyncPolicy, 
                 };
                 counts.crash_points.fetch_add(1, Ordering::Relaxed);
                 if fate == 0 && sync != SyncPolicy::None {
-                    if let Err(e) = check_corruption(engine.inner(), &crash_path, &image, acknowledged, seed ^ crash as u64).await {
+                    if let Err(e) =
+                        check_corruption(engine.inner(), &crash_path, &image, acknowledged, seed ^ crash as u64).await
+                    {
                         panic!("{replay}: {e}");
                     }
                     counts.corruptions.fetch_add(1, Ordering::Relaxed);

@@ -49,7 +49,10 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 fn data_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("fuzz-tmp").join(std::process::id().to_string());
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join("fuzz-tmp")
+            .join(std::process::id().to_string());
         std::fs::create_dir_all(&dir).expect("fuzz data dir");
         dir
     })
@@ -61,7 +64,8 @@ fn shape(aligned: bool, offset: u16, len: u16) -> (u64, usize) {
 }
 
 async fn run<E: IoEngine>(engine: &E, path: &Path, input: &Input) -> Vec<Outcome> {
-    let file = engine.open(path, &OpenOptions::new().create(true).truncate(true).direct(input.direct)).await.expect("open");
+    let file =
+        engine.open(path, &OpenOptions::new().create(true).truncate(true).direct(input.direct)).await.expect("open");
     let errno = |e: ferrite_io::Error| e.raw_os_error();
     let mut outcomes = Vec::new();
     for action in input.actions.iter().take(32) {
@@ -71,7 +75,11 @@ async fn run<E: IoEngine>(engine: &E, path: &Path, input: &Input) -> Vec<Outcome
                 let mut buf = engine.acquire().await;
                 buf.set_len(len).expect("len");
                 buf.iter_mut().enumerate().for_each(|(i, b)| *b = seed ^ i as u8);
-                let done = if fixed { engine.write_fixed_at(&file, buf, offset).await } else { engine.write_at(&file, buf.into_free(), offset).await };
+                let done = if fixed {
+                    engine.write_fixed_at(&file, buf, offset).await
+                } else {
+                    engine.write_at(&file, buf.into_free(), offset).await
+                };
                 Outcome(done.0.map_err(errno), Vec::new())
             }
             Action::WriteAll { offset, len, seed } | Action::WriteDurable { offset, len, seed } => {
@@ -90,8 +98,12 @@ async fn run<E: IoEngine>(engine: &E, path: &Path, input: &Input) -> Vec<Outcome
                 let (offset, len) = shape(input.aligned, offset, len);
                 let mut buf = engine.acquire().await;
                 buf.set_len(len).expect("len");
-                let (result, buf) =
-                    if fixed { engine.read_fixed_at(&file, buf, offset).await } else { engine.read_at(&file, buf.into_free(), offset).await }.into_parts();
+                let (result, buf) = if fixed {
+                    engine.read_fixed_at(&file, buf, offset).await
+                } else {
+                    engine.read_at(&file, buf.into_free(), offset).await
+                }
+                .into_parts();
                 let n = *result.as_ref().unwrap_or(&0);
                 Outcome(result.map_err(errno), buf[..n.min(buf.len())].to_vec())
             }
@@ -123,13 +135,22 @@ fuzz_target!(|input: Input| {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let (a, b) = (data_dir().join(format!("{n}.uring")), data_dir().join(format!("{n}.tokio")));
         runtime().block_on(async {
-            let config = |engine| IoEngineConfig { engine, registered_buffers: 4, buffer_size: 16384, uring_entries: 16, ..IoEngineConfig::default() };
+            let config = |engine| IoEngineConfig {
+                engine,
+                registered_buffers: 4,
+                buffer_size: 16384,
+                uring_entries: 16,
+                ..IoEngineConfig::default()
+            };
             let Ok(uring) = ferrite_io::UringEngine::new(&config(EngineChoice::Uring)) else { return };
             let tokio = ferrite_io::TokioEngine::new(&config(EngineChoice::Tokio)).expect("tokio engine");
             let on_uring = run(&uring, &a, &input).await;
             let on_tokio = run(&tokio, &b, &input).await;
             assert_eq!(on_uring, on_tokio, "the engines differ on {input:?}");
-            assert!(std::fs::read(&a).expect("read") == std::fs::read(&b).expect("read"), "the files differ on {input:?}");
+            assert!(
+                std::fs::read(&a).expect("read") == std::fs::read(&b).expect("read"),
+                "the files differ on {input:?}"
+            );
         });
         let _ = (std::fs::remove_file(&a), std::fs::remove_file(&b));
     }

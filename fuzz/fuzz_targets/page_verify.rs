@@ -37,7 +37,10 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 fn data_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("fuzz-tmp").join(std::process::id().to_string());
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join("fuzz-tmp")
+            .join(std::process::id().to_string());
         std::fs::create_dir_all(&dir).expect("fuzz data dir");
         dir
     })
@@ -46,7 +49,8 @@ fn data_dir() -> &'static PathBuf {
 fuzz_target!(|input: Input| {
     let size = 4096usize << (input.big % 3);
     let address = u64::from(input.address_page) * size as u64;
-    let raw: Vec<u8> = if input.bytes.is_empty() { vec![0; size] } else { input.bytes.iter().copied().cycle().take(size).collect() };
+    let raw: Vec<u8> =
+        if input.bytes.is_empty() { vec![0; size] } else { input.bytes.iter().copied().cycle().take(size).collect() };
 
     // Arbitrary bytes: any answer but a panic; an intact page's payload lies inside the page.
     if let Ok(info) = page::verify(&raw, address) {

@@ -280,7 +280,8 @@ impl<E: IoEngine> PageFlusher<E> {
         if open && self.core.config.sync == SyncPolicy::None {
             // Without syncs, several unsynced flushes of the page could pile up, and a crash
             // could mix them in ways its header cannot describe.
-            let e = Error::Config { key: "sync", value: "none".into(), expected: "per-page or group for flush_partial" };
+            let e =
+                Error::Config { key: "sync", value: "none".into(), expected: "per-page or group for flush_partial" };
             return refuse(page, e);
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {

@@ -179,8 +179,10 @@ pub async fn run(options: Options) -> Result<(), Failure> {
                 }
                 let address = index * page_size as u64;
                 let mut buf = flusher.engine().acquire().await;
-                let len =
-                    fill_records(&mut buf[page::PAYLOAD_START..page::PAYLOAD_START + page::capacity(page_size)], address);
+                let len = fill_records(
+                    &mut buf[page::PAYLOAD_START..page::PAYLOAD_START + page::capacity(page_size)],
+                    address,
+                );
                 let began = Instant::now();
                 flusher.flush(buf, address, len).await.0?;
                 record(&mut latencies, began.elapsed());
