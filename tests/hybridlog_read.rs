@@ -594,7 +594,12 @@ fn recover_skips_holes_yields_and_can_be_cancelled() {
                 "{name}: the timeout fired after {:?}",
                 began.elapsed()
             );
-            common::assert_pool_full(&engine);
+            // The cancelled scan's reads come back to the pool as they complete.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while engine.pool().available() != engine.pool().capacity() {
+                assert!(Instant::now() < deadline, "{name}: buffers never came back: {:?}", engine.pool());
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
     });
 }
