@@ -258,7 +258,7 @@ pub enum Error {
     },
     /// The page is durable but cannot be acknowledged: the flush of an earlier page failed, and
     /// an acknowledgement promises everything before the page too. Flushing the earlier page
-    /// again acknowledges both.
+    /// again acknowledges both (this page is not flushed again: it was written whole).
     #[error("page at {address} is written but not acknowledged: the flush of the page at {blocked_by} failed")]
     Gap {
         /// The page whose flush this is.

@@ -39,7 +39,7 @@
 //! - Concurrent per-page syncs share the file's error state too: a page whose own sync passed is
 //!   durable only after every sync that overlapped it has reported, and none failed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::{Notify, Semaphore};
@@ -170,7 +170,7 @@ struct State {
     synced: u64,
     /// Per-page syncs: the next ticket, and the tickets whose sync has not reported yet.
     next_ticket: u64,
-    open: std::collections::BTreeSet<u64>,
+    open: BTreeSet<u64>,
     /// The first failed sync: the address of a page it covered, and the error.
     poisoned: Option<(u64, String)>,
 }

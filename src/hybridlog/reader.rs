@@ -76,10 +76,12 @@ impl Hole {
 /// page and the torn tail (a *trailing* page, e.g. preallocated space). Nothing else is left out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovery {
-    /// The end of the contiguous prefix of intact pages: the address of the first page that is
-    /// not intact, or `scanned_until` when every page is.
+    /// The end of the log's durable prefix: the address of the first page that is not intact,
+    /// or the end of the verified payload of the first open page (one still filling, see
+    /// [`PageInfo::is_open`]), or `scanned_until` when every page is intact and closed. Resume
+    /// here (truncate the file to it first).
     pub durable_until: u64,
-    /// Intact pages in that prefix (`durable_until / page_size`).
+    /// Closed intact pages in that prefix.
     pub pages: u64,
     /// The highest sequence number of any intact page, in the prefix or after it; `None` when no
     /// page is intact. Sequences are not required to grow with the address.
@@ -185,24 +187,27 @@ pub async fn read_page<E: IoEngine, S: Submittable>(
 /// Scans the log in `file` from address 0 to the end of the file, one page of `page_size` bytes
 /// after the other, and says how much of it survived.
 ///
-/// `acknowledged` is the `flushed_until` address the application last saw: every page below it
-/// was reported durable, so each must be intact. Pass 0 when nothing was acknowledged.
+/// `acknowledged` is the `flushed_until` address the application last saw (any byte address):
+/// every byte below it was reported durable, so it must be intact. Pass 0 when nothing was
+/// acknowledged.
 ///
 /// Torn and never-written pages at or after `acknowledged` are crash artifacts (a flusher with
 /// several pages in flight can leave holes): they are reported in the [`Recovery`], never
 /// dropped, and do not stop the scan. The scan reads a few pages at a time into buffers of
 /// `engine.pool()`: it waits for one buffer if none is free and uses up to 4 when they are, and
-/// returns them all.
+/// returns them all. Ranges the file system reports as unwritten (`SEEK_DATA`) are not read, and
+/// the scan spends tokio's cooperative budget for every page, so it yields to the runtime and a
+/// dropped (timed-out) scan stops there.
 ///
 /// # Errors
 ///
-/// - [`Error::Unaligned`] when `page_size` is not a non-zero multiple of 4096, or
-///   `acknowledged` is not a multiple of `page_size`;
+/// - [`Error::Unaligned`] when `page_size` is not a non-zero multiple of 4096;
 /// - [`Error::Length`] when the pool's buffers are smaller than `page_size`;
 /// - [`Error::Corrupt`] naming the first page (in address order) whose checksum fails, which
 ///   holds another address's page, or whose header is invalid, wherever it is;
-/// - [`Error::Corrupt`] at `durable_until` when `durable_until < acknowledged`: an acknowledged
-///   page is torn or was never written (including a file shorter than `acknowledged`);
+/// - [`Error::Corrupt`] at the page holding `durable_until` when `durable_until < acknowledged`:
+///   an acknowledged page is torn, shorter than acknowledged, or was never written (including a
+///   file shorter than `acknowledged`);
 /// - the engine's and `fstat`'s errors ([`Error::Io`], ...).
 ///
 /// ```
