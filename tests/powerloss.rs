@@ -313,3 +313,52 @@ async fn every_io_as_the_last_loses_no_acknowledged_page() {
     }
     println!("fail-at-the-n-th-I/O sweep: {points} crash points");
 }
+
+/// Defect 2: a log's tail page is flushed while it fills, then again. Format 1 rewrote the page
+/// over its only durable copy, so a crash during the rewrite left neither version. Now each
+/// flush of the page keeps the last acknowledged one readable at every crash point, and a
+/// closed page is never written again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewriting_the_tail_page_keeps_the_acknowledged_version() {
+    let config = config();
+    let mut points = 0;
+    for sync in [SyncPolicy::Group, SyncPolicy::PerPage] {
+        for (name, engine) in common::owned_engines(&config) {
+            let dir = common::tempdir();
+            let engine = Arc::new(PowerLossEngine::new(engine));
+            let file = engine.open(dir.path().join("tail.log"), &OpenOptions::new().create(true)).await.unwrap();
+            let flusher_config = FlusherConfig { page_size: PAGE, sync, ..FlusherConfig::default() };
+            let flusher = PageFlusher::new(engine.clone(), file, flusher_config);
+            let mut buf = engine.acquire().await.into_free();
+            for i in 0..6000 {
+                buf[PAYLOAD_START + i] = byte(0, i);
+            }
+            let mut back = Some(buf);
+            for (len, open) in [(1000, true), (4000, true), (6000, false)] {
+                let page = back.take().expect("the buffer came back");
+                let done =
+                    if open { flusher.flush_partial(page, 0, len).await } else { flusher.flush(page, 0, len).await };
+                let (result, page) = done.into_parts();
+                result.unwrap_or_else(|e| panic!("{name} {sync:?}: flush of {len}: {e}"));
+                let end = if open { (PAYLOAD_START + len) as u64 } else { P };
+                assert_eq!(flusher.flushed_until(), end, "{name} {sync:?}");
+                engine.acknowledge(end);
+                back = Some(page.into_free());
+            }
+            let journal = engine.journal();
+            let crash_path = dir.path().join("crash.log");
+            for crash in 0..=journal.len() {
+                for fate in 0..16 {
+                    let image = journal.crash_image(&[], crash, fate);
+                    if let Err(e) = check(engine.inner(), &crash_path, &image, journal.acknowledged(crash)).await {
+                        panic!("{name} {sync:?}: crash {crash} fate {fate}: {e}");
+                    }
+                    points += 1;
+                }
+            }
+            let again = flusher.flush(back.take().unwrap(), 0, 6000).await;
+            assert!(matches!(again.0, Err(Error::Rewrite { address: 0, .. })), "{name}: {:?}", again.0);
+        }
+    }
+    println!("tail-page rewrites: {points} crash points");
+}

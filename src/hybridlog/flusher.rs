@@ -240,8 +240,9 @@ impl<E: IoEngine> PageFlusher<E> {
     }
 
     /// Flushes the log's tail page while it is still filling: as [`flush`](Self::flush), but the
-    /// page stays open. Call it again with the same page as more payload arrives (the first
-    /// bytes must stay what they were: a page only grows), and close it with `flush`. Only the
+    /// page stays open, and the buffer comes back with the bytes past the payload as they were
+    /// (`flush` zeroes them). Call it again with the same page as more payload arrives (the
+    /// first bytes must stay what they were: a page only grows), and close it with `flush`. Only the
     /// sectors up to the payload's end (rounded up to 4 KiB) are written, and the page's header
     /// names this flush's predecessor, so a tear keeps the last acknowledged flush. Resolves
     /// once `flushed_until` reaches the payload's end (`address + 512 + payload_len`).
@@ -391,6 +392,9 @@ impl<E: IoEngine> Core<E> {
         if let Err(e) = repaired {
             return self.failed(address, page.into_in_flight().into_failed(), e);
         }
+        // An open page's caller may already have bytes past the payload (records not yet
+        // flushed): the page written has zeros there, the buffer gets them back.
+        let unflushed = open.then(|| page[PAYLOAD_START + len..].to_vec());
         if let Err(e) = page::seal(&mut page, address, claim.sequence, len, claim.prev_len, open) {
             return self.failed(address, page.into_in_flight().into_failed(), e.into());
         }
@@ -398,8 +402,13 @@ impl<E: IoEngine> Core<E> {
             // Only the sectors that hold the header and payload, in whole 4 KiB blocks (O_DIRECT).
             page.set_len_unchecked((PAYLOAD_START + len).next_multiple_of(4096).min(size));
         }
-        let BufResult(result, mut page) = self.durable(page, address, runtime).await;
+        let BufResult(result, page) = self.durable(page, address, runtime).await;
+        let mut page = page.into_free();
         page.set_len_unchecked(size);
+        if let Some(bytes) = unflushed {
+            page[PAYLOAD_START + len..].copy_from_slice(&bytes);
+        }
+        let page: Buf<Completed> = page.cast();
         match result {
             Ok(()) => {
                 self.record(address, |entry| {
