@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::buf::{Buf, BufPool, Completed, Free, Registered, Submittable};
 use crate::error::{Backend, Error, Op, Result};
-use crate::io::{Batch, BufResult, File, IoEngine, Rw, Selection};
+use crate::io::{Batch, BatchResults, BatchSlot, BufResult, EngineStats, File, IoEngine, Rw, Selection};
 
 /// The sector a power loss tears writes at.
 pub const SECTOR: usize = 512;
@@ -186,6 +186,14 @@ impl<E: IoEngine> IoEngine for PowerLossEngine<E> {
         self.inner.pool()
     }
 
+    fn direct_io(&self) -> bool {
+        self.inner.direct_io()
+    }
+
+    fn stats(&self) -> EngineStats {
+        self.inner.stats()
+    }
+
     async fn read_at<S: Submittable>(&self, file: &File, buf: Buf<S>, offset: u64) -> BufResult<usize, Buf<Completed>> {
         self.inner.read_at(file, buf, offset).await
     }
@@ -287,18 +295,17 @@ impl<E: IoEngine> IoEngine for PowerLossEngine<E> {
         self.sync(file, Op::SyncData).await
     }
 
-    async fn submit_batch(&self, batch: Batch) -> Vec<BufResult<usize, Buf<Completed>>> {
-        let mut results = Vec::with_capacity(batch.ops.len());
-        for op in batch.ops {
+    async fn submit_batch<'b>(&self, batch: &'b mut Batch) -> BatchResults<'b> {
+        for slot in batch.slots.iter_mut() {
+            let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { continue };
             // Not submitted yet: the buffer is the caller's again.
             let buf: Buf<Free> = op.buf.cast();
-            let result = match (op.rw, op.fixed) {
-                (Rw::Read, _) => self.read_at(&op.file, buf, op.offset).await,
-                (Rw::Write, _) => self.write_at(&op.file, buf, op.offset).await,
-            };
-            results.push(result);
+            *slot = BatchSlot::Done(match op.rw {
+                Rw::Read => self.read_at(&op.file, buf, op.offset).await,
+                Rw::Write => self.write_at(&op.file, buf, op.offset).await,
+            });
         }
-        results
+        BatchResults::new(&mut batch.slots)
     }
 }
 
