@@ -491,6 +491,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "a megabyte of CRCs takes minutes interpreted")]
     fn large_pages_use_larger_units() {
         assert_eq!(unit_size(8192), 512);
         assert_eq!(unit_size(232 * 1024), 512);
