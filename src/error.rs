@@ -317,6 +317,8 @@ impl Error {
             Error::UnexpectedEof { .. } => K::UnexpectedEof,
             Error::WriteZero { .. } => K::WriteZero,
             Error::ForeignBuffer { .. } | Error::Length { .. } | Error::Unaligned { .. } => K::InvalidInput,
+            Error::Rewrite { .. } => K::InvalidInput,
+            Error::Gap { .. } => K::Other,
             Error::Config { .. } | Error::ConfigFile { .. } => K::InvalidInput,
             Error::Unavailable(_) => K::Unsupported,
             Error::Page(_) | Error::Corrupt { .. } => K::InvalidData,

@@ -140,8 +140,9 @@ impl<E: IoEngine> PowerLossEngine<E> {
         Some(id)
     }
 
-    fn dead(&self, op: Op, offset: u64) -> Error {
-        Error::Io { op, offset, backend: self.inner.backend(), source: io::Error::from_raw_os_error(libc::EIO) }
+    fn dead(&self, op: Op, file: &File, offset: u64) -> Error {
+        let (path, source) = (file.path().map(Into::into), io::Error::from_raw_os_error(libc::EIO));
+        Error::Io { op, path, offset, backend: self.inner.backend(), source }
     }
 
     /// Records a write of `bytes` at `offset`; `None` when the machine has stopped.
@@ -158,7 +159,7 @@ impl<E: IoEngine> PowerLossEngine<E> {
 
     async fn sync(&self, file: &File, op: Op) -> Result<()> {
         let Some(id) = self.start(|id| Event::SyncStart { id }) else {
-            return Err(self.dead(op, 0));
+            return Err(self.dead(op, file, 0));
         };
         let result = match op {
             Op::SyncAll => self.inner.sync_all(file).await,
@@ -204,7 +205,7 @@ impl<E: IoEngine> IoEngine for PowerLossEngine<E> {
         buf: Buf<S>,
         offset: u64,
     ) -> BufResult<usize, Buf<Completed>> {
-        let Some(id) = self.start_write(offset, &buf) else { return refused(buf, self.dead(Op::Write, offset)) };
+        let Some(id) = self.start_write(offset, &buf) else { return refused(buf, self.dead(Op::Write, file, offset)) };
         let len = buf.len();
         let done = self.inner.write_at(file, buf, offset).await;
         self.finish_write(id, matches!(done.0, Ok(n) if n == len));
@@ -217,7 +218,7 @@ impl<E: IoEngine> IoEngine for PowerLossEngine<E> {
 
     async fn write_fixed_at(&self, file: &File, buf: Buf<Registered>, offset: u64) -> BufResult<usize, Buf<Completed>> {
         let Some(id) = self.start_write(offset, &buf) else {
-            return refused(buf, self.dead(Op::WriteFixed, offset));
+            return refused(buf, self.dead(Op::WriteFixed, file, offset));
         };
         let len = buf.len();
         let done = self.inner.write_fixed_at(file, buf, offset).await;
@@ -241,7 +242,7 @@ impl<E: IoEngine> IoEngine for PowerLossEngine<E> {
         offset: u64,
     ) -> BufResult<(), Buf<Completed>> {
         let Some(id) = self.start_write(offset, &buf) else {
-            return refused(buf, self.dead(Op::Write, offset)).map(|_| ());
+            return refused(buf, self.dead(Op::Write, file, offset)).map(|_| ());
         };
         let done = self.inner.write_all_at(file, buf, offset).await;
         self.finish_write(id, done.0.is_ok());
@@ -280,7 +281,7 @@ impl<E: IoEngine> IoEngine for PowerLossEngine<E> {
         let bytes: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
         let Some(id) = self.start_write(offset, &bytes) else {
             let failed = bufs.into_iter().map(|b| b.into_in_flight().into_failed()).collect();
-            return BufResult(Err(self.dead(Op::WriteVectored, offset)), failed);
+            return BufResult(Err(self.dead(Op::WriteVectored, file, offset)), failed);
         };
         let done = self.inner.write_vectored_at(file, bufs, offset).await;
         self.finish_write(id, matches!(done.0, Ok(n) if n == bytes.len()));
