@@ -7,9 +7,12 @@
 //! ```
 //!
 //! Files (256 MiB each) go to `target/tmp/ferrite-bench` on the build disk: never tmpfs.
+//! Linux only (Criterion is a Linux dev-dependency); elsewhere `ferrite-io bench` runs the rows.
 
+#[cfg(target_os = "linux")]
 use std::time::Duration;
 
+#[cfg(target_os = "linux")]
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 // The CLI uses the parts the benches do not (table formatting helpers), and vice versa.
@@ -17,8 +20,10 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 #[path = "../src/bin/ferrite-io/workloads.rs"]
 mod workloads;
 
+#[cfg(target_os = "linux")]
 use workloads::{Backend, Bench, Row};
 
+#[cfg(target_os = "linux")]
 fn io(c: &mut Criterion) {
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
@@ -55,5 +60,10 @@ fn io(c: &mut Criterion) {
     }
 }
 
+#[cfg(target_os = "linux")]
 criterion_group!(benches, io);
+#[cfg(target_os = "linux")]
 criterion_main!(benches);
+
+#[cfg(not(target_os = "linux"))]
+fn main() {}

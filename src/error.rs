@@ -276,6 +276,24 @@ pub enum Error {
         /// The page size.
         page_size: usize,
     },
+    /// A direct-I/O operation whose file offset, buffer length or buffer address is not a
+    /// multiple of what the file demands ([`File::alignment`](crate::File::alignment)): refused
+    /// before anything is submitted, on every engine alike (the kernel would answer `EINVAL`,
+    /// which [`raw_os_error`](Self::raw_os_error) reports).
+    #[error("{op} at offset {offset}: direct I/O needs the {what} to be a multiple of {required} ({value} is {} past one)", value % u64::from(*required))]
+    DirectUnaligned {
+        /// The operation.
+        op: Op,
+        /// The file offset it started at.
+        offset: u64,
+        /// The rule it broke: memory alignment (address) or offset alignment (offset, length).
+        what: crate::io::Misaligned,
+        /// The offending length or offset; for an address, its remainder modulo `required` (an
+        /// address says nothing across runs, its misalignment does).
+        value: u64,
+        /// The multiple required.
+        required: u32,
+    },
     /// The buffer arena could not be mapped.
     #[error("mapping the buffer arena failed: {0}")]
     Map(#[source] io::Error),
@@ -295,13 +313,18 @@ impl Error {
         match self {
             Error::Io { source, .. } | Error::Open { source, .. } | Error::File { source, .. } => source.raw_os_error(),
             Error::Cancelled { .. } => Some(libc::ECANCELED),
+            Error::DirectUnaligned { .. } => Some(libc::EINVAL),
             _ => None,
         }
     }
 
-    /// Maps an `io::Error` of `op` on `file` into a typed error.
+    /// Maps an `io::Error` of `op` on `file` into a typed error (a direct-I/O alignment refusal
+    /// into [`Error::DirectUnaligned`]).
     pub(crate) fn os(op: Op, file: &crate::File, offset: u64, backend: Backend, source: io::Error) -> Error {
-        if source.raw_os_error() == Some(libc::ECANCELED) {
+        let refused = source.get_ref().and_then(|e| e.downcast_ref::<crate::io::Refusal>());
+        if let Some(&crate::io::Refusal { what, value, required }) = refused {
+            Error::DirectUnaligned { op, offset, what, value, required }
+        } else if source.raw_os_error() == Some(libc::ECANCELED) {
             Error::Cancelled { op, offset }
         } else {
             Error::Io { op, path: file.path().map(Path::to_path_buf), offset, backend, source }
@@ -317,6 +340,7 @@ impl Error {
             Error::UnexpectedEof { .. } => K::UnexpectedEof,
             Error::WriteZero { .. } => K::WriteZero,
             Error::ForeignBuffer { .. } | Error::Length { .. } | Error::Unaligned { .. } => K::InvalidInput,
+            Error::DirectUnaligned { .. } => K::InvalidInput,
             Error::Rewrite { .. } => K::InvalidInput,
             Error::Gap { .. } => K::Other,
             Error::Config { .. } | Error::ConfigFile { .. } => K::InvalidInput,

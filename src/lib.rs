@@ -49,7 +49,6 @@
 //! assert!(read.1.iter().all(|&b| b == 0xAB));
 //! # Ok::<(), ferrite_io::Error>(()) }).unwrap();
 //! ```
-#![cfg(unix)]
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 
 pub mod buf;
@@ -65,8 +64,8 @@ pub use error::{Backend, Error, Op, Result};
 pub use io::UringEngine;
 pub use io::detect::{Unsupported, UringInfo, UringSupport, check_uring_support};
 pub use io::{
-    Batch, BatchResults, BufResult, Engine, EngineStats, File, IoEngine, OpenOptions, Reason, Selection,
-    SharedIoEngine, TokioEngine, create_engine,
+    Alignment, AlignmentSource, Batch, BatchResults, BufResult, Engine, EngineStats, File, IoEngine, Misaligned,
+    OpenOptions, PositionalIo, Reason, Selection, SharedIoEngine, TokioEngine, create_engine,
 };
 
 /// The README's examples, compiled as doctests.

@@ -159,9 +159,11 @@ fn only_the_given_directory_is_created() {
     assert_eq!(std::fs::read(&file).expect("read"), b"x");
 }
 
-/// A tmpfs of 4 MiB mounted for the test, unmounted on drop.
+/// A tmpfs of 4 MiB mounted for the test, unmounted on drop (Linux).
+#[cfg(target_os = "linux")]
 struct SmallDisk(PathBuf);
 
+#[cfg(target_os = "linux")]
 impl SmallDisk {
     fn mount(at: PathBuf) -> Result<SmallDisk, String> {
         std::fs::create_dir(&at).map_err(|e| e.to_string())?;
@@ -176,12 +178,14 @@ impl SmallDisk {
     }
 }
 
+#[cfg(target_os = "linux")]
 impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
     }
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn a_full_disk_leaves_nothing_behind() {
     let dir = common::tempdir();
@@ -212,7 +216,8 @@ fn a_full_disk_leaves_nothing_behind() {
 }
 
 /// Starts `args` with `--dir DIR/run`, waits until a file appears there, sends SIGINT, and
-/// checks the exit code and that the directory is gone.
+/// checks the exit code and that the directory is gone (unix: SIGINT).
+#[cfg(unix)]
 fn interrupt(args: &[&str]) {
     let dir = common::tempdir();
     let run_dir = dir.path().join("run");
@@ -231,6 +236,7 @@ fn interrupt(args: &[&str]) {
     assert!(!run_dir.exists(), "{args:?} left {:?}", entries(&run_dir));
 }
 
+#[cfg(unix)]
 #[test]
 fn ctrl_c_removes_what_the_command_created() {
     interrupt(&["flush", "--size", "1GiB", "--sync", "per-page"]);

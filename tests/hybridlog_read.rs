@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::os::unix::fs::FileExt;
+use ferrite_io::PositionalIo;
 
 use ferrite_io::hybridlog::page::{self, PAYLOAD_START, PageError};
 use ferrite_io::hybridlog::{Hole, HoleKind, Recovery, read_page, recover};

@@ -186,6 +186,8 @@ async fn a_panicking_waker_stalls_nothing() {
 }
 
 /// The `direct_io` key decides how files the engine opens are opened, unless `OpenOptions` say.
+/// (Linux: the `O_DIRECT` flag is read back with `fcntl`.)
+#[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_io_key_is_the_default_for_open() {
     use std::os::fd::AsRawFd;

@@ -42,9 +42,15 @@ impl fmt::Display for UringInfo {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Unsupported {
-    /// Built without the `io-uring` feature, or not on Linux.
-    #[error("the io_uring engine is not compiled in (cargo feature `io-uring` off or not Linux)")]
+    /// Built on Linux without the `io-uring` cargo feature.
+    #[error("the io_uring engine is not compiled in (cargo feature `io-uring` off)")]
     NotCompiled,
+    /// io_uring is a Linux interface; this platform has none.
+    #[error("io_uring exists only on Linux, not on {os}")]
+    NotLinux {
+        /// The platform (`std::env::consts::OS`), e.g. `macos` or `windows`.
+        os: &'static str,
+    },
     /// `io_uring_setup` is `ENOSYS`.
     #[error(
         "io_uring_setup: ENOSYS: the kernel has no io_uring (older than 5.1 or CONFIG_IO_URING=n) or a sandbox hides the syscall"
@@ -156,7 +162,19 @@ fn probe(config: &IoEngineConfig) -> Result<UringInfo, Unsupported> {
 
 #[cfg(not(uring))]
 fn probe(_config: &IoEngineConfig) -> Result<UringInfo, Unsupported> {
-    Err(Unsupported::NotCompiled)
+    Err(Unsupported::not_compiled())
+}
+
+#[cfg(not(uring))]
+impl Unsupported {
+    /// Why a build without the io_uring engine has none: the platform, or the cargo feature.
+    pub(crate) fn not_compiled() -> Unsupported {
+        if cfg!(target_os = "linux") {
+            Unsupported::NotCompiled
+        } else {
+            Unsupported::NotLinux { os: std::env::consts::OS }
+        }
+    }
 }
 
 /// The opcodes the engine submits.
@@ -253,6 +271,25 @@ mod tests {
                 panic!("io_uring should work on the test machines: {why}")
             }
         }
+    }
+
+    /// Off Linux, `uring` is refused with the platform named and `auto` falls back to tokio.
+    #[cfg(not(target_os = "linux"))]
+    #[test]
+    fn off_linux_io_uring_is_typed_as_missing() {
+        use crate::{EngineChoice, Error, IoEngine, create_engine};
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let _entered = runtime.enter();
+        let config = |engine| IoEngineConfig { engine, ..IoEngineConfig::default() };
+        let refused = create_engine(config(EngineChoice::Uring)).unwrap_err();
+        let os = std::env::consts::OS;
+        assert!(matches!(refused, Error::Unavailable(Unsupported::NotLinux { os: o }) if o == os), "{refused}");
+        let engine = create_engine(config(EngineChoice::Auto)).unwrap();
+        assert_eq!(engine.backend(), crate::Backend::Tokio);
+        assert_eq!(
+            check_uring_support(&config(EngineChoice::Auto)),
+            UringSupport::Unsupported(Unsupported::NotLinux { os })
+        );
     }
 
     #[cfg(uring)]

@@ -1,8 +1,19 @@
-//! [`File`]: an open file shared by operations in flight, and [`OpenOptions`] with `O_DIRECT`.
+//! [`File`]: an open file shared by operations in flight; [`OpenOptions`] with each platform's
+//! direct I/O; the [`Alignment`] a direct file demands and the check both engines run before
+//! submitting; positional I/O ([`PositionalIo`]) and preallocation on every platform.
+//!
+//! | platform | `direct(true)` means                     | alignment enforced                       |
+//! |----------|------------------------------------------|------------------------------------------|
+//! | Linux    | `O_DIRECT`                               | `statx(STATX_DIOALIGN)`, else the device's logical block size, else `st_blksize` |
+//! | macOS    | `F_NOCACHE` (`fcntl` after open)         | none: the kernel accepts any alignment    |
+//! | Windows  | `FILE_FLAG_NO_BUFFERING`                 | 4096 (the largest common sector size)     |
 
+use std::fmt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::buf::{Buf, InFlight};
 use crate::error::{Error, Op, Result};
 
 /// An open file. Cloning shares the descriptor; every operation in flight holds a clone, so the
@@ -23,7 +34,8 @@ use crate::error::{Error, Op, Result};
 #[derive(Debug, Clone)]
 pub struct File {
     inner: Arc<Inner>,
-    direct: bool,
+    /// `Some` exactly when the file was opened for direct I/O.
+    alignment: Option<Alignment>,
 }
 
 #[derive(Debug)]
@@ -155,6 +167,89 @@ impl OpenOptions {
     }
 }
 
+/// What a direct-I/O file demands: buffer addresses must be multiples of `memory`, file offsets
+/// and every buffer length multiples of `offset`.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+/// use ferrite_io::OpenOptions;
+/// let file = ferrite_io::File::open(dir.path().join("d"), &OpenOptions::new().create(true).direct(true)).await?;
+/// let alignment = file.alignment().expect("a direct file has one");
+/// assert!(alignment.offset.is_power_of_two() && alignment.memory.is_power_of_two());
+/// println!("{alignment}");
+/// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Alignment {
+    /// Buffer addresses must be multiples of this.
+    pub memory: u32,
+    /// File offsets and buffer lengths must be multiples of this.
+    pub offset: u32,
+    /// Where the numbers come from.
+    pub source: AlignmentSource,
+}
+
+/// Where an [`Alignment`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlignmentSource {
+    /// Linux `statx` with `STATX_DIOALIGN` (kernel 6.1+, for filesystems that report it).
+    Statx,
+    /// Linux: the device's logical block size (`queue/logical_block_size` in sysfs, the value
+    /// `BLKSSZGET` returns), used for both.
+    LogicalBlockSize,
+    /// Linux: the filesystem's preferred block size (`st_blksize`), the last resort.
+    BlockSize,
+    /// Windows: 4096, which covers 512-byte and 4 KiB sectors alike.
+    Sector,
+    /// macOS: `F_NOCACHE` accepts any alignment (1 and 1).
+    Unrestricted,
+}
+
+impl fmt::Display for Alignment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "memory {}, offset and length {} (from {:?})", self.memory, self.offset, self.source)
+    }
+}
+
+/// Which rule of the file's [`Alignment`] a direct operation broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misaligned {
+    /// A buffer's address is not a multiple of [`Alignment::memory`].
+    Memory,
+    /// A buffer's length is not a multiple of [`Alignment::offset`].
+    Length,
+    /// The file offset is not a multiple of [`Alignment::offset`].
+    Offset,
+}
+
+impl fmt::Display for Misaligned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Misaligned::Memory => "buffer address",
+            Misaligned::Length => "buffer length",
+            Misaligned::Offset => "file offset",
+        })
+    }
+}
+
+/// The refusal [`File::check_direct`] returns, carried inside an `io::Error` through the engines'
+/// syscall-shaped paths and turned into [`Error::DirectUnaligned`] by `Error::os`.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub(crate) what: Misaligned,
+    pub(crate) value: u64,
+    pub(crate) required: u32,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "direct I/O {} {} is not a multiple of {}", self.what, self.value, self.required)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
 impl File {
     /// Opens `path` on tokio's blocking pool.
     ///
@@ -178,15 +273,22 @@ impl File {
         let (options, direct) = (options.clone(), options.direct.unwrap_or(false));
         let handle = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime("File::open"))?;
         let opening = path.clone();
-        let opened = handle.spawn_blocking(move || open_blocking(&opening, &options)).await;
-        match opened.unwrap_or_else(|join| Err(std::io::Error::other(join))) {
-            Ok(std) => Ok(File { inner: Arc::new(Inner { std, path: Some(path) }), direct }),
+        let opened = handle
+            .spawn_blocking(move || {
+                let std = open_blocking(&opening, &options)?;
+                let alignment = direct.then(|| direct_alignment(&std));
+                Ok((std, alignment))
+            })
+            .await;
+        match opened.unwrap_or_else(|join| Err(io::Error::other(join))) {
+            Ok((std, alignment)) => Ok(File { inner: Arc::new(Inner { std, path: Some(path) }), alignment }),
             Err(source) => Err(Error::Open { path, source }),
         }
     }
 
-    /// Wraps an already open file. `direct` says whether it was opened with `O_DIRECT`. The
-    /// file has no [`path`](Self::path) (its errors say so).
+    /// Wraps an already open file. `direct` says whether it was opened for direct I/O; its
+    /// alignment is then asked of the kernel (a blocking `statx`, on Linux). The file has no
+    /// [`path`](Self::path) (its errors say so).
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -195,7 +297,8 @@ impl File {
     /// assert_eq!(file.path(), None);
     /// ```
     pub fn from_std(file: std::fs::File, direct: bool) -> File {
-        File { inner: Arc::new(Inner { std: file, path: None }), direct }
+        let alignment = direct.then(|| direct_alignment(&file));
+        File { inner: Arc::new(Inner { std: file, path: None }), alignment }
     }
 
     /// The path the file was opened with; `None` for [`from_std`](Self::from_std).
@@ -213,7 +316,7 @@ impl File {
         self.inner.path.as_deref()
     }
 
-    /// Whether the file was opened with `O_DIRECT`.
+    /// Whether the file was opened for direct I/O.
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -224,7 +327,12 @@ impl File {
     /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
     /// ```
     pub fn is_direct(&self) -> bool {
-        self.direct
+        self.alignment.is_some()
+    }
+
+    /// The alignment direct I/O on this file demands; `None` for a buffered file.
+    pub fn alignment(&self) -> Option<Alignment> {
+        self.alignment
     }
 
     /// The standard file, for metadata and `set_len`.
@@ -264,9 +372,15 @@ impl File {
         Error::File { op, path: self.inner.path.clone(), len, source }
     }
 
-    /// Reserves disk blocks for the first `len` bytes (`fallocate`, keeping the size unchanged
-    /// when `len` is below it), on the blocking pool. Returns `false` when the filesystem (or
-    /// the platform) cannot preallocate; that is not an error.
+    /// Reserves disk blocks for the first `len` bytes, on the blocking pool; the size grows to
+    /// `len` when it was below and never shrinks. Returns `false` when the filesystem (or the
+    /// platform) cannot reserve blocks; that is not an error.
+    ///
+    /// - Linux: `fallocate` (mode 0).
+    /// - macOS: `fcntl(F_PREALLOCATE)` for the missing bytes, then `ftruncate` to `len`.
+    /// - Windows: `SetEndOfFile` (`set_len`) when growing: NTFS allocates the clusters of a
+    ///   non-sparse file it extends, so that is the reservation.
+    /// - Elsewhere: nothing, `false`.
     ///
     /// # Errors
     ///
@@ -282,13 +396,41 @@ impl File {
     /// ```
     pub async fn preallocate(&self, len: u64) -> Result<bool> {
         let file = self.inner.clone();
-        let done = tokio::task::spawn_blocking(move || fallocate(&file.std, len)).await;
-        let result = done.unwrap_or_else(|join| Err(std::io::Error::other(join)));
-        match result {
-            Ok(()) => Ok(true),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => Ok(false),
-            Err(source) => Err(self.error(Op::Allocate, Some(len), source)),
+        let done = tokio::task::spawn_blocking(move || preallocate(&file.std, len)).await;
+        let result = done.unwrap_or_else(|join| Err(io::Error::other(join)));
+        result.map_err(|source| self.error(Op::Allocate, Some(len), source))
+    }
+
+    /// Refuses a direct operation at `offset` over the buffers `spans` (address, length) that
+    /// breaks the file's [`Alignment`], before anything is submitted: both engines call this, so
+    /// they refuse the same operations (a vectored one as a whole when any member is off). A
+    /// buffered file passes everything.
+    pub(crate) fn check_direct(&self, offset: u64, spans: impl IntoIterator<Item = (usize, usize)>) -> io::Result<()> {
+        let Some(alignment) = self.alignment else { return Ok(()) };
+        let refuse = |what, value: u64, required: u32| {
+            let off = value % u64::from(required) != 0;
+            if off {
+                Err(io::Error::new(io::ErrorKind::InvalidInput, Refusal { what, value, required }))
+            } else {
+                Ok(())
+            }
+        };
+        refuse(Misaligned::Offset, offset, alignment.offset)?;
+        for (address, len) in spans {
+            refuse(Misaligned::Memory, address as u64 % u64::from(alignment.memory), alignment.memory)?;
+            refuse(Misaligned::Length, len as u64, alignment.offset)?;
         }
+        Ok(())
+    }
+
+    /// [`check_direct`](Self::check_direct) for `buf[start..]` at `offset`.
+    pub(crate) fn check_buf(&self, buf: &Buf<InFlight>, start: usize, offset: u64) -> io::Result<()> {
+        self.check_direct(offset, [(buf.as_ptr() as usize + start, buf.len() - start)])
+    }
+
+    /// [`check_direct`](Self::check_direct) for every member of a vectored operation.
+    pub(crate) fn check_bufs(&self, bufs: &[Buf<InFlight>], offset: u64) -> io::Result<()> {
+        self.check_direct(offset, bufs.iter().map(|buf| (buf.as_ptr() as usize, buf.len())))
     }
 
     #[cfg(uring)]
@@ -298,38 +440,313 @@ impl File {
     }
 }
 
-fn open_blocking(path: &Path, options: &OpenOptions) -> std::io::Result<std::fs::File> {
+/// Positional reads and writes on a standard file, on every platform: `pread`/`pwrite` on unix,
+/// `ReadFile`/`WriteFile` with an offset on Windows (which also moves the file cursor; nothing
+/// here uses the cursor).
+///
+/// ```
+/// use ferrite_io::PositionalIo;
+/// # let dir = tempfile::tempdir().unwrap();
+/// let file = std::fs::File::options().read(true).write(true).create(true).open(dir.path().join("p"))?;
+/// file.write_all_at(b"hello", 10)?;
+/// let mut back = [0u8; 5];
+/// file.read_exact_at(&mut back, 10)?;
+/// assert_eq!(&back, b"hello");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub trait PositionalIo {
+    /// Reads up to `buf.len()` bytes at `offset`; `Ok(0)` is end of file.
+    ///
+    /// # Errors
+    ///
+    /// The OS error.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+
+    /// Writes up to `buf.len()` bytes at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// The OS error.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize>;
+
+    /// Reads exactly `buf.len()` bytes at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// `UnexpectedEof` at end of file, or the OS error.
+    fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.read_at(buf, offset) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => (buf, offset) = (&mut buf[n..], offset + n as u64),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes all of `buf` at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// `WriteZero` when a write makes no progress, or the OS error.
+    fn write_all_at(&self, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.write_at(buf, offset) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => (buf, offset) = (&buf[n..], offset + n as u64),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+impl PositionalIo for std::fs::File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(self, buf, offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        std::os::unix::fs::FileExt::write_at(self, buf, offset)
+    }
+}
+
+#[cfg(windows)]
+impl PositionalIo for std::fs::File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        std::os::windows::fs::FileExt::seek_read(self, buf, offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        std::os::windows::fs::FileExt::seek_write(self, buf, offset)
+    }
+}
+
+fn open_blocking(path: &Path, options: &OpenOptions) -> io::Result<std::fs::File> {
     let mut std_options = std::fs::OpenOptions::new();
     std_options.read(true).write(options.write).create(options.create).truncate(options.truncate);
     let direct = options.direct.unwrap_or(false);
     if direct {
-        set_direct(&mut std_options)?;
+        before_open_direct(&mut std_options);
     }
-    std_options.open(path)
+    let file = std_options.open(path)?;
+    if direct {
+        after_open_direct(&file)?;
+    }
+    Ok(file)
 }
 
 #[cfg(target_os = "linux")]
-fn set_direct(options: &mut std::fs::OpenOptions) -> std::io::Result<()> {
+fn before_open_direct(options: &mut std::fs::OpenOptions) {
     use std::os::unix::fs::OpenOptionsExt;
     options.custom_flags(libc::O_DIRECT);
+}
+
+/// `FILE_FLAG_NO_BUFFERING`: no system cache; sector-aligned buffers, offsets and lengths.
+#[cfg(windows)]
+fn before_open_direct(options: &mut std::fs::OpenOptions) {
+    use std::os::windows::fs::OpenOptionsExt;
+    const FILE_FLAG_NO_BUFFERING: u32 = 0x2000_0000;
+    options.custom_flags(FILE_FLAG_NO_BUFFERING);
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
+fn before_open_direct(_options: &mut std::fs::OpenOptions) {}
+
+/// macOS has no open flag: `F_NOCACHE` turns the cache off for the open file.
+#[cfg(target_os = "macos")]
+fn after_open_direct(file: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl(F_NOCACHE) takes an integer argument, no pointer; the descriptor is open
+    // for the borrow of `file`.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_NOCACHE, 1) };
+    if rc == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+#[cfg(any(target_os = "linux", windows))]
+fn after_open_direct(_file: &std::fs::File) -> io::Result<()> {
     Ok(())
 }
 
-#[cfg(not(target_os = "linux"))]
-fn set_direct(_options: &mut std::fs::OpenOptions) -> std::io::Result<()> {
-    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "O_DIRECT is Linux only"))
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+fn after_open_direct(_file: &std::fs::File) -> io::Result<()> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "direct I/O is implemented for Linux, macOS and Windows"))
+}
+
+/// Linux: what `statx` reports for direct I/O, else the device's logical block size, else
+/// `st_blksize`.
+#[cfg(target_os = "linux")]
+fn direct_alignment(file: &std::fs::File) -> Alignment {
+    match statx_dio(file) {
+        Some(Ok(alignment)) => alignment,
+        Some(Err((major, minor))) => logical_block_size(major, minor).unwrap_or_else(|| block_size(file)),
+        None => block_size(file),
+    }
+}
+
+/// `Ok` with the alignment when the kernel and filesystem report `STATX_DIOALIGN`, `Err` with
+/// the device numbers when they do not, `None` when `statx` itself fails.
+#[cfg(target_os = "linux")]
+fn statx_dio(file: &std::fs::File) -> Option<std::result::Result<Alignment, (u32, u32)>> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `statx` is plain integers (and private padding); all zeros is a valid value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: the path is a valid NUL-terminated empty string, AT_EMPTY_PATH makes the call
+    // describe the open descriptor, and `stx` is a live, writable `statx` for the call.
+    let rc =
+        unsafe { libc::statx(file.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_DIOALIGN, &mut stx) };
+    if rc != 0 {
+        return None;
+    }
+    let reported = stx.stx_mask & libc::STATX_DIOALIGN != 0 && stx.stx_dio_offset_align != 0;
+    Some(if reported {
+        Ok(Alignment {
+            memory: stx.stx_dio_mem_align.max(1),
+            offset: stx.stx_dio_offset_align,
+            source: AlignmentSource::Statx,
+        })
+    } else {
+        Err((stx.stx_dev_major, stx.stx_dev_minor))
+    })
+}
+
+/// The logical block size of the device holding the file (of the whole disk when the file is
+/// on a partition), as sysfs shows it: the number `BLKSSZGET` returns, without opening the
+/// device node.
+#[cfg(target_os = "linux")]
+fn logical_block_size(major: u32, minor: u32) -> Option<Alignment> {
+    let device = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+    let read = |dir: &Path| std::fs::read_to_string(dir.join("queue/logical_block_size")).ok()?.trim().parse().ok();
+    let size: u32 = read(&device).or_else(|| read(&device.join("..")))?;
+    size.is_power_of_two().then_some(Alignment {
+        memory: size,
+        offset: size,
+        source: AlignmentSource::LogicalBlockSize,
+    })
 }
 
 #[cfg(target_os = "linux")]
-fn fallocate(file: &std::fs::File, len: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let len = libc::off_t::try_from(len).map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
-    // SAFETY: fallocate(2) takes no pointers; the descriptor is open for the borrow of `file`.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+fn block_size(file: &std::fs::File) -> Alignment {
+    use std::os::unix::fs::MetadataExt;
+    let size = file.metadata().map(|m| m.blksize()).unwrap_or(4096);
+    let size = u32::try_from(size).ok().filter(|s| s.is_power_of_two()).unwrap_or(4096);
+    Alignment { memory: size, offset: size, source: AlignmentSource::BlockSize }
 }
 
-#[cfg(not(target_os = "linux"))]
-fn fallocate(_file: &std::fs::File, _len: u64) -> std::io::Result<()> {
-    Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+#[cfg(windows)]
+fn direct_alignment(_file: &std::fs::File) -> Alignment {
+    Alignment { memory: 4096, offset: 4096, source: AlignmentSource::Sector }
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
+fn direct_alignment(_file: &std::fs::File) -> Alignment {
+    Alignment { memory: 1, offset: 1, source: AlignmentSource::Unrestricted }
+}
+
+#[cfg(target_os = "linux")]
+fn preallocate(file: &std::fs::File, len: u64) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: fallocate(2) takes no pointers; the descriptor is open for the borrow of `file`.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let error = io::Error::last_os_error();
+    if matches!(error.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) { Ok(false) } else { Err(error) }
+}
+
+#[cfg(target_os = "macos")]
+fn preallocate(file: &std::fs::File, len: u64) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let size = file.metadata()?.len();
+    if len <= size {
+        return Ok(true);
+    }
+    let missing = libc::off_t::try_from(len - size).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    let mut store = libc::fstore_t {
+        fst_flags: libc::F_ALLOCATEALL,
+        fst_posmode: libc::F_PEOFPOSMODE,
+        fst_offset: 0,
+        fst_length: missing,
+        fst_bytesalloc: 0,
+    };
+    // SAFETY: `store` is a live, writable `fstore_t` for the call; the descriptor is open for
+    // the borrow of `file`.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_PREALLOCATE, &mut store) };
+    if rc == -1 {
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::ENOTSUP) {
+            return Err(error);
+        }
+    }
+    file.set_len(len)?;
+    Ok(rc != -1)
+}
+
+#[cfg(windows)]
+fn preallocate(file: &std::fs::File, len: u64) -> io::Result<bool> {
+    if len > file.metadata()?.len() {
+        file.set_len(len)?;
+    }
+    Ok(true)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+fn preallocate(_file: &std::fs::File, _len: u64) -> io::Result<bool> {
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn direct(memory: u32, offset: u32) -> File {
+        let file = tempfile::tempfile().unwrap();
+        let alignment = Some(Alignment { memory, offset, source: AlignmentSource::Statx });
+        File { inner: Arc::new(Inner { std: file, path: None }), alignment }
+    }
+
+    fn refusal(result: io::Result<()>) -> Option<(Misaligned, u64, u32)> {
+        let error = result.err()?;
+        let refusal = error.get_ref()?.downcast_ref::<Refusal>()?;
+        Some((refusal.what, refusal.value, refusal.required))
+    }
+
+    #[test]
+    fn check_direct_names_the_first_broken_rule() {
+        let file = direct(512, 4096);
+        assert!(file.check_direct(8192, [(4096, 4096), (8192, 0), (1024, 8192)]).is_ok());
+        assert_eq!(refusal(file.check_direct(512, [(4096, 4096)])), Some((Misaligned::Offset, 512, 4096)));
+        assert_eq!(
+            refusal(file.check_direct(0, [(4096, 4096), (4096 + 256, 4096)])),
+            Some((Misaligned::Memory, 256, 512))
+        );
+        assert_eq!(refusal(file.check_direct(0, [(4096, 4096), (8192, 100)])), Some((Misaligned::Length, 100, 4096)));
+    }
+
+    #[test]
+    fn buffered_files_pass_everything() {
+        let file = File::from_std(tempfile::tempfile().unwrap(), false);
+        assert!(file.alignment().is_none());
+        assert!(file.check_direct(1, [(3, 5)]).is_ok());
+    }
+
+    /// The fallback chain's middle step reads sysfs; on this machine's disk it must answer.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn logical_block_size_of_the_build_disk() {
+        use std::os::unix::fs::MetadataExt;
+        let dev = std::fs::metadata(env!("CARGO_MANIFEST_DIR")).unwrap().dev();
+        let (major, minor) = (libc::major(dev), libc::minor(dev));
+        if major == 0 {
+            return; // an anonymous device (overlayfs, btrfs subvolume): no sysfs entry
+        }
+        let alignment = logical_block_size(major, minor).expect("sysfs names the block size");
+        assert!(alignment.offset >= 512 && alignment.offset.is_power_of_two(), "{alignment}");
+    }
 }

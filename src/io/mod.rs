@@ -23,7 +23,8 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use file::{File, OpenOptions};
+pub(crate) use file::Refusal;
+pub use file::{Alignment, AlignmentSource, File, Misaligned, OpenOptions, PositionalIo};
 pub use stats::EngineStats;
 pub use tokio_io::TokioEngine;
 #[cfg(uring)]
@@ -915,5 +916,5 @@ fn new_uring(config: &IoEngineConfig) -> Result<Engine> {
 
 #[cfg(not(uring))]
 fn new_uring(_config: &IoEngineConfig) -> Result<Engine> {
-    Err(crate::Error::Unavailable(Unsupported::NotCompiled))
+    Err(crate::Error::Unavailable(Unsupported::not_compiled()))
 }

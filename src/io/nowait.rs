@@ -68,7 +68,8 @@ impl FastPath {
 
 /// What the attempt came to.
 pub(crate) enum Nowait {
-    /// Moved this many bytes (0 at end of file); may be short.
+    /// Moved this many bytes (0 at end of file); may be short. Only `preadv2` (Linux) moves any.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Done(usize),
     /// Failed in a way the slow path would fail too (e.g. `EBADF`).
     Failed(io::Error),

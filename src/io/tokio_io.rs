@@ -9,13 +9,12 @@
 //! the buffers come back with [`Error::Cancelled`] instead of the call waiting forever.
 
 use std::io;
-use std::os::unix::fs::FileExt;
 
 use super::nowait::{FastPath, Nowait};
 use super::stats::{Counters, EngineStats};
 use super::{
-    Batch, BatchOp, BatchResults, BatchSlot, BufResult, File, IoEngine, MAX_VECTORED, Reason, Rw, Selection, foreign,
-    is_fixed,
+    Batch, BatchOp, BatchResults, BatchSlot, BufResult, File, IoEngine, MAX_VECTORED, PositionalIo, Reason, Rw,
+    Selection, foreign, is_fixed,
 };
 use crate::buf::{Buf, BufPool, Completed, InFlight, Registered, Submittable};
 use crate::config::{EngineChoice, IoEngineConfig};
@@ -90,7 +89,7 @@ impl TokioEngine {
         let owned = file.clone();
         let ran = self
             .blocking(buf, move |mut buf| {
-                let result = match rw_once(rw, owned.std(), &mut buf, inline, offset + inline as u64) {
+                let result = match rw_once(rw, &owned, &mut buf, inline, offset + inline as u64) {
                     Ok(n) => Ok(inline + n),
                     Err(_) if inline > 0 => Ok(inline),
                     Err(e) => Err(e),
@@ -298,9 +297,12 @@ pub(crate) fn check_offset(offset: u64) -> io::Result<()> {
     if offset > i64::MAX as u64 { Err(io::Error::from_raw_os_error(libc::EINVAL)) } else { Ok(()) }
 }
 
-/// One `pread`/`pwrite` of `buf[start..]` at `offset`, retrying `EINTR`.
-fn rw_once(rw: Rw, file: &std::fs::File, buf: &mut Buf<InFlight>, start: usize, offset: u64) -> io::Result<usize> {
+/// One `pread`/`pwrite` of `buf[start..]` at `offset`, retrying `EINTR`; a direct file's
+/// alignment is checked first, as the io_uring engine checks it before submitting.
+fn rw_once(rw: Rw, file: &File, buf: &mut Buf<InFlight>, start: usize, offset: u64) -> io::Result<usize> {
     check_offset(offset)?;
+    file.check_buf(buf, start, offset)?;
+    let file = file.std();
     // SAFETY: the tokio engine performs its I/O on this blocking thread itself; no kernel
     // operation holds the slot (I2), and `buf` is owned by this task.
     let bytes = unsafe { buf.bytes_mut() };
@@ -319,13 +321,7 @@ fn rw_once(rw: Rw, file: &std::fs::File, buf: &mut Buf<InFlight>, start: usize, 
 
 /// Repeats `rw_once` from `done` until `buf` is full or a call transfers nothing. Returns the
 /// bytes done and the error that stopped it, if any.
-fn rw_full(
-    rw: Rw,
-    file: &std::fs::File,
-    buf: &mut Buf<InFlight>,
-    offset: u64,
-    mut done: usize,
-) -> (usize, io::Result<()>) {
+fn rw_full(rw: Rw, file: &File, buf: &mut Buf<InFlight>, offset: u64, mut done: usize) -> (usize, io::Result<()>) {
     while done < buf.len() {
         match rw_once(rw, file, buf, done, offset + done as u64) {
             Ok(0) => break,
@@ -360,7 +356,7 @@ fn exact(
 ) -> BufResult<(), Buf<Completed>> {
     let wanted = buf.len();
     let op = rw.op(fixed, false);
-    let (done, result) = rw_full(rw, file.std(), &mut buf, offset, done);
+    let (done, result) = rw_full(rw, file, &mut buf, offset, done);
     match result {
         Err(e) => BufResult(Err(err(op, file, offset + done as u64, e)), buf.into_failed()),
         Ok(()) if done == wanted => BufResult(Ok(()), buf.into_completed(done)),
@@ -375,8 +371,14 @@ fn exact(
 /// preadv/pwritev semantics over pread/pwrite: buffers in order, stop at the first short one.
 fn vectored(rw: Rw, file: &File, bufs: Vec<Buf<InFlight>>, offset: u64) -> BufResult<usize, Vec<Buf<Completed>>> {
     let op = rw.op(false, true);
-    if bufs.len() > MAX_VECTORED {
-        let e = err(op, file, offset, io::Error::from_raw_os_error(libc::EINVAL));
+    // Like the syscall, a misaligned member of a direct operation refuses the whole of it.
+    let invalid = if bufs.len() > MAX_VECTORED {
+        Err(io::Error::from_raw_os_error(libc::EINVAL))
+    } else {
+        check_offset(offset).and_then(|()| file.check_bufs(&bufs, offset))
+    };
+    if let Err(e) = invalid {
+        let e = err(op, file, offset, e);
         return BufResult(Err(e), bufs.into_iter().map(|b| b.into_failed()).collect());
     }
     let mut total = 0usize;
@@ -385,7 +387,7 @@ fn vectored(rw: Rw, file: &File, bufs: Vec<Buf<InFlight>>, offset: u64) -> BufRe
     for mut buf in bufs {
         let mut done = 0;
         if failure.is_none() && moved.iter().all(|(b, d): &(Buf<InFlight>, usize)| *d == b.len()) {
-            let (n, result) = rw_full(rw, file.std(), &mut buf, offset + total as u64, 0);
+            let (n, result) = rw_full(rw, file, &mut buf, offset + total as u64, 0);
             (done, total) = (n, total + n);
             failure = result.err();
         }
@@ -403,7 +405,7 @@ fn vectored(rw: Rw, file: &File, bufs: Vec<Buf<InFlight>>, offset: u64) -> BufRe
 fn batch_op(op: BatchOp, pool: u64, counters: &Counters) -> BufResult<usize, Buf<Completed>> {
     let code = op.rw.op(op.fixed && op.buf.pool_id() == pool, false);
     let BatchOp { rw, file, mut buf, offset, .. } = op;
-    let result = rw_once(rw, file.std(), &mut buf, 0, offset);
+    let result = rw_once(rw, &file, &mut buf, 0, offset);
     if let Ok(n) = result {
         counters.done(rw, n);
     }

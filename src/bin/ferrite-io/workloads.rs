@@ -14,14 +14,13 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ferrite_io::{
-    Batch, Buf, BufResult, Completed, Engine, File, IoEngine, IoEngineConfig, OpenOptions, SharedIoEngine,
+    Batch, Buf, BufResult, Completed, Engine, File, IoEngine, IoEngineConfig, OpenOptions, PositionalIo, SharedIoEngine,
 };
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
@@ -206,7 +205,8 @@ pub enum Backend {
     /// `pread`/`pwrite` on the calling thread (one thread per queue slot for depth > 1).
     Pread,
     /// `preadv2(RWF_NOWAIT)` on the calling thread: the floor of the engines' inline fast path
-    /// (cached rows only; a refused read falls back to `pread`).
+    /// (cached rows only; a refused read falls back to `pread`). Linux only.
+    #[cfg(target_os = "linux")]
     Nowait,
     /// `tokio::task::spawn_blocking` around `pread`/`pwrite`.
     SpawnBlocking,
@@ -225,6 +225,7 @@ impl Backend {
         #[cfg(uring)]
         Backend::RawRing,
         Backend::Pread,
+        #[cfg(target_os = "linux")]
         Backend::Nowait,
         Backend::SpawnBlocking,
         Backend::TokioFs,
@@ -241,6 +242,7 @@ impl Backend {
             #[cfg(uring)]
             Backend::RawRing => "raw_ring",
             Backend::Pread => "pread",
+            #[cfg(target_os = "linux")]
             Backend::Nowait => "nowait",
             Backend::SpawnBlocking => "spawn_blocking",
             Backend::TokioFs => "tokio_fs",
@@ -254,6 +256,7 @@ impl Backend {
         let scaling = matches!(row, Row::ScaleCached(_) | Row::ScaleDirect(_));
         match self {
             Backend::TokioFs => !row.direct() && !scaling,
+            #[cfg(target_os = "linux")]
             Backend::Nowait => matches!(row, Row::CachedRead4k | Row::Batch8),
             Backend::Tokio | Backend::SpawnBlocking => !scaling,
             _ => true,
@@ -295,12 +298,8 @@ struct Files {
 impl Files {
     async fn open(path: &Path, direct: bool) -> ferrite_io::Result<Files> {
         let engine = File::open(path, &OpenOptions::new().direct(direct)).await?;
-        let mut options = std::fs::OpenOptions::new();
-        options.read(true).write(true);
-        if direct {
-            options.custom_flags(libc::O_DIRECT);
-        }
-        let std = options.open(path).map_err(io_error)?;
+        // A second descriptor of the same open file: direct I/O (a file status flag) included.
+        let std = engine.std().try_clone().map_err(io_error)?;
         Ok(Files { engine, std: Arc::new(std), path: path.to_path_buf() })
     }
 
@@ -494,6 +493,7 @@ impl Bench {
                 raw::run(&mut self.ring()?.raw, fd, row, &offsets).map_err(io_error)
             }
             Backend::Pread => pread_run(&self.files(row).std, row, &offsets).map_err(io_error),
+            #[cfg(target_os = "linux")]
             Backend::Nowait => nowait_run(&self.files(row).std, row, &offsets).map_err(io_error),
             Backend::SpawnBlocking => {
                 let file = self.files(row).std.clone();
@@ -738,6 +738,7 @@ fn pread_run(file: &std::fs::File, row: Row, offsets: &[u64]) -> std::io::Result
 /// Cached reads with `preadv2(RWF_NOWAIT)`, what the engines' fast path issues; a read the
 /// kernel refuses (`EAGAIN`: not cached, or a readahead mark) is redone with `pread`, as the
 /// engines redo it on the ring or the blocking pool.
+#[cfg(target_os = "linux")]
 fn nowait_run(file: &std::fs::File, row: Row, offsets: &[u64]) -> std::io::Result<Duration> {
     use std::os::fd::AsRawFd;
     let reads = if row == Row::Batch8 { BATCH } else { 1 };

@@ -204,7 +204,7 @@ impl UringEngine {
         start: usize,
         offset: u64,
     ) -> (io::Result<usize>, Buf<InFlight>) {
-        if let Err(e) = check_offset(offset) {
+        if let Err(e) = check_offset(offset).and_then(|()| file.check_buf(&buf, start, offset)) {
             return (Err(e), buf);
         }
         let index = self.pick();
@@ -314,7 +314,7 @@ impl UringEngine {
         let invalid = if bufs.len() > MAX_VECTORED {
             Err(io::Error::from_raw_os_error(libc::EINVAL))
         } else {
-            check_offset(offset)
+            check_offset(offset).and_then(|()| file.check_bufs(&bufs, offset))
         };
         let result = match invalid {
             Err(e) => Err((e, bufs)),
@@ -746,7 +746,7 @@ impl IoEngine for UringEngine {
         let fixed = is_fixed(&buf, &self.shared.pool);
         let buf = buf.into_in_flight();
         let wanted = buf.len();
-        if let Err(e) = check_offset(offset) {
+        if let Err(e) = check_offset(offset).and_then(|()| file.check_buf(&buf, 0, offset)) {
             let e = Error::os(Rw::Write.op(fixed, false), file, offset, Backend::Uring, e);
             return BufResult(Err(e), buf.into_failed());
         }
@@ -847,7 +847,8 @@ impl IoEngine for UringEngine {
                 let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { continue };
                 let fixed = op.fixed && op.buf.pool_id() == pool;
                 let code = op.rw.op(fixed, false);
-                *slot = match check_offset(op.offset).and_then(|()| ring.reserve(1, &core.counters)) {
+                let valid = check_offset(op.offset).and_then(|()| op.file.check_buf(&op.buf, 0, op.offset));
+                *slot = match valid.and_then(|()| ring.reserve(1, &core.counters)) {
                     Err(e) => {
                         unused += 1;
                         BatchSlot::Done(finish(

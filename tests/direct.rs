@@ -1,0 +1,156 @@
+//! Direct I/O on every engine: a direct file knows the alignment the kernel demands (on Linux
+//! from `statx(STATX_DIOALIGN)`), and an operation that breaks it is refused with
+//! `Error::DirectUnaligned` before anything is submitted, alike on every engine and for every
+//! operation, with no byte moved; the same operation aligned goes through.
+
+mod common;
+
+use ferrite_io::{
+    Batch, Buf, EngineChoice, Error, File, IoEngine, IoEngineConfig, Misaligned, OpenOptions, Registered,
+    SharedIoEngine,
+};
+
+/// Buffers large enough for an aligned length plus a misaligned one at any common alignment.
+fn config() -> IoEngineConfig {
+    IoEngineConfig { buffer_size: 16384, ..common::config(EngineChoice::Auto) }
+}
+
+async fn open_direct(engine: &SharedIoEngine, dir: &tempfile::TempDir, name: &str) -> File {
+    let options = OpenOptions::new().create(true).direct(true);
+    engine.open(dir.path().join(name), &options).await.expect("open direct (the test dir is not tmpfs)")
+}
+
+async fn buffer(engine: &SharedIoEngine, len: usize, seed: u8) -> Buf<Registered> {
+    let mut buf = engine.acquire().await;
+    buf.set_len(len).unwrap();
+    buf.fill(seed);
+    buf
+}
+
+/// Asserts the refusal a misaligned operation must get: which rule, the value, the multiple.
+fn refused<T: std::fmt::Debug>(
+    name: &str,
+    result: &ferrite_io::Result<T>,
+    what: Misaligned,
+    value: u64,
+    required: u32,
+) {
+    match result {
+        Err(e @ Error::DirectUnaligned { what: w, value: v, required: r, .. }) => {
+            assert_eq!((*w, *v, *r), (what, value, required), "{name}: {e}");
+            assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{name}: reported as the kernel's EINVAL");
+        }
+        other => panic!("{name}: expected DirectUnaligned {what} {value} (multiple of {required}), got {other:?}"),
+    }
+}
+
+/// Linux: the alignment comes from `statx`, and it is the kernel's own rule: the raw syscall on
+/// the same descriptor refuses the misaligned length with EINVAL and takes the aligned one.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_files_take_their_alignment_from_statx() {
+    use ferrite_io::{AlignmentSource, PositionalIo};
+    let dir = common::tempdir();
+    let engine = ferrite_io::create_engine(config()).unwrap();
+    let file = open_direct(&engine, &dir, "statx").await;
+    let alignment = file.alignment().expect("a direct file has an alignment");
+    println!("statx(STATX_DIOALIGN) on the test disk: {alignment}");
+    assert_eq!(alignment.source, AlignmentSource::Statx, "kernel 6.1+ on ext4 reports STATX_DIOALIGN");
+    assert!(alignment.memory.is_power_of_two() && alignment.offset.is_power_of_two(), "{alignment}");
+    assert!((512..=4096).contains(&alignment.offset), "{alignment}");
+    let unit = alignment.offset as usize;
+    let buf = engine.acquire().await; // 4096-aligned memory
+    let error = file.std().write_at(&buf[..unit + unit / 2], 0).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EINVAL), "the kernel refuses what the engines refuse");
+    assert_eq!(file.std().write_at(&buf[..unit], 0).unwrap(), unit, "and takes the aligned length");
+}
+
+/// Every operation, misaligned in its length or its offset (a vectored one in one member), is
+/// refused with the same typed error on every engine, and the file stays empty: nothing moved.
+/// (Misaligned memory cannot be made from pool buffers, which are 4096-aligned; the unit tests
+/// of `File::check_direct` cover that rule.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misaligned_direct_operations_are_refused_alike() {
+    let dir = common::tempdir();
+    for (name, engine) in common::engines(&config()) {
+        let file = open_direct(&engine, &dir, name).await;
+        let alignment = file.alignment().expect("a direct file has an alignment");
+        let (unit, required) = (alignment.offset as usize, alignment.offset);
+        if unit == 1 {
+            continue; // macOS: F_NOCACHE takes any alignment, so nothing is misaligned
+        }
+        assert!(unit <= 4096, "{name}: {alignment}");
+        let (odd_len, odd_offset) = (unit + unit / 2, (unit / 2) as u64);
+
+        refused(
+            name,
+            &engine.write_at(&file, buffer(&engine, odd_len, 1).await, 0).await.0,
+            Misaligned::Length,
+            odd_len as u64,
+            required,
+        );
+        refused(
+            name,
+            &engine.write_fixed_at(&file, buffer(&engine, unit, 1).await, odd_offset).await.0,
+            Misaligned::Offset,
+            odd_offset,
+            required,
+        );
+        refused(
+            name,
+            &engine.read_at(&file, buffer(&engine, odd_len, 0).await, 0).await.0,
+            Misaligned::Length,
+            odd_len as u64,
+            required,
+        );
+        refused(
+            name,
+            &engine.write_all_at(&file, buffer(&engine, unit, 2).await, odd_offset).await.0,
+            Misaligned::Offset,
+            odd_offset,
+            required,
+        );
+        refused(
+            name,
+            &engine.read_exact_at(&file, buffer(&engine, odd_len, 0).await, 0).await.0,
+            Misaligned::Length,
+            odd_len as u64,
+            required,
+        );
+        refused(
+            name,
+            &engine.write_durable_at(&file, buffer(&engine, odd_len, 3).await, 0).await.0,
+            Misaligned::Length,
+            odd_len as u64,
+            required,
+        );
+
+        // One misaligned member refuses the whole vectored operation, as preadv/pwritev do.
+        let bufs = vec![buffer(&engine, unit, 4).await, buffer(&engine, odd_len, 5).await];
+        refused(name, &engine.write_vectored_at(&file, bufs, 0).await.0, Misaligned::Length, odd_len as u64, required);
+        let bufs = vec![buffer(&engine, unit, 0).await, buffer(&engine, unit / 2, 0).await];
+        refused(
+            name,
+            &engine.read_vectored_at(&file, bufs, 0).await.0,
+            Misaligned::Length,
+            (unit / 2) as u64,
+            required,
+        );
+        assert_eq!(file.size().unwrap(), 0, "{name}: a refused operation moved bytes");
+
+        // In a batch each operation is judged on its own.
+        let mut batch = Batch::new();
+        batch.write_at(&file, buffer(&engine, unit, 7).await, 0);
+        batch.write_at(&file, buffer(&engine, unit, 8).await, unit as u64 + odd_offset);
+        let results: Vec<_> = engine.submit_batch(&mut batch).await.collect();
+        assert_eq!(results[0].0.as_ref().ok(), Some(&unit), "{name}: the aligned write goes through");
+        refused(name, &results[1].0, Misaligned::Offset, unit as u64 + odd_offset, required);
+        drop(results);
+        assert_eq!(file.size().unwrap(), unit as u64, "{name}");
+        let (read, back) = engine.read_at(&file, buffer(&engine, unit, 0).await, 0).await.into_parts();
+        assert_eq!(read.unwrap(), unit, "{name}");
+        assert!(back.iter().all(|&b| b == 7), "{name}");
+        drop(back);
+        common::assert_pool_full(&engine);
+    }
+}
