@@ -326,6 +326,7 @@ pub async fn recover<E: IoEngine>(engine: &E, file: &File, page_size: usize, ack
 
 /// The first offset at or after `from` that may hold data (`SEEK_DATA`), or `None` when none
 /// does. Where the file system cannot tell (or off Linux), `from` itself: everything is read.
+#[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
 fn next_data(file: &File, from: u64) -> Option<u64> {
     #[cfg(target_os = "linux")]
     {
