@@ -111,9 +111,10 @@ impl fmt::Display for Backend {
 /// let error = result.unwrap_err();
 /// assert!(matches!(&error, Error::Io { op: Op::Write, offset: 8, .. }));
 /// assert!(error.to_string().contains(&*path.to_string_lossy())); // names the file
-/// assert_eq!(error.raw_os_error(), Some(libc::EBADF));
+/// let ebadf = if cfg!(windows) { 5 } else { libc::EBADF }; // Windows: ERROR_ACCESS_DENIED
+/// assert_eq!(error.raw_os_error(), Some(ebadf));
 /// let io: std::io::Error = error.into();
-/// assert_eq!(io.raw_os_error(), Some(libc::EBADF));
+/// assert_eq!(io.raw_os_error(), Some(ebadf));
 /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
 /// ```
 #[derive(Debug, thiserror::Error)]
