@@ -212,9 +212,7 @@ impl TokioEngine {
             },
         }
     }
-}
 
-impl TokioEngine {
     async fn vectored<S: Submittable>(
         &self,
         rw: Rw,

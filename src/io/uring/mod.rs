@@ -194,9 +194,12 @@ impl UringEngine {
         }
     }
 
-    /// Reads or writes `buf[start..]` at `offset` and returns the syscall-style result.
+    /// Reads or writes `buf[start..]` at `offset` on ring `index` (its fast path counted there)
+    /// and returns the syscall-style result.
+    #[allow(clippy::too_many_arguments)]
     async fn rw_range(
         &self,
+        index: usize,
         rw: Rw,
         fixed: bool,
         file: &File,
@@ -207,7 +210,6 @@ impl UringEngine {
         if let Err(e) = check_offset(offset).and_then(|()| file.check_buf(&buf, start, offset)) {
             return (Err(e), buf);
         }
-        let index = self.pick();
         // Page-cache hits finish inline; a short inline transfer continues on the ring.
         let counters = &self.shared.rings[index].counters;
         let inline = match self.fast.attempt(rw, file, &mut buf, start, offset, counters) {
@@ -232,9 +234,9 @@ impl UringEngine {
         }
     }
 
-    /// Counts a finished read or write on the calling CPU's ring.
-    fn count(&self, rw: Rw, bytes: usize) {
-        self.shared.rings[self.pick()].counters.done(rw, bytes);
+    /// Counts a finished read or write on ring `index`.
+    fn count(&self, index: usize, rw: Rw, bytes: usize) {
+        self.shared.rings[index].counters.done(rw, bytes);
     }
 
     async fn rw<S: Submittable>(
@@ -245,11 +247,12 @@ impl UringEngine {
         offset: u64,
     ) -> BufResult<usize, Buf<Completed>> {
         let fixed = is_fixed(&buf, &self.shared.pool);
-        let (result, buf) = self.rw_range(rw, fixed, file, buf.into_in_flight(), 0, offset).await;
+        let index = self.pick();
+        let (result, buf) = self.rw_range(index, rw, fixed, file, buf.into_in_flight(), 0, offset).await;
         let op = rw.op(fixed, false);
         match result {
             Ok(n) => {
-                self.count(rw, n);
+                self.count(index, rw, n);
                 BufResult(Ok(n), buf.into_completed(n))
             }
             Err(e) => BufResult(Err(Error::os(op, file, offset, Backend::Uring, e)), buf.into_failed()),
@@ -279,9 +282,9 @@ impl UringEngine {
         mut done: usize,
         offset: u64,
     ) -> BufResult<(), Buf<Completed>> {
-        let (op, wanted) = (rw.op(fixed, false), buf.len());
+        let (op, wanted, index) = (rw.op(fixed, false), buf.len(), self.pick());
         while done < wanted {
-            let (result, back) = self.rw_range(rw, fixed, file, buf, done, offset + done as u64).await;
+            let (result, back) = self.rw_range(index, rw, fixed, file, buf, done, offset + done as u64).await;
             buf = back;
             match result {
                 Ok(0) if rw == Rw::Read => {
@@ -298,7 +301,7 @@ impl UringEngine {
                 }
             }
         }
-        self.count(rw, done);
+        self.count(index, rw, done);
         BufResult(Ok(()), buf.into_completed(done))
     }
 
@@ -342,7 +345,7 @@ impl UringEngine {
         };
         match result {
             Ok((n, bufs)) => {
-                self.count(rw, n);
+                self.count(self.pick(), rw, n);
                 let mut left = n;
                 let bufs = bufs
                     .into_iter()
@@ -774,7 +777,7 @@ impl IoEngine for UringEngine {
         let buf = payload.into_one();
         match written {
             Ok(n) if n == wanted => {
-                self.count(Rw::Write, n);
+                self.count(index, Rw::Write, n);
                 if synced.is_ok() {
                     self.shared.rings[index].counters.synced();
                 }
