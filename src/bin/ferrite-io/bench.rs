@@ -150,27 +150,31 @@ pub async fn run(options: Options) -> Result<(), Failure> {
     let runs = |row: Row| backends.iter().copied().filter(move |b| b.supports(row));
     let total = rows.iter().map(|&row| runs(row).count() * rounds).sum::<usize>();
     let phase = Progress::start("measure", total as u64, "runs");
-    let mut measured = Vec::new();
+    // Rows are interleaved within each round, as backends are within a row: the machine's drift
+    // over the run then spreads over every row alike, and the two rows of a scaling pair are
+    // measured seconds apart, not a whole row's rounds apart.
+    let mut measured = Vec::with_capacity(rows.len());
+    let mut iters = Vec::with_capacity(rows.len());
     for &row in &rows {
-        let iters = calibrate(&mut bench, row).await?;
-        let mut samples: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
-        let mut allocs: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
-        let row_backends: Vec<Backend> = runs(row).collect();
-        for round in 0..rounds {
+        iters.push(calibrate(&mut bench, row).await?);
+        measured.push(Measured { row, samples: BTreeMap::new(), allocs: BTreeMap::new() });
+    }
+    for round in 0..rounds {
+        for (m, &iters) in measured.iter_mut().zip(&iters) {
+            let row_backends: Vec<Backend> = runs(m.row).collect();
             // Rotate the order each round so no backend always runs first (or right after a
             // write-heavy neighbour).
             for i in 0..row_backends.len() {
                 let backend = row_backends[(i + round) % row_backends.len()];
-                phase.message(format!("{row} / {backend}"));
+                phase.message(format!("{} / {backend}", m.row));
                 let before = allocations();
-                let elapsed = bench.run(row, backend, iters).await?;
+                let elapsed = bench.run(m.row, backend, iters).await?;
                 let allocated = allocations() - before;
-                samples.entry(backend.name()).or_default().push(elapsed.as_secs_f64() * 1e6 / iters as f64);
-                allocs.entry(backend.name()).or_default().push(allocated as f64 / iters as f64);
+                m.samples.entry(backend.name()).or_default().push(elapsed.as_secs_f64() * 1e6 / iters as f64);
+                m.allocs.entry(backend.name()).or_default().push(allocated as f64 / iters as f64);
                 phase.inc(1);
             }
         }
-        measured.push(Measured { row, samples, allocs });
     }
     phase.finish();
     let title = format!(
@@ -190,13 +194,19 @@ pub async fn run(options: Options) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Iterations that make one measurement last about [`SAMPLE`], from a short pilot on `pread`.
+/// Iterations that make one measurement last about [`SAMPLE`] (five times that for the scaling
+/// rows, whose threads must start, and finish, together: a few milliseconds of skew between two
+/// submitters would otherwise show as lost scaling), from a short pilot on `pread`.
 async fn calibrate(bench: &mut Bench, row: Row) -> ferrite_io::Result<u64> {
     let pilot = 16;
     let elapsed = bench.run(row, Backend::Pread, pilot).await?;
     let per_op = elapsed.as_secs_f64() / pilot as f64;
-    let iters = (SAMPLE.as_secs_f64() / per_op.max(1e-7)) as u64;
-    Ok(iters.clamp(64, 50_000))
+    let (sample, most) = match row.submitters() {
+        1 if !SCALING.iter().any(|(_, one, _)| *one == row) => (SAMPLE.as_secs_f64(), 50_000),
+        _ => (5.0 * SAMPLE.as_secs_f64(), 250_000),
+    };
+    let iters = (sample / per_op.max(1e-7)) as u64;
+    Ok(iters.clamp(64, most))
 }
 
 /// A latency, or for rate rows the rate the latency implies.

@@ -202,6 +202,10 @@ pub enum Backend {
     /// A raw io-uring loop, no safety layer, fixed buffers: the practical limit of the ring.
     #[cfg(uring)]
     RawRing,
+    /// The same loop on a ring with `IORING_SETUP_SQPOLL` (a kernel thread polls the SQ): what
+    /// an SQPOLL mode could gain on the O_DIRECT rows with one submitter.
+    #[cfg(uring)]
+    RawSqpoll,
     /// `pread`/`pwrite` on the calling thread (one thread per queue slot for depth > 1).
     Pread,
     /// `preadv2(RWF_NOWAIT)` on the calling thread: the floor of the engines' inline fast path
@@ -224,6 +228,8 @@ impl Backend {
         Backend::Tokio,
         #[cfg(uring)]
         Backend::RawRing,
+        #[cfg(uring)]
+        Backend::RawSqpoll,
         Backend::Pread,
         #[cfg(target_os = "linux")]
         Backend::Nowait,
@@ -241,6 +247,8 @@ impl Backend {
             Backend::Tokio => "tokio_engine",
             #[cfg(uring)]
             Backend::RawRing => "raw_ring",
+            #[cfg(uring)]
+            Backend::RawSqpoll => "raw_sqpoll",
             Backend::Pread => "pread",
             #[cfg(target_os = "linux")]
             Backend::Nowait => "nowait",
@@ -259,6 +267,8 @@ impl Backend {
             #[cfg(target_os = "linux")]
             Backend::Nowait => matches!(row, Row::CachedRead4k | Row::Batch8),
             Backend::Tokio | Backend::SpawnBlocking => !scaling,
+            #[cfg(uring)]
+            Backend::RawSqpoll => matches!(row, Row::DirectRandread(_) | Row::DirectOneTask32),
             _ => true,
         }
     }
@@ -358,6 +368,7 @@ struct Uring {
     engine: SharedIoEngine,
     ring_only: SharedIoEngine,
     raw: [raw::Ring; 2],
+    sqpoll: raw::Ring,
 }
 
 #[cfg(uring)]
@@ -372,8 +383,9 @@ fn uring(config: &IoEngineConfig) -> ferrite_io::Result<Option<Uring>> {
         EngineChoice::Uring => ferrite_io::create_engine(config.clone())?,
     };
     let ring_only = IoEngineConfig { nowait_fast_path: false, ..config.clone().with_engine(EngineChoice::Uring) };
-    let raw = [raw::Ring::new(32, SEQ_BLOCK).map_err(io_error)?, raw::Ring::new(32, SEQ_BLOCK).map_err(io_error)?];
-    Ok(Some(Uring { engine, ring_only: ferrite_io::create_engine(ring_only)?, raw }))
+    let ring = |sqpoll| raw::Ring::new(32, SEQ_BLOCK, sqpoll).map_err(io_error);
+    let (raw, sqpoll) = ([ring(false)?, ring(false)?], ring(true)?);
+    Ok(Some(Uring { engine, ring_only: ferrite_io::create_engine(ring_only)?, raw, sqpoll }))
 }
 
 impl Bench {
@@ -491,6 +503,11 @@ impl Bench {
             Backend::RawRing => {
                 let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.files(row).std);
                 raw::run(&mut self.ring()?.raw, fd, row, &offsets).map_err(io_error)
+            }
+            #[cfg(uring)]
+            Backend::RawSqpoll => {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.files(row).std);
+                raw::run(std::slice::from_mut(&mut self.ring()?.sqpoll), fd, row, &offsets).map_err(io_error)
             }
             Backend::Pread => pread_run(&self.files(row).std, row, &offsets).map_err(io_error),
             #[cfg(target_os = "linux")]
@@ -866,8 +883,10 @@ mod raw {
     }
 
     impl Ring {
-        pub fn new(slots: usize, slot: usize) -> io::Result<Ring> {
-            let ring = IoUring::new(64)?;
+        /// A ring of 64 entries with `slots` fixed buffers of `slot` bytes; with `sqpoll`, a
+        /// kernel thread polls its SQ (idle after 50 ms without work).
+        pub fn new(slots: usize, slot: usize, sqpoll: bool) -> io::Result<Ring> {
+            let ring = if sqpoll { IoUring::builder().setup_sqpoll(50).build(64)? } else { IoUring::new(64)? };
             let mut arena = memmap2::MmapMut::map_anon(slots * slot)?;
             let base = arena.as_mut_ptr();
             let iovecs: Vec<libc::iovec> = (0..slots)
