@@ -286,7 +286,7 @@ fn config_applies_to_every_command() {
     let out = run(&[&args[..], &["--json", "--chart", path(&chart)]].concat());
     assert_exit(&out, 0);
     let report = json(&out);
-    assert_eq!((report["version"].clone(), report["engine_requested"].clone()), (2.into(), "tokio".into()));
+    assert_eq!((report["version"].clone(), report["engine_requested"].clone()), (3.into(), "tokio".into()));
     let row = &report["rows"][0];
     assert_eq!(row["row"], "direct_randread_qd1");
     let backends: Vec<&str> = row["us_per_op"].as_object().expect("us_per_op").keys().map(String::as_str).collect();
@@ -374,4 +374,28 @@ fn output_off_a_terminal_is_plain_and_complete() {
         assert!(help.contains(&format!("  {code}")), "exit code {code} documented: {help}");
     }
     assert!(stdout(&run(&["flush", "--help"])).contains("Exit codes"));
+}
+
+/// On io_uring, the O_DIRECT QD1 row also runs the paired comparison (engine and raw ring
+/// alternating per operation) and the raw SQPOLL baseline, and both reach the JSON report.
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+#[test]
+fn bench_pairs_qd1_with_the_raw_ring() {
+    let dir = common::tempdir();
+    let bench_dir = dir.path().join("bench");
+    let chart = dir.path().join("chart.svg");
+    let args =
+        ["bench", "--dir", path(&bench_dir), "--engine", "uring", "--only", "direct_randread_qd1", "--rounds", "1"];
+    let out = run(&[&args[..], &["--json", "--chart", path(&chart)]].concat());
+    assert_exit(&out, 0);
+    let report = json(&out);
+    assert_eq!(report["version"], 3);
+    let paired = &report["qd1_paired"];
+    assert_eq!(paired["pairs"], 2000, "{report}");
+    for key in ["uring_fixed_p50_us", "raw_ring_p50_us", "uring_fixed_mean_us", "raw_ring_mean_us", "ratio_p50"] {
+        assert!(paired[key].as_f64().is_some_and(|v| v.is_finite() && v > 0.0), "{key}: {paired}");
+    }
+    let row = &report["rows"][0];
+    assert!(row["us_per_op"]["raw_sqpoll"].as_f64().is_some_and(|v| v > 0.0), "{row}");
+    assert!(!bench_dir.exists(), "bench left {:?}", entries(&bench_dir));
 }

@@ -18,7 +18,10 @@ use crate::workloads::{Backend, Bench, FILES, Row, allocations};
 /// How long one measurement (one backend, one round) should take.
 const SAMPLE: Duration = Duration::from_millis(60);
 /// Version of the `--json` report; raised when a field changes meaning or goes away.
-const REPORT_VERSION: u32 = 2;
+const REPORT_VERSION: u32 = 3;
+/// Operation pairs of the paired queue-depth-1 comparison (about half a second on a disk).
+#[cfg(uring)]
+const PAIRS: usize = 2000;
 
 /// What `bench` was asked to do, checked (`rows` is not empty).
 pub struct Options {
@@ -96,6 +99,9 @@ struct Report {
     engine_requested_by: String,
     rows: Vec<RowReport>,
     scaling: Vec<ScalingReport>,
+    /// O_DIRECT queue depth 1, engine and raw ring alternating per operation (absent when the
+    /// row did not run or io_uring is not in use).
+    qd1_paired: Option<PairedReport>,
     /// The io_uring engine's counters at the end of the run (absent when it did not run).
     uring_stats: Option<ferrite_io::EngineStats>,
     tokio_stats: ferrite_io::EngineStats,
@@ -118,6 +124,40 @@ struct RowReport {
 struct ScalingReport {
     workload: &'static str,
     gain: BTreeMap<&'static str, Spread>,
+}
+
+/// The paired queue-depth-1 comparison: median and mean latency of each side, in microseconds.
+#[derive(Serialize)]
+struct PairedReport {
+    pairs: usize,
+    uring_fixed_p50_us: f64,
+    raw_ring_p50_us: f64,
+    uring_fixed_mean_us: f64,
+    raw_ring_mean_us: f64,
+    /// `uring_fixed_p50_us / raw_ring_p50_us`.
+    ratio_p50: f64,
+    /// `uring_fixed_mean_us / raw_ring_mean_us`.
+    ratio_mean: f64,
+}
+
+impl PairedReport {
+    #[cfg(uring)]
+    fn of(paired: crate::workloads::Paired) -> Option<PairedReport> {
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let (ours_mean, raw_mean) = (mean(&paired.uring_fixed), mean(&paired.raw_ring));
+        let pairs = paired.uring_fixed.len();
+        let ours = Spread::of(paired.uring_fixed)?.median;
+        let raw = Spread::of(paired.raw_ring)?.median;
+        Some(PairedReport {
+            pairs,
+            uring_fixed_p50_us: ours,
+            raw_ring_p50_us: raw,
+            uring_fixed_mean_us: ours_mean,
+            raw_ring_mean_us: raw_mean,
+            ratio_p50: ours / raw,
+            ratio_mean: ours_mean / raw_mean,
+        })
+    }
 }
 
 /// The scaling pairs: a label, the row with one submitter, the row with two.
@@ -177,6 +217,7 @@ pub async fn run(options: Options) -> Result<(), Failure> {
         }
     }
     phase.finish();
+    let paired = qd1_paired(&mut bench, &rows).await?;
     let title = format!(
         "ferrite-io bench: ours / baseline, median and range of {rounds} rounds; kernel {}",
         ferrite_io::io::detect::kernel_release()
@@ -184,14 +225,29 @@ pub async fn run(options: Options) -> Result<(), Failure> {
     draw(&chart, &title, &measured)?;
     eprintln!("chart: {}", chart.display());
     if json {
-        let report = report(&measured, rounds, &config, &source, &bench);
+        let report = report(&measured, rounds, &config, &source, &bench, paired);
         let text = serde_json::to_string_pretty(&report).map_err(|e| Failure::Run(format!("JSON report: {e}")))?;
         println!("{text}");
     } else {
         print_table(&measured, &backends, rounds, &config, &source);
-        print_extras(&measured, &bench);
+        print_extras(&measured, &bench, paired.as_ref());
     }
     Ok(())
+}
+
+/// The paired queue-depth-1 comparison, when the O_DIRECT QD1 row is among `rows` and the
+/// io_uring engine runs.
+async fn qd1_paired(bench: &mut Bench, rows: &[Row]) -> Result<Option<PairedReport>, Failure> {
+    #[cfg(uring)]
+    if rows.contains(&Row::DirectRandread(1)) && bench.runs(Backend::UringFixed) {
+        let phase = Progress::start("O_DIRECT QD1, engine and raw ring alternating", 1, "runs");
+        let paired = bench.paired_qd1(PAIRS).await?;
+        phase.inc(1);
+        phase.finish();
+        return Ok(PairedReport::of(paired));
+    }
+    let _ = (bench, rows);
+    Ok(None)
 }
 
 /// Iterations that make one measurement last about [`SAMPLE`] (five times that for the scaling
@@ -252,7 +308,7 @@ fn print_table(
 }
 
 /// Allocations per operation, scaling with a second submitter, and the engines' counters.
-fn print_extras(measured: &[Measured], bench: &Bench) {
+fn print_extras(measured: &[Measured], bench: &Bench, paired: Option<&PairedReport>) {
     let engines = ["uring", "uring_fixed", "tokio_engine"];
     println!("heap allocations per operation (whole process, median of rounds):");
     for m in measured {
@@ -271,6 +327,18 @@ fn print_extras(measured: &[Measured], bench: &Bench) {
             println!("scaling, {label}, 2 submitters vs 1 (throughput): {}", gains.join(", "));
         }
     }
+    if let Some(p) = paired {
+        println!(
+            "O_DIRECT QD1, {} pairs alternating per operation: uring_fixed p50 {} (mean {}), raw_ring p50 {} (mean {}): {:.3}x at p50, {:.3}x mean",
+            p.pairs,
+            micros(p.uring_fixed_p50_us),
+            micros(p.uring_fixed_mean_us),
+            micros(p.raw_ring_p50_us),
+            micros(p.raw_ring_mean_us),
+            p.ratio_p50,
+            p.ratio_mean
+        );
+    }
     if let Some(stats) = bench.uring_stats() {
         println!("io_uring engine counters: {}", crate::output::stats_line(&stats));
     }
@@ -282,6 +350,7 @@ fn report(
     config: &IoEngineConfig,
     source: &EngineSource,
     bench: &Bench,
+    qd1_paired: Option<PairedReport>,
 ) -> Report {
     let rows = measured
         .iter()
@@ -313,6 +382,7 @@ fn report(
         engine_requested_by: source.to_string(),
         rows,
         scaling,
+        qd1_paired,
         uring_stats: bench.uring_stats(),
         tokio_stats: bench.tokio_stats(),
     }

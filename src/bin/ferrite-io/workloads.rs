@@ -425,7 +425,7 @@ impl Bench {
     pub fn runs(&self, backend: Backend) -> bool {
         match backend {
             #[cfg(uring)]
-            Backend::Uring | Backend::UringFixed | Backend::RawRing => self.uring.is_some(),
+            Backend::Uring | Backend::UringFixed | Backend::RawRing | Backend::RawSqpoll => self.uring.is_some(),
             _ => true,
         }
     }
@@ -521,6 +521,62 @@ impl Bench {
                 in_task(async move { tokio_fs_run(file, row, &offsets).await.map_err(io_error) }).await
             }
         }
+    }
+}
+
+/// Latencies of O_DIRECT 4 KiB random reads at queue depth 1, one per operation, alternating
+/// between the io_uring engine (fixed buffer) and the raw ring, operation by operation.
+#[cfg(uring)]
+pub struct Paired {
+    pub uring_fixed: Vec<f64>,
+    pub raw_ring: Vec<f64>,
+}
+
+#[cfg(uring)]
+impl Bench {
+    /// Runs `pairs` pairs of queue-depth-1 O_DIRECT reads, one through the engine and one through
+    /// the raw ring, alternating which goes first, in one task on the runtime. A device whose
+    /// latency drifts over seconds (a shared virtual disk) moves both sides of every pair alike,
+    /// so the ratio of their medians shows the engine's own cost, which per-round ratios of
+    /// separate runs bury under the drift. The raw ring blocks the task's worker while it waits,
+    /// as a raw loop does.
+    ///
+    /// # Errors
+    ///
+    /// The first operation that fails.
+    pub async fn paired_qd1(&mut self, pairs: usize) -> ferrite_io::Result<Paired> {
+        let offsets = self.offsets(Row::DirectRandread(1), 2 * pairs as u64);
+        let file = self.direct.engine.clone();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.direct.std);
+        let uring = self.ring()?;
+        let engine = uring.engine.clone();
+        // The raw ring moves into the task and back: it is used by one thread at a time.
+        let mut ring = std::mem::replace(&mut uring.raw[0], raw::Ring::new(1, PAGE, false).map_err(io_error)?);
+        let task = tokio::spawn(async move {
+            let mut paired = Paired { uring_fixed: Vec::with_capacity(pairs), raw_ring: Vec::with_capacity(pairs) };
+            let result = async {
+                let mut buf = engine.acquire().await;
+                buf.set_len(PAGE)?;
+                for (i, pair) in offsets.chunks_exact(2).enumerate() {
+                    for side in [i % 2, 1 - i % 2] {
+                        let start = Instant::now();
+                        if side == 0 {
+                            buf = engine_op(&engine, &file, Row::DirectRandread(1), buf, pair[0], true).await?;
+                            paired.uring_fixed.push(start.elapsed().as_secs_f64() * 1e6);
+                        } else {
+                            ring.one(fd, pair[1]).map_err(io_error)?;
+                            paired.raw_ring.push(start.elapsed().as_secs_f64() * 1e6);
+                        }
+                    }
+                }
+                Ok::<_, ferrite_io::Error>(())
+            }
+            .await;
+            (result.map(|()| paired), ring)
+        });
+        let (paired, ring) = task.await.map_err(|e| io_error(std::io::Error::other(e)))?;
+        self.ring()?.raw[0] = ring;
+        paired
     }
 }
 
@@ -912,6 +968,13 @@ mod raw {
             // SAFETY: `ptr..ptr+len` lies in registered slot `slot` of `arena`, which outlives
             // the operation: every pushed entry is waited for before `run` returns.
             unsafe { self.ring.submission().push(&entry) }.map_err(|_| io::Error::other("submission queue full"))
+        }
+
+        /// One 4 KiB read into slot 0 at `offset`, waited for.
+        pub fn one(&mut self, fd: RawFd, offset: u64) -> io::Result<()> {
+            self.push(fd, Row::DirectRandread(1), 0, PAGE, offset)?;
+            self.ring.submit_and_wait(1)?;
+            self.reap().map(drop)
         }
 
         fn reap(&mut self) -> io::Result<Vec<usize>> {
