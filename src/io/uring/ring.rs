@@ -199,32 +199,17 @@ impl Drop for Locked<'_> {
     fn drop(&mut self) {
         loop {
             let Some(ring) = self.guard.as_mut() else { return };
-            if ring.to_wake.is_empty() && ring.to_drop.is_empty() {
-                // The common case (an operation that completed inside its own submit, collected
-                // by its own future): only permits to give back.
-                let reaped = std::mem::take(&mut ring.reaped);
-                drop(self.guard.take());
-                if reaped > 0 {
-                    self.core.counters.finish(reaped as u64);
-                    quietly(|| self.core.room.add_permits(reaped));
-                }
-                return;
-            }
-            // At most 16 of each at a time on the stack: no allocation on the wake path.
-            let mut wakers: [Option<Waker>; 16] = Default::default();
+            // A few wakers and one payload per turn, on the stack: no allocation on the wake
+            // path, and little to move (a completion usually wakes one task; payloads to drop
+            // belong to abandoned operations, which are rare).
+            let mut wakers: [Option<Waker>; 4] = Default::default();
             for slot in wakers.iter_mut() {
                 match ring.to_wake.pop() {
                     Some(waker) => *slot = Some(waker),
                     None => break,
                 }
             }
-            let mut payloads: [Option<Payload>; 16] = Default::default();
-            for slot in payloads.iter_mut() {
-                match ring.to_drop.pop() {
-                    Some(payload) => *slot = Some(payload),
-                    None => break,
-                }
-            }
+            let payload = ring.to_drop.pop();
             let reaped = std::mem::take(&mut ring.reaped);
             let more = !ring.to_wake.is_empty() || !ring.to_drop.is_empty();
             drop(self.guard.take());
@@ -232,7 +217,7 @@ impl Drop for Locked<'_> {
                 self.core.counters.finish(reaped as u64);
                 quietly(|| self.core.room.add_permits(reaped));
             }
-            for payload in payloads.into_iter().flatten() {
+            if let Some(payload) = payload {
                 quietly(|| drop(payload));
             }
             for waker in wakers.into_iter().flatten() {
