@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo bench --bench io                 # everything (about 3 minutes)
 //! cargo bench --bench io -- direct_      # only the O_DIRECT rows
+//! cargo bench --bench io -- ring_setup   # raw rings: SQPOLL, DEFER_TASKRUN, registered files
 //! ```
 //!
 //! Files (256 MiB each) go to `target/tmp/ferrite-bench` on the build disk: never tmpfs.
@@ -60,7 +61,64 @@ fn io(c: &mut Criterion) {
     }
 }
 
-#[cfg(target_os = "linux")]
+/// The ring setups the engine's design weighed, on raw rings (no engine), so each choice rests
+/// on a figure from this machine: at queue depth 1 on O_DIRECT, a plain ring against SQPOLL and
+/// SINGLE_ISSUER|DEFER_TASKRUN; on cached reads through the ring, a file descriptor against a
+/// registered (fixed) file. Needs the io_uring engine's build (`cfg(uring)`).
+#[cfg(uring)]
+fn ring_setup(c: &mut Criterion) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    use workloads::raw::{Ring, Setup};
+
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ferrite-bench");
+    let data = dir.join(workloads::FILES[0].0);
+    let open = |flags| match std::fs::OpenOptions::new().read(true).custom_flags(flags).open(&data) {
+        Ok(file) => file,
+        Err(e) => panic!("{}: {e} (the `io` benches lay it out)", data.display()),
+    };
+    let (direct, cached) = (open(libc::O_DIRECT), open(0));
+    let pages = workloads::FILES[0].1 / 4096;
+    let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % pages) * 4096
+    };
+    let mut group = c.benchmark_group("ring_setup");
+    group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    let runs = [
+        ("direct_qd1_plain", Setup::Plain, &direct, false),
+        ("direct_qd1_sqpoll", Setup::Sqpoll, &direct, false),
+        ("direct_qd1_defer_taskrun", Setup::DeferTaskrun, &direct, false),
+        ("cached_read_fd", Setup::Plain, &cached, false),
+        ("cached_read_fixed_file", Setup::Plain, &cached, true),
+    ];
+    for (name, setup, file, fixed_file) in runs {
+        let mut ring = match Ring::new(1, 4096, setup) {
+            Ok(ring) => ring,
+            Err(e) => panic!("{name}: ring setup {setup:?}: {e}"),
+        };
+        let fd = file.as_raw_fd();
+        if fixed_file && let Err(e) = ring.register_file(fd) {
+            panic!("{name}: register the file: {e}");
+        }
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                if let Err(e) = ring.one(fd, next()) {
+                    panic!("{name}: {e}");
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+#[cfg(uring)]
+criterion_group!(benches, io, ring_setup);
+#[cfg(all(target_os = "linux", not(uring)))]
 criterion_group!(benches, io);
 #[cfg(target_os = "linux")]
 criterion_main!(benches);

@@ -42,6 +42,22 @@ pub struct File {
 struct Inner {
     std: std::fs::File,
     path: Option<PathBuf>,
+    /// The file's slot in the fixed-file tables of the first io_uring engine that did I/O on
+    /// it, made on that first use. Dropped with the last handle, which is after every operation
+    /// on the file has completed (each holds a handle), and the drop unregisters it.
+    #[cfg(uring)]
+    fixed: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Inner {
+    fn new(std: std::fs::File, path: Option<PathBuf>) -> Inner {
+        Inner {
+            std,
+            path,
+            #[cfg(uring)]
+            fixed: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 /// How to open a [`File`]: read and write by default.
@@ -281,7 +297,7 @@ impl File {
             })
             .await;
         match opened.unwrap_or_else(|join| Err(io::Error::other(join))) {
-            Ok((std, alignment)) => Ok(File { inner: Arc::new(Inner { std, path: Some(path) }), alignment }),
+            Ok((std, alignment)) => Ok(File { inner: Arc::new(Inner::new(std, Some(path))), alignment }),
             Err(source) => Err(Error::Open { path, source }),
         }
     }
@@ -298,7 +314,7 @@ impl File {
     /// ```
     pub fn from_std(file: std::fs::File, direct: bool) -> File {
         let alignment = direct.then(|| direct_alignment(&file));
-        File { inner: Arc::new(Inner { std: file, path: None }), alignment }
+        File { inner: Arc::new(Inner::new(file, None)), alignment }
     }
 
     /// The path the file was opened with; `None` for [`from_std`](Self::from_std).
@@ -437,6 +453,12 @@ impl File {
     pub(crate) fn fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
         self.inner.std.as_raw_fd()
+    }
+
+    /// Where the io_uring engine keeps this file's fixed-file registration (see `uring::files`).
+    #[cfg(uring)]
+    pub(crate) fn fixed(&self) -> &std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>> {
+        &self.inner.fixed
     }
 }
 
@@ -708,7 +730,7 @@ mod tests {
     fn direct(memory: u32, offset: u32) -> File {
         let file = tempfile::tempfile().unwrap();
         let alignment = Some(Alignment { memory, offset, source: AlignmentSource::Statx });
-        File { inner: Arc::new(Inner { std: file, path: None }), alignment }
+        File { inner: Arc::new(Inner::new(file, None)), alignment }
     }
 
     fn refusal(result: io::Result<()>) -> Option<(Misaligned, u64, u32)> {

@@ -166,7 +166,7 @@ impl Progress {
 /// An engine's counters on one line: what moved, how it completed, what waited or failed.
 pub fn stats_line(s: &ferrite_io::EngineStats) -> String {
     let mut line = format!(
-        "{} reads ({} B), {} writes ({} B), {} syncs; ring: {} submitted, {} inline, {} later, {} rings; \
+        "{} reads ({} B), {} writes ({} B), {} syncs; ring: {} submitted, {} inline, {} later, {} rings, {} files registered; \
          fast path {} hits, {} refused; in flight {} (max {}); waits: {} buffer, {} ring room; \
          {} CQ overflows, {} submit errors",
         s.reads,
@@ -178,6 +178,7 @@ pub fn stats_line(s: &ferrite_io::EngineStats) -> String {
         s.inline_completions,
         s.later_completions,
         s.rings,
+        s.registered_files,
         s.fast_path_hits,
         s.fast_path_refusals,
         s.in_flight,

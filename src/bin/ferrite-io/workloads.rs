@@ -383,8 +383,8 @@ fn uring(config: &IoEngineConfig) -> ferrite_io::Result<Option<Uring>> {
         EngineChoice::Uring => ferrite_io::create_engine(config.clone())?,
     };
     let ring_only = IoEngineConfig { nowait_fast_path: false, ..config.clone().with_engine(EngineChoice::Uring) };
-    let ring = |sqpoll| raw::Ring::new(32, SEQ_BLOCK, sqpoll).map_err(io_error);
-    let (raw, sqpoll) = ([ring(false)?, ring(false)?], ring(true)?);
+    let ring = |setup| raw::Ring::new(32, SEQ_BLOCK, setup).map_err(io_error);
+    let (raw, sqpoll) = ([ring(raw::Setup::Plain)?, ring(raw::Setup::Plain)?], ring(raw::Setup::Sqpoll)?);
     Ok(Some(Uring { engine, ring_only: ferrite_io::create_engine(ring_only)?, raw, sqpoll }))
 }
 
@@ -551,7 +551,8 @@ impl Bench {
         let uring = self.ring()?;
         let engine = uring.engine.clone();
         // The raw ring moves into the task and back: it is used by one thread at a time.
-        let mut ring = std::mem::replace(&mut uring.raw[0], raw::Ring::new(1, PAGE, false).map_err(io_error)?);
+        let mut ring =
+            std::mem::replace(&mut uring.raw[0], raw::Ring::new(1, PAGE, raw::Setup::Plain).map_err(io_error)?);
         let task = tokio::spawn(async move {
             let mut paired = Paired { uring_fixed: Vec::with_capacity(pairs), raw_ring: Vec::with_capacity(pairs) };
             let result = async {
@@ -901,7 +902,7 @@ async fn tokio_fs_run(mut file: tokio::fs::File, row: Row, offsets: &[u64]) -> s
 
 /// The raw io-uring baseline: one ring, fixed buffers, no locks, no slab, no futures.
 #[cfg(uring)]
-mod raw {
+pub mod raw {
     use std::io;
     use std::os::fd::RawFd;
     use std::time::{Duration, Instant};
@@ -936,13 +937,31 @@ mod raw {
         ring: IoUring,
         arena: memmap2::MmapMut,
         slot: usize,
+        /// The descriptor registered as fixed file 0, used instead of the one passed in.
+        fixed_file: Option<RawFd>,
+    }
+
+    /// How a raw ring is set up: the options the engine's design considered (the CLI uses
+    /// `Plain` and `Sqpoll`; the Criterion benches compare all three).
+    #[derive(Clone, Copy, Debug)]
+    #[allow(dead_code)]
+    pub enum Setup {
+        Plain,
+        /// `IORING_SETUP_SQPOLL`: a kernel thread polls the SQ (idle after 50 ms without work).
+        Sqpoll,
+        /// `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN`: completion work runs only
+        /// when the creating thread waits in the ring, and only that thread may submit.
+        DeferTaskrun,
     }
 
     impl Ring {
-        /// A ring of 64 entries with `slots` fixed buffers of `slot` bytes; with `sqpoll`, a
-        /// kernel thread polls its SQ (idle after 50 ms without work).
-        pub fn new(slots: usize, slot: usize, sqpoll: bool) -> io::Result<Ring> {
-            let ring = if sqpoll { IoUring::builder().setup_sqpoll(50).build(64)? } else { IoUring::new(64)? };
+        /// A ring of 64 entries set up as `setup`, with `slots` fixed buffers of `slot` bytes.
+        pub fn new(slots: usize, slot: usize, setup: Setup) -> io::Result<Ring> {
+            let ring = match setup {
+                Setup::Plain => IoUring::new(64)?,
+                Setup::Sqpoll => IoUring::builder().setup_sqpoll(50).build(64)?,
+                Setup::DeferTaskrun => IoUring::builder().setup_single_issuer().setup_defer_taskrun().build(64)?,
+            };
             let mut arena = memmap2::MmapMut::map_anon(slots * slot)?;
             let base = arena.as_mut_ptr();
             let iovecs: Vec<libc::iovec> = (0..slots)
@@ -952,17 +971,27 @@ mod raw {
             // drop in declaration order, and nothing is in flight when `Ring` drops: `run`
             // waits for every completion).
             unsafe { ring.submitter().register_buffers(&iovecs) }?;
-            Ok(Ring { ring, arena, slot })
+            Ok(Ring { ring, arena, slot, fixed_file: None })
+        }
+
+        /// Registers `fd` as fixed file 0; every later operation uses it (`IOSQE_FIXED_FILE`),
+        /// whatever descriptor it is given. For the Criterion benches.
+        #[allow(dead_code)]
+        pub fn register_file(&mut self, fd: RawFd) -> io::Result<()> {
+            self.ring.submitter().register_files(&[fd])?;
+            self.fixed_file = Some(fd);
+            Ok(())
         }
 
         /// Pushes one operation on slot `slot`; `len` bytes at `offset`.
         fn push(&mut self, fd: RawFd, row: Row, slot: usize, len: usize, offset: u64) -> io::Result<()> {
             let ptr = self.arena.as_mut_ptr().wrapping_add(slot * self.slot);
-            let fd = types::Fd(fd);
-            let entry = if is_write(row) {
-                opcode::WriteFixed::new(fd, ptr, len as u32, slot as u16).offset(offset).build()
-            } else {
-                opcode::ReadFixed::new(fd, ptr, len as u32, slot as u16).offset(offset).build()
+            let (len, index) = (len as u32, slot as u16);
+            let entry = match (is_write(row), self.fixed_file.is_some()) {
+                (true, false) => opcode::WriteFixed::new(types::Fd(fd), ptr, len, index).offset(offset).build(),
+                (true, true) => opcode::WriteFixed::new(types::Fixed(0), ptr, len, index).offset(offset).build(),
+                (false, false) => opcode::ReadFixed::new(types::Fd(fd), ptr, len, index).offset(offset).build(),
+                (false, true) => opcode::ReadFixed::new(types::Fixed(0), ptr, len, index).offset(offset).build(),
             }
             .user_data(slot as u64);
             // SAFETY: `ptr..ptr+len` lies in registered slot `slot` of `arena`, which outlives

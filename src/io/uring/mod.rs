@@ -30,6 +30,7 @@
 //! long time, so the eventfd would not fire; SQPOLL burns a core per ring, too dear on the
 //! machines this crate targets first (2 to 8 cores shared with the storage engine).
 
+mod files;
 mod ring;
 mod wake;
 
@@ -82,6 +83,8 @@ pub struct UringEngine {
 /// What the engine's rings, watchers and completion thread share.
 struct Shared {
     rings: Box<[RingCore]>,
+    /// Fixed-file indices, the same in every ring.
+    files: files::Table,
     thread: wake::Thread,
     /// The registered arena; dropped after the rings, so it lives as long as they do (I3).
     pool: BufPool,
@@ -123,8 +126,10 @@ impl UringEngine {
                 }
             }
         }
+        let files = fixed_files(&rings);
         let shared = Arc::new(Shared {
             rings: rings.into_boxed_slice(),
+            files,
             thread: wake::Thread::new().map_err(|e| unsupported("eventfd", &e))?,
             pool,
         });
@@ -218,7 +223,8 @@ impl UringEngine {
             Nowait::Done(n) => n,
             Nowait::WouldBlock | Nowait::Unsupported => 0,
         };
-        let entry = rw_entry(rw, fixed, file, &buf, start + inline, offset + inline as u64);
+        let on = On::file(&self.shared, file);
+        let entry = rw_entry(rw, fixed, on, &buf, start + inline, offset + inline as u64);
         let (result, buf) = match self.start(index, entry, Payload::one(file, buf)).await {
             Ok(op) => {
                 let (result, payload) = op.await;
@@ -325,12 +331,13 @@ impl UringEngine {
                 let iovecs = IoVecs(
                     bufs.iter().map(|b| libc::iovec { iov_base: b.as_ptr().cast(), iov_len: b.len() }).collect(),
                 );
-                let fd = types::Fd(file.fd());
+                let on = On::file(&self.shared, file);
                 let (ptr, n) = (iovecs.0.as_ptr(), iovecs.0.len() as u32);
                 let entry = match rw {
-                    Rw::Read => opcode::Readv::new(fd, ptr, n).offset(offset).build(),
-                    Rw::Write => opcode::Writev::new(fd, ptr, n).offset(offset).build(),
-                };
+                    Rw::Read => opcode::Readv::new(on.fd, ptr, n).offset(offset).build(),
+                    Rw::Write => opcode::Writev::new(on.fd, ptr, n).offset(offset).build(),
+                }
+                .flags(on.flags);
                 match self.start(self.pick(), entry, Payload::many(file, bufs, iovecs)).await {
                     Ok(op) => {
                         let (result, payload) = op.await;
@@ -366,7 +373,8 @@ impl UringEngine {
 
     async fn sync(&self, file: &File, data_only: bool) -> Result<()> {
         let op = if data_only { Op::SyncData } else { Op::SyncAll };
-        let result = match self.start(self.pick(), sync_entry(file, data_only), Payload::sync(file)).await {
+        let entry = sync_entry(On::file(&self.shared, file), data_only);
+        let result = match self.start(self.pick(), entry, Payload::sync(file)).await {
             Ok(future) => future.await.0,
             Err((e, _)) => Err(e),
         };
@@ -391,7 +399,8 @@ impl UringEngine {
         if let Err(e) = core.room(2).await {
             return Err((e, buf));
         }
-        let write = rw_entry(Rw::Write, fixed, file, &buf, 0, offset).flags(squeue::Flags::IO_LINK);
+        let on = On::file(&self.shared, file);
+        let write = rw_entry(Rw::Write, fixed, on, &buf, 0, offset).flags(squeue::Flags::IO_LINK);
         let pushed = {
             let mut ring = core.lock();
             match ring.reserve(2, &core.counters) {
@@ -399,7 +408,7 @@ impl UringEngine {
                 Ok(()) => match ring.push(write, Payload::one(file, buf), &core.counters) {
                     Err((e, payload)) => Err((e, payload.into_one())),
                     Ok(write) => {
-                        let sync = ring.push(sync_entry(file, true), Payload::sync(file), &core.counters);
+                        let sync = ring.push(sync_entry(on, true), Payload::sync(file), &core.counters);
                         ring.submit_and_reap(&core.counters);
                         Ok((write, sync.map_err(|(e, _)| e)))
                     }
@@ -458,8 +467,8 @@ pub(super) fn new_eventfd() -> io::Result<OwnedFd> {
 
 /// The entry for `buf[start..]` at `offset`. Its pointer stays valid while the payload that owns
 /// `buf` is in the ring's slab (I2, I4).
-fn rw_entry(rw: Rw, fixed: bool, file: &File, buf: &Buf<InFlight>, start: usize, offset: u64) -> squeue::Entry {
-    let fd = types::Fd(file.fd());
+fn rw_entry(rw: Rw, fixed: bool, on: On, buf: &Buf<InFlight>, start: usize, offset: u64) -> squeue::Entry {
+    let fd = on.fd;
     let ptr = buf.as_ptr().wrapping_add(start);
     let len = (buf.len() - start) as u32;
     let index = buf.index() as u16;
@@ -469,11 +478,51 @@ fn rw_entry(rw: Rw, fixed: bool, file: &File, buf: &Buf<InFlight>, start: usize,
         (Rw::Read, true) => opcode::ReadFixed::new(fd, ptr, len, index).offset(offset).build(),
         (Rw::Write, true) => opcode::WriteFixed::new(fd, ptr, len, index).offset(offset).build(),
     }
+    .flags(on.flags)
 }
 
-fn sync_entry(file: &File, data_only: bool) -> squeue::Entry {
+fn sync_entry(on: On, data_only: bool) -> squeue::Entry {
     let flags = if data_only { types::FsyncFlags::DATASYNC } else { types::FsyncFlags::empty() };
-    opcode::Fsync::new(types::Fd(file.fd())).flags(flags).build()
+    opcode::Fsync::new(on.fd).flags(flags).build().flags(on.flags)
+}
+
+/// Which file an entry names: a fixed-file index (with `IOSQE_FIXED_FILE`) or a descriptor.
+#[derive(Clone, Copy)]
+struct On {
+    fd: types::Fd,
+    flags: squeue::Flags,
+}
+
+impl On {
+    /// `file` on this engine's rings, registering it on its first operation (see `files`).
+    /// Takes ring locks then: never call it with one held.
+    fn file(shared: &Arc<Shared>, file: &File) -> On {
+        On::with(file, files::index(shared, file))
+    }
+
+    /// As [`file`](Self::file) for a file whose registration was already attempted; takes no
+    /// lock, so it may be called with a ring locked.
+    fn known(shared: &Arc<Shared>, file: &File) -> On {
+        On::with(file, files::known(shared, file))
+    }
+
+    fn with(file: &File, index: Option<u32>) -> On {
+        match index {
+            Some(index) => On { fd: types::Fd(index as i32), flags: squeue::Flags::FIXED_FILE },
+            None => On { fd: types::Fd(file.fd()), flags: squeue::Flags::empty() },
+        }
+    }
+}
+
+/// Sparse fixed-file tables of the same size on every ring, or none (then files go by
+/// descriptor): before 5.19 the kernel has no sparse tables.
+fn fixed_files(rings: &[RingCore]) -> files::Table {
+    let size = files::Table::size();
+    let all = size > 0 && rings.iter().all(|core| core.lock().register_files(size).is_ok());
+    if !all {
+        tracing::debug!("no sparse fixed-file tables; files go by descriptor");
+    }
+    files::Table::new(if all { size } else { 0 })
 }
 
 /// A CQE result as a syscall-style result.
@@ -648,6 +697,9 @@ fn finish(
 impl Drop for UringEngine {
     fn drop(&mut self) {
         self.shared.thread.stop();
+        // Files dropped from here on (payloads freed by the drain) leave the rings' tables to
+        // go with the rings.
+        self.shared.files.close();
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         for core in self.shared.rings.iter() {
             let mut ring = core.lock();
@@ -696,6 +748,7 @@ impl IoEngine for UringEngine {
         }
         stats.buffer_waits = self.shared.pool.waits();
         stats.completion_thread = self.shared.thread.running();
+        stats.registered_files = self.shared.files.registered();
         stats
     }
 
@@ -843,9 +896,15 @@ impl IoEngine for UringEngine {
                 fail_rest(&mut wait.slots[next..], pool, &e);
                 break;
             }
+            let end = next + want as usize;
+            // Register the batch's files before locking the ring (registering takes ring locks).
+            for slot in &wait.slots[next..end] {
+                if let BatchSlot::Op(op) = slot {
+                    On::file(&self.shared, &op.file);
+                }
+            }
             let mut ring = core.lock();
             let mut unused = 0;
-            let end = next + want as usize;
             for slot in &mut wait.slots[next..end] {
                 let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { continue };
                 let fixed = op.fixed && op.buf.pool_id() == pool;
@@ -864,7 +923,8 @@ impl IoEngine for UringEngine {
                         ))
                     }
                     Ok(()) => {
-                        let entry = rw_entry(op.rw, fixed, &op.file, &op.buf, 0, op.offset);
+                        let on = On::known(&self.shared, &op.file);
+                        let entry = rw_entry(op.rw, fixed, on, &op.buf, 0, op.offset);
                         let (rw, offset) = (op.rw, op.offset);
                         match ring.push(entry, Payload::owned(op.file, op.buf), &core.counters) {
                             Ok(key) => {

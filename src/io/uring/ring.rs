@@ -148,9 +148,16 @@ impl RingCore {
     }
 
     pub(super) fn lock(&self) -> Locked<'_> {
+        Locked { core: self, guard: Some(self.acquire()) }
+    }
+
+    /// Locks the ring, counting the lock as held by this thread (see [`held`]).
+    fn acquire(&self) -> MutexGuard<'_, Ring> {
         // No panic can leave `Ring` half-updated in a way later users could observe wrongly:
         // each slot transition is a single assignment, and wakers run outside the lock.
-        Locked { core: self, guard: Some(self.ring.lock().unwrap_or_else(PoisonError::into_inner)) }
+        let guard = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        HELD.with(|held| held.set(held.get() + 1));
+        guard
     }
 
     /// Takes `n` permits of ring room, waiting while the ring is full. Counts a wait.
@@ -174,6 +181,17 @@ impl RingCore {
     pub(super) fn unroom(&self, n: usize) {
         self.room.add_permits(n);
     }
+}
+
+thread_local! {
+    /// Ring locks this thread holds.
+    static HELD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether this thread holds a ring lock (then it must not take another ring's lock, or its own
+/// again: a file dropped here parks its fixed index instead, see `files`).
+pub(super) fn held() -> bool {
+    HELD.with(|held| held.get() > 0)
 }
 
 /// The ring's lock guard; wakes queued wakers and returns freed permits after unlocking.
@@ -212,7 +230,7 @@ impl Drop for Locked<'_> {
             let payload = ring.to_drop.pop();
             let reaped = std::mem::take(&mut ring.reaped);
             let more = !ring.to_wake.is_empty() || !ring.to_drop.is_empty();
-            drop(self.guard.take());
+            self.unlock();
             if reaped > 0 {
                 self.core.counters.finish(reaped as u64);
                 quietly(|| self.core.room.add_permits(reaped));
@@ -226,7 +244,15 @@ impl Drop for Locked<'_> {
             if !more {
                 return;
             }
-            self.guard = Some(self.core.ring.lock().unwrap_or_else(PoisonError::into_inner));
+            self.guard = Some(self.core.acquire());
+        }
+    }
+}
+
+impl Locked<'_> {
+    fn unlock(&mut self) {
+        if self.guard.take().is_some() {
+            HELD.with(|held| held.set(held.get() - 1));
         }
     }
 }
@@ -287,6 +313,16 @@ impl Ring {
                 Err((io::Error::from_raw_os_error(libc::EBUSY), slot.payload))
             }
         }
+    }
+
+    /// Gives the ring a sparse fixed-file table of `size` empty slots.
+    pub(super) fn register_files(&mut self, size: u32) -> io::Result<()> {
+        self.uring.submitter().register_files_sparse(size)
+    }
+
+    /// Puts `fd` in fixed-file slot `index` (-1 clears it).
+    pub(super) fn set_file(&mut self, index: u32, fd: std::os::fd::RawFd) -> io::Result<()> {
+        self.uring.submitter().register_files_update(index, &[fd]).map(drop)
     }
 
     /// Queues a cancellation of the operation `user_data` (its completion is ignored).
