@@ -22,13 +22,16 @@
 //! - **Fixed buffers.** Slot `i` of the engine's pool is fixed buffer `i` on every ring. A
 //!   `Buf<Registered>` of this pool goes through READ_FIXED/WRITE_FIXED; any other buffer through
 //!   READ/WRITE.
+//! - **Files** (`files.rs`): each file gets one index in every ring's fixed-file table on its
+//!   first operation, given back with its last handle.
 //!
-//! Not used, and why: `IORING_SETUP_SINGLE_ISSUER`/`DEFER_TASKRUN` need every submit of a ring
-//! to come from the thread that created it, and a tokio task moves between worker threads (and
-//! a ring here serves whichever thread runs on its CPU); `COOP_TASKRUN` defers completion work
-//! until the submitting thread enters the kernel, which a parked tokio worker may not do for a
-//! long time, so the eventfd would not fire; SQPOLL burns a core per ring, too dear on the
-//! machines this crate targets first (2 to 8 cores shared with the storage engine).
+//! Weighed and not used (figures in the README, `cargo bench --bench io -- ring_setup`):
+//! `IORING_SETUP_SQPOLL` was slower at queue depth 1 on the 2-CPU machine (the polling thread
+//! takes the CPU the completion work needs) and spends a core; `SINGLE_ISSUER`/`DEFER_TASKRUN`
+//! need every submit and every reap of a ring on the thread that created it, while a tokio task
+//! moves between workers and is woken by whichever thread runs the reactor; `COOP_TASKRUN`
+//! defers completion work until the submitter enters the kernel, which a parked worker may not
+//! do for a long time, so the eventfd would not fire.
 
 mod files;
 mod ring;
