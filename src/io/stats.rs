@@ -1,7 +1,7 @@
 //! Per-engine statistics: [`EngineStats`], a snapshot of counters that the engines bump on their
 //! own paths.
 //!
-//! The counters are relaxed atomics grouped in [`Counters`], one group per io_uring ring (each
+//! The counters are relaxed atomics grouped in `Counters`, one group per io_uring ring (each
 //! ring is used mostly by the threads of one CPU, so the cache line stays local) and one for the
 //! tokio engine. A snapshot sums the groups; it is cheap and never stops the engine.
 
