@@ -206,7 +206,8 @@ fn a_full_disk_leaves_nothing_behind() {
     let out =
         run(&["bench", "--dir", path(&disk.0), "--only", "cached_read_4k", "--chart", path(&dir.path().join("c.svg"))]);
     assert_exit(&out, 1);
-    assert!(stderr(&out).contains("No space left"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("No space left") && err.contains(&format!("bench files in {}", disk.0.display())), "{err}");
     assert!(entries(&disk.0).is_empty(), "bench left {:?}", entries(&disk.0));
     // In a directory the full run created, the directory goes too.
     let sub = disk.0.join("sub");
@@ -215,10 +216,10 @@ fn a_full_disk_leaves_nothing_behind() {
     assert!(!sub.exists());
 }
 
-/// Starts `args` with `--dir DIR/run`, waits until a file appears there, sends SIGINT, and
-/// checks the exit code and that the directory is gone (unix: SIGINT).
+/// Starts `args` with `--dir DIR/run`, waits until a file appears there, sends `signal`, and
+/// checks the exit code `code` and that the directory is gone (unix).
 #[cfg(unix)]
-fn interrupt(args: &[&str]) {
+fn stop(args: &[&str], signal: libc::c_int, code: i32) {
     let dir = common::tempdir();
     let run_dir = dir.path().join("run");
     let child = command(&[args, &["--dir", path(&run_dir)]].concat()).spawn().expect("spawn ferrite-io");
@@ -230,20 +231,58 @@ fn interrupt(args: &[&str]) {
     std::thread::sleep(Duration::from_millis(200));
     let pid = libc::pid_t::try_from(child.id()).expect("pid");
     // SAFETY: kill takes no pointers; `pid` is our child, not yet reaped.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
-    let out = finish(child, "interrupted run");
-    assert_exit(&out, 130);
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    let out = finish(child, "stopped run");
+    assert_exit(&out, code);
     assert!(!run_dir.exists(), "{args:?} left {:?}", entries(&run_dir));
 }
 
 #[cfg(unix)]
 #[test]
 fn ctrl_c_removes_what_the_command_created() {
-    interrupt(&["flush", "--size", "1GiB", "--sync", "per-page"]);
+    stop(&["flush", "--size", "1GiB", "--sync", "per-page"], libc::SIGINT, 130);
     // While it lays out its 577 MiB of files.
     let dir = common::tempdir();
-    interrupt(&["bench", "--chart", path(&dir.path().join("c.svg"))]);
+    stop(&["bench", "--chart", path(&dir.path().join("c.svg"))], libc::SIGINT, 130);
     assert!(entries(dir.path()).is_empty(), "no chart for an interrupted run");
+}
+
+/// `kill` and `timeout` send SIGTERM, not SIGINT: before the fix it killed the process with
+/// its files left behind (a 1 GiB log, 577 MiB of bench files).
+#[cfg(unix)]
+#[test]
+fn sigterm_removes_what_the_command_created() {
+    stop(&["flush", "--size", "1GiB", "--sync", "per-page"], libc::SIGTERM, 143);
+    let dir = common::tempdir();
+    stop(&["bench", "--chart", path(&dir.path().join("c.svg"))], libc::SIGTERM, 143);
+    assert!(entries(dir.path()).is_empty(), "no chart for a terminated run");
+}
+
+/// A chart path that cannot be written is refused before the run (before the fix, `bench`
+/// laid out 577 MiB and measured every row, then failed to write the chart).
+#[test]
+fn an_unwritable_chart_is_refused_before_the_run() {
+    let dir = common::tempdir();
+    let run_dir = dir.path().join("run");
+    let missing = dir.path().join("missing").join("c.svg");
+    for chart in [missing.as_path(), dir.path()] {
+        let started = Instant::now();
+        let out = run(&["bench", "--dir", path(&run_dir), "--chart", path(chart)]);
+        assert_exit(&out, 2);
+        assert!(stderr(&out).contains(&format!("--chart {}", chart.display())), "{}", stderr(&out));
+        assert!(started.elapsed() < Duration::from_secs(10), "refused at once, not after the run");
+        assert!(!run_dir.exists() && !missing.parent().expect("parent").exists());
+    }
+    // An existing chart survives a failed run unchanged; a new one is not left half-made.
+    let old = dir.path().join("old.svg");
+    std::fs::write(&old, "<svg/>").expect("write");
+    let new = dir.path().join("new.svg");
+    for chart in [&old, &new] {
+        let out = run(&["bench", "--dir", path(&dir.path().join("a").join("b")), "--chart", path(chart)]);
+        assert_exit(&out, 1);
+    }
+    assert_eq!(std::fs::read_to_string(&old).expect("old chart"), "<svg/>");
+    assert!(!new.exists(), "a failed run left a chart");
 }
 
 fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -370,7 +409,7 @@ fn output_off_a_terminal_is_plain_and_complete() {
     }
 
     let help = stdout(&run(&["--help"]));
-    for code in ["0 ", "1 ", "2 ", "130"] {
+    for code in ["0 ", "1 ", "2 ", "130", "143"] {
         assert!(help.contains(&format!("  {code}")), "exit code {code} documented: {help}");
     }
     assert!(stdout(&run(&["flush", "--help"])).contains("Exit codes"));

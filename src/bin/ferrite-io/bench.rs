@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::Failure;
 use crate::chart;
 use crate::output::{EngineSource, Progress, micros, table};
-use crate::scratch::Scratch;
+use crate::scratch::{Output, Scratch};
 use crate::workloads::{Backend, Bench, FILES, Row, allocations};
 
 /// How long one measurement (one backend, one round) should take.
@@ -30,7 +30,8 @@ pub struct Options {
     pub rows: Vec<Row>,
     pub rounds: usize,
     pub json: bool,
-    pub chart: PathBuf,
+    /// Where the chart goes, claimed before the run.
+    pub chart: Output,
     pub dir: PathBuf,
     pub keep: bool,
 }
@@ -184,7 +185,8 @@ pub async fn run(options: Options) -> Result<(), Failure> {
     }
     let mib = FILES.iter().map(|(_, size)| size >> 20).sum();
     let phase = Progress::start(format!("lay out files in {}", dir.display()), mib, "MiB");
-    let mut bench = Bench::new(&dir, &config, &|bytes| phase.inc(bytes >> 20)).await?;
+    let bench = Bench::new(&dir, &config, &|bytes| phase.inc(bytes >> 20)).await;
+    let mut bench = bench.map_err(|e| Failure::Run(format!("bench files in {}: {e}", dir.display())))?;
     phase.finish();
     let backends: Vec<Backend> = Backend::ALL.iter().copied().filter(|b| bench.runs(*b)).collect();
     let runs = |row: Row| backends.iter().copied().filter(move |b| b.supports(row));
@@ -222,8 +224,9 @@ pub async fn run(options: Options) -> Result<(), Failure> {
         "ferrite-io bench: ours / baseline, median and range of {rounds} rounds; kernel {}",
         ferrite_io::io::detect::kernel_release()
     );
-    draw(&chart, &title, &measured)?;
-    eprintln!("chart: {}", chart.display());
+    draw(chart.path(), &title, &measured)?;
+    eprintln!("chart: {}", chart.path().display());
+    chart.keep();
     if json {
         let report = report(&measured, rounds, &config, &source, &bench, paired);
         let text = serde_json::to_string_pretty(&report).map_err(|e| Failure::Run(format!("JSON report: {e}")))?;

@@ -26,7 +26,8 @@ Exit codes:
   0    success
   1    the run failed (I/O, engine, verification); files it created are removed
   2    bad input: a flag, the config file or FERRITE_IO_ENGINE
-  130  interrupted (Ctrl-C); files it created are removed";
+  130  interrupted (Ctrl-C, SIGINT); files it created are removed
+  143  terminated (SIGTERM, e.g. `kill` or `timeout`); files it created are removed";
 
 #[derive(Parser)]
 #[command(
@@ -89,7 +90,8 @@ enum Command {
         /// Print JSON instead of the table.
         #[arg(long)]
         json: bool,
-        /// Where the SVG chart of the ratios goes.
+        /// Where the SVG chart of the ratios goes (checked before the run; written only by a run
+        /// that succeeds).
         #[arg(long, value_name = "FILE", default_value = "ferrite-io-bench.svg")]
         chart: PathBuf,
     },
@@ -231,6 +233,8 @@ pub enum Failure {
     Run(String),
     /// Ctrl-C (exit code 130).
     Interrupted,
+    /// SIGTERM (exit code 143).
+    Terminated,
 }
 
 impl From<ferrite_io::Error> for Failure {
@@ -330,6 +334,8 @@ fn main() -> ExitCode {
                         names.join(", ")
                     ));
                 }
+                let chart = scratch::Output::claim(&chart)
+                    .unwrap_or_else(|e| usage(format!("--chart {}: {e}", chart.display())));
                 let options = bench::Options {
                     config,
                     source,
@@ -343,10 +349,12 @@ fn main() -> ExitCode {
                 Box::pin(bench::run(options))
             }
         };
-        // Ctrl-C drops the command: its files go with its `Scratch`, its engine drains.
+        // Ctrl-C or SIGTERM drops the command: its files go with its `Scratch`, its engine
+        // drains.
         tokio::select! {
             biased;
             _ = tokio::signal::ctrl_c() => Err(Failure::Interrupted),
+            _ = terminated() => Err(Failure::Terminated),
             result = command => result,
         }
     });
@@ -360,7 +368,22 @@ fn main() -> ExitCode {
             eprintln!("interrupted");
             ExitCode::from(130)
         }
+        Err(Failure::Terminated) => {
+            eprintln!("terminated");
+            ExitCode::from(143)
+        }
     }
+}
+
+/// Resolves when the process gets SIGTERM (unix); never elsewhere, or if the handler cannot be
+/// installed (the signal then keeps its default action).
+async fn terminated() {
+    #[cfg(unix)]
+    if let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        signal.recv().await;
+        return;
+    }
+    std::future::pending::<()>().await
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! [`Scratch`]: the files, and at most the one directory, that a command creates. They are
 //! removed when the command ends, on success, on failure and on Ctrl-C (which drops the
-//! command), unless `--keep`, which prints what it kept.
+//! command), unless `--keep`, which prints what it kept. [`Output`]: a file the command writes
+//! for the user (the bench chart), claimed before the run and kept only when the run succeeds.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -59,6 +60,46 @@ impl Drop for Scratch {
             // Only when empty: a file someone else put there meanwhile stays, and so does the
             // directory.
             let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
+}
+
+/// A file the command writes for the user at the end of a run, opened for writing before the
+/// run starts, so a path that cannot be written (a missing directory, a read-only filesystem, a
+/// directory) is refused before minutes of work. Unless [`keep`](Self::keep) is called, it is
+/// removed again on drop if this command created it; a file that was there before stays as it
+/// was (it is opened without truncating).
+pub struct Output {
+    path: PathBuf,
+    made: bool,
+}
+
+impl Output {
+    /// Claims `path`.
+    ///
+    /// # Errors
+    ///
+    /// `path` cannot be opened for writing.
+    pub fn claim(path: &Path) -> io::Result<Output> {
+        let made = !path.exists();
+        std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path)?;
+        Ok(Output { path: path.to_path_buf(), made })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The run succeeded and wrote the file: it stays.
+    pub fn keep(mut self) {
+        self.made = false;
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        if self.made {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
 }
