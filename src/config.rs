@@ -142,7 +142,17 @@ impl Default for IoEngineConfig {
     }
 }
 
-/// Largest ring the kernel accepts without `IORING_SETUP_CLAMP`.
+/// Largest ring the kernel accepts without `IORING_SETUP_CLAMP`. This and the limits below
+/// bound the `[io]` keys; [`IoEngineConfig::validate`] checks them.
+///
+/// ```
+/// use ferrite_io::config::{BUFFER_ALIGN, MAX_BUFFER_SIZE, MAX_URING_ENTRIES};
+/// use ferrite_io::IoEngineConfig;
+/// let biggest = IoEngineConfig { uring_entries: MAX_URING_ENTRIES, buffer_size: MAX_BUFFER_SIZE, ..Default::default() };
+/// assert!(biggest.validate().is_ok());
+/// let unaligned = IoEngineConfig { buffer_size: BUFFER_ALIGN + 1, ..Default::default() };
+/// assert!(unaligned.validate().is_err());
+/// ```
 pub const MAX_URING_ENTRIES: u32 = 32768;
 /// Most io_uring rings per engine.
 pub const MAX_RINGS: u32 = 64;

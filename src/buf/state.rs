@@ -19,15 +19,43 @@ mod sealed {
 }
 
 /// A buffer state. Sealed: the four markers in this module are the only states.
+///
+/// ```
+/// use ferrite_io::{Buf, Free, buf::BufState};
+/// fn describe<S: BufState>(buf: &Buf<S>) -> String {
+///     format!("{} bytes, {}", buf.len(), S::NAME)
+/// }
+/// assert_eq!(describe::<Free>(&Buf::from(vec![0; 8])), "8 bytes, Free");
+/// ```
 pub trait BufState: sealed::Sealed + Send + Sync + 'static {
     /// The state's name, for `Debug` and tracing.
     const NAME: &'static str;
 }
 
 /// States whose bytes the caller may read: [`Free`], [`Registered`], [`Completed`].
+///
+/// ```
+/// use ferrite_io::{Buf, buf::Readable};
+/// // Any buffer the caller holds can be checked, whatever its state; an in-flight one cannot.
+/// fn all_zero<S: Readable>(buf: &Buf<S>) -> bool {
+///     buf.iter().all(|&b| b == 0)
+/// }
+/// assert!(all_zero(&Buf::from(vec![0; 16])));
+/// ```
 pub trait Readable: BufState {}
 
 /// States an engine accepts for a new operation: [`Free`] and [`Registered`].
+///
+/// ```
+/// use ferrite_io::{Buf, buf::Submittable};
+/// // Fill a buffer before submitting it, plain or registered alike.
+/// fn stamp<S: Submittable>(buf: &mut Buf<S>, byte: u8) {
+///     buf.fill(byte);
+/// }
+/// let mut buf = Buf::from(vec![0; 4]);
+/// stamp(&mut buf, 7);
+/// assert_eq!(&buf[..], &[7; 4]);
+/// ```
 pub trait Submittable: Readable {
     /// Whether the buffer claims to be in an engine's fixed-buffer table.
     #[doc(hidden)]
@@ -35,15 +63,53 @@ pub trait Submittable: Readable {
 }
 
 /// Owned by the caller, usable for plain (non-fixed) operations on any engine.
+///
+/// ```
+/// use ferrite_io::{Buf, Free};
+/// let buf: Buf<Free> = Buf::from(vec![0; 4096]); // caller memory is always Free
+/// assert_eq!(buf.pool_id(), 0);
+/// ```
 #[derive(Debug)]
 pub struct Free(());
 /// Owned by the caller and in an engine's fixed-buffer table: usable for fixed operations.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use ferrite_io::{Buf, IoEngine, Registered};
+/// let engine = ferrite_io::create_engine(ferrite_io::IoEngineConfig::default())?;
+/// let page: Buf<Registered> = engine.acquire().await; // a slot of the engine's pool
+/// assert!(Buf::from(vec![0; 4096]).try_into_registered(&*engine).is_err()); // never a Vec
+/// # drop(page);
+/// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+/// ```
 #[derive(Debug)]
 pub struct Registered(());
 /// Owned by an engine while the kernel may read or write it. No byte access.
+///
+/// A caller never holds one: an operation takes a `Buf<Free>` or `Buf<Registered>` and gives back
+/// a `Buf<Completed>`; in between, only the engine has the buffer, as `Buf<InFlight>`.
+///
+/// ```compile_fail
+/// fn peek(buf: &ferrite_io::Buf<ferrite_io::InFlight>) -> u8 {
+///     buf[0] // no Deref: the kernel may be writing these bytes
+/// }
+/// ```
 #[derive(Debug)]
 pub struct InFlight(());
 /// Handed back by an engine; holds the bytes the operation transferred.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use ferrite_io::{Buf, Completed, IoEngine, OpenOptions};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let engine = ferrite_io::create_engine(ferrite_io::IoEngineConfig::default())?;
+/// let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+/// let (written, buf) = engine.write_at(&file, Buf::from(b"abc".to_vec()), 0).await.into_parts();
+/// let buf: Buf<Completed> = buf; // readable, not writable, not submittable until recycled
+/// assert_eq!((written?, &buf[..]), (3, &b"abc"[..]));
+/// let _again = buf.into_free();
+/// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+/// ```
 #[derive(Debug)]
 pub struct Completed(());
 
