@@ -438,3 +438,35 @@ fn bench_pairs_qd1_with_the_raw_ring() {
     assert!(row["us_per_op"]["raw_sqpoll"].as_f64().is_some_and(|v| v > 0.0), "{row}");
     assert!(!bench_dir.exists(), "bench left {:?}", entries(&bench_dir));
 }
+
+/// Runs `probe` as root without `CAP_IPC_LOCK` under a 64 KiB locked-memory limit, where the
+/// ring sets up but the pool cannot be registered. Before the fix `probe` printed "io_uring
+/// probe: supported" above an engine that had fallen back for that very reason.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_memlock_limit_is_reported_consistently() {
+    let dir = common::tempdir();
+    let script = format!(
+        "ulimit -l 64 && exec setpriv --inh-caps=-ipc_lock --bounding-set=-ipc_lock {} probe --dir {}",
+        env!("CARGO_BIN_EXE_ferrite-io"),
+        path(dir.path())
+    );
+    let out = finish(
+        Command::new("bash").args(["-c", &script]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("bash"),
+        "probe under a memlock limit",
+    );
+    if out.status.code() != Some(0) || !stderr(&out).contains("ulimit -l") {
+        println!(
+            "skipped: cannot drop CAP_IPC_LOCK under a memlock limit here (needs root and setpriv): {}",
+            stderr(&out)
+        );
+        return;
+    }
+    let text = stdout(&out);
+    let line = |prefix: &str| text.lines().find(|l| l.starts_with(prefix)).unwrap_or_default().to_owned();
+    assert!(line("engine:").contains("ulimit -l"), "{text}");
+    assert!(
+        !line("io_uring probe:").contains("probe:    supported"),
+        "a probe that says supported above a fallback: {text}"
+    );
+}

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ferrite_io::{EngineChoice, IoEngine, IoEngineConfig, OpenOptions, UringSupport};
+use ferrite_io::{EngineChoice, IoEngine, IoEngineConfig, OpenOptions, Reason, UringSupport};
 
 use crate::Failure;
 use crate::output::{EngineSource, duration, engine_line};
@@ -15,15 +15,22 @@ pub async fn run(config: IoEngineConfig, source: EngineSource, dir: PathBuf, kee
     println!("kernel:            {}", ferrite_io::io::detect::kernel_release());
     let sysctl = ferrite_io::io::detect::io_uring_disabled_sysctl();
     println!("io_uring_disabled: {}", sysctl.map_or("absent".to_owned(), |v| v.to_string()));
-    if config.engine == EngineChoice::Tokio {
-        println!("io_uring probe:    skipped (tokio from {source})");
-    } else {
-        match ferrite_io::check_uring_support(&config) {
-            UringSupport::Supported(info) => println!("io_uring probe:    supported: {info}"),
-            UringSupport::Unsupported(why) => println!("io_uring probe:    unsupported: {why}"),
+    let support = (config.engine != EngineChoice::Tokio).then(|| ferrite_io::check_uring_support(&config));
+    let engine = ferrite_io::create_engine(config.clone());
+    let fell_back = engine.as_ref().is_ok_and(|e| matches!(e.selection().reason, Reason::FellBack(_)));
+    match support {
+        None => println!("io_uring probe:    skipped (tokio from {source})"),
+        // The probe registers one small buffer; the engine registers the whole pool, which the
+        // locked-memory limit may refuse. Say so rather than "supported" above a fallback.
+        Some(UringSupport::Supported(info)) if fell_back || engine.is_err() => {
+            println!(
+                "io_uring probe:    ring and opcodes supported ({info}), but the engine could not set up: see below"
+            )
         }
+        Some(UringSupport::Supported(info)) => println!("io_uring probe:    supported: {info}"),
+        Some(UringSupport::Unsupported(why)) => println!("io_uring probe:    unsupported: {why}"),
     }
-    let engine = ferrite_io::create_engine(config.clone())?;
+    let engine = engine?;
     println!("engine:            {}", engine_line(engine.selection(), &source));
     println!("pool:              {} buffers x {} bytes", engine.pool().capacity(), engine.pool().buffer_size());
 
