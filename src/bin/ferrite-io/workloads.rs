@@ -309,20 +309,32 @@ impl Files {
     async fn open(path: &Path, direct: bool) -> ferrite_io::Result<Files> {
         let engine = File::open(path, &OpenOptions::new().direct(direct)).await?;
         // A second descriptor of the same open file: direct I/O (a file status flag) included.
-        let std = engine.std().try_clone().map_err(io_error)?;
+        let std = engine.std().try_clone().map_err(io_error_at(ferrite_io::Op::Open, path))?;
         Ok(Files { engine, std: Arc::new(std), path: path.to_path_buf() })
     }
 
     async fn tokio_fs(&self) -> ferrite_io::Result<tokio::fs::File> {
         let file = tokio::fs::OpenOptions::new().read(true).write(true).open(&self.path).await;
-        file.map_err(io_error)
+        file.map_err(io_error_at(ferrite_io::Op::Open, &self.path))
     }
 }
 
+/// An error of the bench's own code (a baseline, the layout, a task), in the crate's error type.
 fn io_error(source: std::io::Error) -> ferrite_io::Error {
     ferrite_io::Error::Io {
         op: ferrite_io::Op::Open,
         path: None,
+        offset: 0,
+        backend: ferrite_io::Backend::Tokio,
+        source,
+    }
+}
+
+/// As [`io_error`], for `op` on `path`: the message names the file and what was done to it.
+fn io_error_at(op: ferrite_io::Op, path: &Path) -> impl FnOnce(std::io::Error) -> ferrite_io::Error {
+    move |source| ferrite_io::Error::Io {
+        op,
+        path: Some(path.to_path_buf()),
         offset: 0,
         backend: ferrite_io::Backend::Tokio,
         source,
@@ -400,9 +412,9 @@ impl Bench {
     pub async fn new(dir: &Path, config: &IoEngineConfig, progress: &dyn Fn(u64)) -> ferrite_io::Result<Bench> {
         let [data, seq, write, sync] = FILES.map(|(name, _)| dir.join(name));
         for ((_, size), path) in FILES.iter().zip([&data, &seq, &write, &sync]) {
-            lay_out(path, *size, progress).await.map_err(io_error)?;
+            lay_out(path, *size, progress).await.map_err(io_error_at(ferrite_io::Op::Write, path))?;
         }
-        warm(&data).map_err(io_error)?;
+        warm(&data).map_err(io_error_at(ferrite_io::Op::Read, &data))?;
         let config = IoEngineConfig { registered_buffers: 64, buffer_size: SEQ_BLOCK, ..config.clone() };
         let mut rng = fastrand::Rng::with_seed(0x9E37_79B9_7F4A_7C15);
         let offsets = (0..1 << 16).map(|_| rng.u64(0..FILE_SIZE / PAGE as u64) * PAGE as u64).collect();
@@ -472,6 +484,13 @@ impl Bench {
             .collect()
     }
 
+    /// Names the file and the operation of `row` in an error of a baseline.
+    fn failed(&self, row: Row) -> impl FnOnce(std::io::Error) -> ferrite_io::Error + Send + 'static {
+        let op = if is_write(row) { ferrite_io::Op::Write } else { ferrite_io::Op::Read };
+        let path = self.files(row).path.clone();
+        move |source| io_error_at(op, &path)(source)
+    }
+
     fn files(&self, row: Row) -> &Files {
         match row {
             Row::CachedRead4k | Row::Batch8 | Row::ScaleCached(_) => &self.cached,
@@ -502,23 +521,25 @@ impl Bench {
             #[cfg(uring)]
             Backend::RawRing => {
                 let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.files(row).std);
-                raw::run(&mut self.ring()?.raw, fd, row, &offsets).map_err(io_error)
+                raw::run(&mut self.ring()?.raw, fd, row, &offsets).map_err(self.failed(row))
             }
             #[cfg(uring)]
             Backend::RawSqpoll => {
                 let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.files(row).std);
-                raw::run(std::slice::from_mut(&mut self.ring()?.sqpoll), fd, row, &offsets).map_err(io_error)
+                let failed = self.failed(row);
+                raw::run(std::slice::from_mut(&mut self.ring()?.sqpoll), fd, row, &offsets).map_err(failed)
             }
-            Backend::Pread => pread_run(&self.files(row).std, row, &offsets).map_err(io_error),
+            Backend::Pread => pread_run(&self.files(row).std, row, &offsets).map_err(self.failed(row)),
             #[cfg(target_os = "linux")]
-            Backend::Nowait => nowait_run(&self.files(row).std, row, &offsets).map_err(io_error),
+            Backend::Nowait => nowait_run(&self.files(row).std, row, &offsets).map_err(self.failed(row)),
             Backend::SpawnBlocking => {
-                let file = self.files(row).std.clone();
-                in_task(async move { blocking_run(&file, row, &offsets).await.map_err(io_error) }).await
+                let (file, failed) = (self.files(row).std.clone(), self.failed(row));
+                in_task(async move { blocking_run(&file, row, &offsets).await.map_err(failed) }).await
             }
             Backend::TokioFs => {
                 let file = self.files(row).tokio_fs().await?;
-                in_task(async move { tokio_fs_run(file, row, &offsets).await.map_err(io_error) }).await
+                let failed = self.failed(row);
+                in_task(async move { tokio_fs_run(file, row, &offsets).await.map_err(failed) }).await
             }
         }
     }
