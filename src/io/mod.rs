@@ -286,6 +286,29 @@ impl Batch {
 /// The results of a submitted [`Batch`], one per operation in the order they were added, each
 /// with its buffer. Dropping it drops the results not yet taken (their buffers go back to the
 /// pool); the batch is empty afterwards either way.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use ferrite_io::{create_engine, Batch, IoEngine, IoEngineConfig, OpenOptions};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let engine = create_engine(IoEngineConfig::default())?;
+/// let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await?;
+/// let mut batch = Batch::with_capacity(2);
+/// for page in 0..2u64 {
+///     let mut buf = engine.acquire().await;
+///     buf.fill(page as u8);
+///     batch.write_at(&file, buf, page * 65536);
+/// }
+/// let mut written = 0;
+/// for result in engine.submit_batch(&mut batch).await {
+///     let (n, buf) = result.into_parts();
+///     written += n?;
+///     drop(buf); // back to the pool
+/// }
+/// assert_eq!(written, 2 * 65536);
+/// assert!(batch.is_empty()); // ready to be filled again
+/// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+/// ```
 #[must_use = "each result holds a buffer and may be an error"]
 pub struct BatchResults<'b> {
     slots: std::vec::Drain<'b, BatchSlot>,
@@ -314,6 +337,15 @@ impl Iterator for BatchResults<'_> {
 }
 
 /// Why an engine was chosen.
+///
+/// ```
+/// use ferrite_io::{create_engine, EngineChoice, IoEngine, IoEngineConfig, Reason};
+/// let config = IoEngineConfig::default().with_engine(EngineChoice::Tokio);
+/// let engine = create_engine(config)?;
+/// assert!(matches!(engine.selection().reason, Reason::Requested(EngineChoice::Tokio)));
+/// assert_eq!(engine.selection().reason.to_string(), "engine = \"tokio\" in the config");
+/// # Ok::<(), ferrite_io::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub enum Reason {
     /// The configuration asked for this engine by name.
@@ -372,6 +404,35 @@ impl fmt::Display for Selection {
 /// [`write_all_at`](Self::write_all_at) continue from the remainder.
 ///
 /// Futures are `Send`, and engines are `Send + Sync`: they run on tokio's multi-thread runtime.
+///
+/// Code written against the trait runs on either engine; [`create_engine`] picks one:
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use ferrite_io::{create_engine, IoEngine, IoEngineConfig, OpenOptions};
+///
+/// /// Copies the first `len` bytes of `from` to `to` through one pool buffer.
+/// async fn copy(engine: &impl IoEngine, from: &ferrite_io::File, to: &ferrite_io::File, len: usize)
+///     -> ferrite_io::Result<()> {
+///     let mut buf = engine.acquire().await;
+///     buf.set_len(len)?;
+///     let read = engine.read_exact_at(from, buf, 0).await;
+///     let buf = read.1;
+///     read.0?;
+///     engine.write_all_at(to, buf.into_free(), 0).await.0 // same bytes, same length
+/// }
+///
+/// # let dir = tempfile::tempdir().unwrap();
+/// let engine = create_engine(IoEngineConfig::default())?;
+/// let create = OpenOptions::new().create(true);
+/// let (a, b) = (engine.open(dir.path().join("a"), &create).await?, engine.open(dir.path().join("b"), &create).await?);
+/// let mut buf = engine.acquire().await;
+/// buf.fill(5);
+/// engine.write_all_at(&a, buf, 0).await.0?;
+/// copy(&*engine, &a, &b, 4096).await?; // `create_engine` gives an `Arc<Engine>`
+/// assert_eq!(std::fs::read(dir.path().join("b")).unwrap()[..4096], [5; 4096]);
+/// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+/// ```
 pub trait IoEngine: Send + Sync + 'static {
     /// Which engine this is.
     ///

@@ -103,6 +103,23 @@ impl UringEngine {
     ///
     /// [`Error::Unavailable`] with the typed reason when io_uring cannot be used,
     /// [`Error::Config`] for a bad config, [`Error::Map`] when the arena cannot be mapped.
+    ///
+    /// ```
+    /// use ferrite_io::{IoEngine, IoEngineConfig, UringEngine};
+    /// // Four rings of 64 entries, 16 fixed buffers of 16 KiB, files O_DIRECT unless asked not.
+    /// let config = IoEngineConfig {
+    ///     rings: 4,
+    ///     uring_entries: 64,
+    ///     registered_buffers: 16,
+    ///     buffer_size: 16 << 10,
+    ///     direct_io: true,
+    ///     ..IoEngineConfig::default()
+    /// };
+    /// let engine = UringEngine::new(&config)?;
+    /// assert_eq!((engine.rings(), engine.pool().capacity()), (4, 16));
+    /// assert!(engine.direct_io());
+    /// # Ok::<(), ferrite_io::Error>(())
+    /// ```
     pub fn new(config: &IoEngineConfig) -> Result<Self> {
         config.validate()?;
         let (first, info) = detect::setup(config.uring_entries)?;
@@ -145,11 +162,26 @@ impl UringEngine {
     }
 
     /// Operations submitted and not yet completed and collected, over all rings.
+    ///
+    /// ```
+    /// use ferrite_io::{IoEngineConfig, UringEngine};
+    /// let engine = UringEngine::new(&IoEngineConfig::default())?;
+    /// assert_eq!(engine.in_flight(), 0);
+    /// # Ok::<(), ferrite_io::Error>(())
+    /// ```
     pub fn in_flight(&self) -> usize {
         self.stats().in_flight as usize
     }
 
-    /// The number of rings.
+    /// The number of rings: `io.rings`, or one per CPU when it is 0 (fewer if the kernel
+    /// refused more, with a warning).
+    ///
+    /// ```
+    /// use ferrite_io::{IoEngineConfig, UringEngine};
+    /// let engine = UringEngine::new(&IoEngineConfig { rings: 2, ..IoEngineConfig::default() })?;
+    /// assert_eq!(engine.rings(), 2);
+    /// # Ok::<(), ferrite_io::Error>(())
+    /// ```
     pub fn rings(&self) -> usize {
         self.shared.rings.len()
     }
