@@ -35,24 +35,27 @@ const SCAN_DEPTH: usize = 4;
 /// fails recovery with [`Error::Corrupt`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HoleKind {
-    /// Header and footer come from different writes, or one of them is missing
-    /// ([`PageError::Torn`]).
+    /// Only some sectors of the page's first write reached the disk ([`PageError::Torn`]).
     Torn,
     /// All zeros, or past the end of the file ([`PageError::NeverWritten`]).
     NeverWritten,
 }
 
-/// A page that is not intact because a crash interrupted its write (or the write never ran).
+/// A run of consecutive pages that are not intact because a crash interrupted their writes (or
+/// the writes never ran), all of the same kind. One entry per run, not per page: a sparse log with
+/// a terabyte gap is one `Hole`, not a hundred million.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Hole {
-    /// The page's log address.
+    /// The log address of the run's first page.
     pub address: u64,
+    /// Pages in the run (at least 1).
+    pub pages: u64,
     /// What was found there.
     pub kind: HoleKind,
 }
 
 impl Hole {
-    /// The [`PageError`] [`verify`] reported for this page.
+    /// The [`PageError`] [`verify`] reported for the run's first page.
     pub fn error(&self) -> PageError {
         match self.kind {
             HoleKind::Torn => PageError::Torn { address: self.address },
@@ -60,10 +63,10 @@ impl Hole {
         }
     }
 
-    fn from_error(error: &PageError) -> Option<Hole> {
+    fn from_error(error: &PageError, pages: u64) -> Option<Hole> {
         match *error {
-            PageError::Torn { address } => Some(Hole { address, kind: HoleKind::Torn }),
-            PageError::NeverWritten { address } => Some(Hole { address, kind: HoleKind::NeverWritten }),
+            PageError::Torn { address } => Some(Hole { address, pages, kind: HoleKind::Torn }),
+            PageError::NeverWritten { address } => Some(Hole { address, pages, kind: HoleKind::NeverWritten }),
             PageError::Checksum { .. } | PageError::Misdirected { .. } | PageError::Invalid { .. } => None,
         }
     }
@@ -86,14 +89,15 @@ pub struct Recovery {
     /// The highest sequence number of any intact page, in the prefix or after it; `None` when no
     /// page is intact. Sequences are not required to grow with the address.
     pub last_sequence: Option<u64>,
-    /// The highest sequence number in any intact page or in the header or footer of any torn
-    /// page (`>= last_sequence`). A reopened flusher must number its pages above this: a page
-    /// rewritten with a sequence an earlier write of that address already used, and then torn,
-    /// would have a header and footer that agree, and read as corrupt instead of torn.
+    /// The highest sequence number in any intact page or in the header sector of any page that
+    /// did not verify (`>= last_sequence`). A reopened flusher numbers its flushes above this
+    /// (`first_sequence`), so sequences stay unique per log; they only inform, verification does
+    /// not depend on them.
     pub max_sequence_seen: Option<u64>,
     /// Torn and never-written pages at or after `durable_until` that some later page was written
     /// after: those before the last intact page, and those between the last intact page and the
-    /// [`torn_tail`](Self::torn_tail). In address order.
+    /// [`torn_tail`](Self::torn_tail). In address order, one entry per run of consecutive pages
+    /// of one kind.
     pub holes: Vec<Hole>,
     /// The last page that was written to at all (not never-written), when it is torn: only
     /// never-written pages follow it. At or after `end`.
@@ -228,7 +232,7 @@ pub async fn read_page<E: IoEngine, S: Submittable>(
 ///
 /// let recovery = recover(&*engine, &file, 8192, 16384).await?;
 /// assert_eq!((recovery.durable_until, recovery.pages, recovery.end), (16384, 2, 32768));
-/// assert_eq!(recovery.holes, [Hole { address: 16384, kind: HoleKind::NeverWritten }]);
+/// assert_eq!(recovery.holes, [Hole { address: 16384, pages: 1, kind: HoleKind::NeverWritten }]);
 /// assert_eq!(recovery.last_sequence, Some(4));
 ///
 /// // Had page 2 been acknowledged, the log would be corrupt.
@@ -267,12 +271,12 @@ pub async fn recover<E: IoEngine>(engine: &E, file: &File, page_size: usize, ack
                 break;
             }
             Some(data) if data >= address + step => {
+                // One run, however long: a terabyte gap costs what a page does.
                 let skip_to = (data - data % step).min(scanned_until);
-                while address < skip_to {
-                    scan.not_intact(address, PageError::NeverWritten { address }, None)?;
-                    address += step;
-                    tokio::task::coop::consume_budget().await;
-                }
+                let pages = (skip_to - address) / step;
+                scan.not_intact(address, PageError::NeverWritten { address }, None, pages)?;
+                address = skip_to;
+                tokio::task::coop::consume_budget().await;
                 continue;
             }
             Some(_) => {}
@@ -309,7 +313,7 @@ pub async fn recover<E: IoEngine>(engine: &E, file: &File, page_size: usize, ack
             };
             match result {
                 Ok(info) => scan.intact(at, &info),
-                Err(Error::Page(error)) => scan.not_intact(at, error, torn_sequence(&buf))?,
+                Err(Error::Page(error)) => scan.not_intact(at, error, torn_sequence(&buf), 1)?,
                 Err(e) => return Err(e),
             }
             // Own pool, so this always succeeds; a buffer that did not would go back to the pool.
@@ -352,7 +356,7 @@ struct Scan {
     acknowledged: u64,
     /// Every page so far is intact and closed: the durable prefix goes on.
     prefix_open: bool,
-    /// Torn and never-written pages after the last intact page seen so far.
+    /// Runs of torn and never-written pages after the last intact page seen so far.
     pending: Vec<Hole>,
 }
 
@@ -375,9 +379,10 @@ impl Scan {
         r.max_sequence_seen = r.max_sequence_seen.max(r.last_sequence);
     }
 
+    /// `pages` consecutive pages from `address` that `error` (naming the first) describes;
     /// `sequence`: the sequence number in the page's header, if it has one.
-    fn not_intact(&mut self, address: u64, error: PageError, sequence: Option<u64>) -> Result<()> {
-        let Some(hole) = Hole::from_error(&error) else {
+    fn not_intact(&mut self, address: u64, error: PageError, sequence: Option<u64>, pages: u64) -> Result<()> {
+        let Some(hole) = Hole::from_error(&error, pages) else {
             return Err(Error::Corrupt { address, page: error });
         };
         if address < self.acknowledged {
@@ -385,7 +390,12 @@ impl Scan {
             return Err(Error::Corrupt { address, page: error });
         }
         self.prefix_open = false;
-        self.pending.push(hole);
+        match self.pending.last_mut() {
+            Some(run) if run.kind == hole.kind && run.address + run.pages * self.step == address => {
+                run.pages += pages;
+            }
+            _ => self.pending.push(hole),
+        }
         let r = &mut self.recovery;
         r.max_sequence_seen = r.max_sequence_seen.max(sequence);
         Ok(())
@@ -397,8 +407,13 @@ impl Scan {
         }
         let r = &mut self.recovery;
         if let Some(last_torn) = self.pending.iter().rposition(|h| h.kind == HoleKind::Torn) {
-            r.torn_tail = Some(self.pending[last_torn].address);
+            // The run's last page is the tail; the pages before it in the run stay holes.
+            let run = self.pending[last_torn];
+            r.torn_tail = Some(run.address + (run.pages - 1) * self.step);
             self.pending.truncate(last_torn);
+            if run.pages > 1 {
+                self.pending.push(Hole { pages: run.pages - 1, ..run });
+            }
             r.holes.append(&mut self.pending);
         }
         if r.durable_until < self.acknowledged {
