@@ -6,13 +6,10 @@
 
 #![no_main]
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ferrite_io::{EngineChoice, TokioEngine};
-use ferrite_io_fuzz::{Input, model};
+use ferrite_io_fuzz::{Input, model, runtime, scratch_file};
 use libfuzzer_sys::fuzz_target;
 
 /// The model's options.
@@ -20,28 +17,9 @@ fn options() -> model::Options {
     model::Options { timeout: Duration::from_secs(5) }
 }
 
-/// One current-thread runtime for the whole process; each input runs in a `block_on`.
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime"))
-}
-
-/// This process's directory for data files, under the (gitignored, ext4) fuzz/target.
-fn data_dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("target")
-            .join("fuzz-tmp")
-            .join(std::process::id().to_string());
-        std::fs::create_dir_all(&dir).expect("fuzz data dir");
-        dir
-    })
-}
-
 #[cfg(all(feature = "io-uring", target_os = "linux"))]
 fn uring_available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *AVAILABLE.get_or_init(|| {
         let config = model::Setup::new(1, false, false, false).config(EngineChoice::Uring);
         matches!(ferrite_io::check_uring_support(&config), ferrite_io::UringSupport::Supported(_))
@@ -49,8 +27,7 @@ fn uring_available() -> bool {
 }
 
 fuzz_target!(|input: Input| {
-    static NEXT_FILE: AtomicU64 = AtomicU64::new(0);
-    let path = data_dir().join(NEXT_FILE.fetch_add(1, Ordering::Relaxed).to_string());
+    let path = scratch_file("");
     runtime().block_on(async {
         let foreign = TokioEngine::new(&model::foreign_config()).expect("foreign engine");
         #[cfg(all(feature = "io-uring", target_os = "linux"))]

@@ -7,12 +7,11 @@
 
 #![no_main]
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use arbitrary::Arbitrary;
 use ferrite_io::{EngineChoice, IoEngine, IoEngineConfig, OpenOptions};
+use ferrite_io_fuzz::{runtime, scratch_file};
 use libfuzzer_sys::fuzz_target;
 
 /// The file span the operations touch.
@@ -40,23 +39,6 @@ struct Input {
 /// What an action gave: the result (length or errno) and the bytes read.
 #[derive(Debug, PartialEq, Eq)]
 struct Outcome(Result<usize, Option<i32>>, Vec<u8>);
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime"))
-}
-
-fn data_dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("target")
-            .join("fuzz-tmp")
-            .join(std::process::id().to_string());
-        std::fs::create_dir_all(&dir).expect("fuzz data dir");
-        dir
-    })
-}
 
 fn shape(aligned: bool, offset: u16, len: u16) -> (u64, usize) {
     let (offset, len) = (u64::from(offset) % SPAN, usize::from(len) % 16384 + 1);
@@ -131,9 +113,7 @@ async fn run<E: IoEngine>(engine: &E, path: &Path, input: &Input) -> Vec<Outcome
 fuzz_target!(|input: Input| {
     #[cfg(all(feature = "io-uring", target_os = "linux"))]
     {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let (a, b) = (data_dir().join(format!("{n}.uring")), data_dir().join(format!("{n}.tokio")));
+        let (a, b) = (scratch_file(".uring"), scratch_file(".tokio"));
         runtime().block_on(async {
             let config = |engine| IoEngineConfig {
                 engine,
@@ -155,5 +135,5 @@ fuzz_target!(|input: Input| {
         let _ = (std::fs::remove_file(&a), std::fs::remove_file(&b));
     }
     #[cfg(not(all(feature = "io-uring", target_os = "linux")))]
-    let _ = (input, runtime, data_dir, run::<ferrite_io::TokioEngine>);
+    let _ = (input, runtime, scratch_file, run::<ferrite_io::TokioEngine>);
 });

@@ -6,14 +6,11 @@
 
 #![no_main]
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use arbitrary::Arbitrary;
 use ferrite_io::hybridlog::page::{self, PAYLOAD_START};
 use ferrite_io::hybridlog::recover;
 use ferrite_io::{IoEngine, IoEngineConfig, OpenOptions, TokioEngine};
+use ferrite_io_fuzz::{runtime, scratch_file};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]
@@ -27,23 +24,6 @@ struct Input {
     flip: u16,
     /// Raw page bytes, repeated to fill the page(s).
     bytes: Vec<u8>,
-}
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime"))
-}
-
-fn data_dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("target")
-            .join("fuzz-tmp")
-            .join(std::process::id().to_string());
-        std::fs::create_dir_all(&dir).expect("fuzz data dir");
-        dir
-    })
 }
 
 fuzz_target!(|input: Input| {
@@ -75,8 +55,7 @@ fuzz_target!(|input: Input| {
     }
 
     // Recovery over the raw bytes and the sealed page, as a two-page log: never a panic.
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let path = data_dir().join(NEXT.fetch_add(1, Ordering::Relaxed).to_string());
+    let path = scratch_file("");
     let log: Vec<u8> = raw.iter().chain(&flipped).copied().collect();
     std::fs::write(&path, &log).expect("write log");
     runtime().block_on(async {

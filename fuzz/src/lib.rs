@@ -1,9 +1,37 @@
-//! Support for the `buf_lifecycle` fuzz target: the shared model ([`model`], also compiled into
-//! the main crate's `tests/lifecycle.rs`) and how fuzz input decodes into its actions.
+//! Support for the fuzz targets: the process-wide runtime and scratch files every target uses
+//! ([`runtime`], [`scratch_file`]), and for `buf_lifecycle` the shared model ([`model`], also
+//! compiled into the main crate's `tests/lifecycle.rs`) and how fuzz input decodes into its
+//! actions ([`Input`]).
 
 pub mod model;
 
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use arbitrary::{Arbitrary, Result, Unstructured};
+
+/// One current-thread runtime for the whole process; each input runs in a `block_on`.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime"))
+}
+
+/// A new path for a data file, `<n><suffix>` in this process's directory under the (gitignored,
+/// ext4) `fuzz/target/fuzz-tmp/<pid>`; the target removes the file when its input is done.
+pub fn scratch_file(suffix: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join("fuzz-tmp")
+            .join(std::process::id().to_string());
+        std::fs::create_dir_all(&dir).expect("fuzz data dir");
+        dir
+    });
+    dir.join(format!("{}{suffix}", NEXT.fetch_add(1, Ordering::Relaxed)))
+}
 
 use model::{Action, Io, MAX_BATCH, MAX_SET_LEN, Setup};
 
