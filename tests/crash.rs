@@ -91,31 +91,55 @@ fn crash_child() {
     });
 }
 
-/// Runs one child generation, kills it after `delay`, returns the highest acknowledged address.
-fn run_child(spec: &str, delay: Duration) -> u64 {
+/// Runs one child generation, kills it after `delay`; returns the highest acknowledged address
+/// and the number of acknowledgements. Panics (with the child's stderr) when the child was not
+/// running any more when the kill came: a child that failed on its own crashed nothing.
+fn run_child(spec: &str, delay: Duration, stderr: &std::path::Path) -> (u64, u64) {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
         .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD, spec)
+        .env("RUST_BACKTRACE", "0") // a failing child exits at once, before the kill
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(stderr).unwrap())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
-        let mut acked = 0u64;
+        let (mut acked, mut acks) = (0u64, 0u64);
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             if let Some(end) = line.strip_prefix("ack ").and_then(|v| v.parse::<u64>().ok()) {
                 acked = acked.max(end);
+                acks += 1;
             }
         }
-        acked
+        (acked, acks)
     });
     std::thread::sleep(delay);
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    let ended = child.try_wait().unwrap();
+    if ended.is_none() {
+        child.kill().unwrap(); // SIGKILL
+    }
+    let status = child.wait().unwrap();
+    if ended.is_some() || !killed(&status) {
+        let output = std::fs::read_to_string(stderr).unwrap_or_default();
+        panic!("{spec}: the child ended by itself ({status}) before the kill:\n{output}");
+    }
     reader.join().unwrap()
+}
+
+/// Whether the child died of the kill (a child that exits by itself, even just before the kill
+/// lands, keeps its own exit status).
+#[cfg(unix)]
+fn killed(status: &std::process::ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal() == Some(9)
+}
+
+#[cfg(not(unix))]
+fn killed(_: &std::process::ExitStatus) -> bool {
+    true
 }
 
 #[test]
@@ -126,8 +150,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_page() {
     let generations: u64 = std::env::var("CRASH_GENERATIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = common::tempdir();
-    let mut kills = 0;
-    let mut checked = 0u64;
+    let (mut kills, mut acks, mut checked) = (0, 0, 0u64);
     let mut rng = common::Rng(0x5EED);
     let mut choices = vec![EngineChoice::Tokio];
     if cfg!(all(feature = "io-uring", target_os = "linux")) {
@@ -138,6 +161,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_page() {
             for sync in [SyncPolicy::Group, SyncPolicy::PerPage] {
                 let path = dir.path().join(format!("{engine}-{direct}-{sync:?}.log"));
                 let (mut start, mut sequence) = (0u64, 1u64);
+                let mut combination_acks = 0;
                 for generation in 0..generations {
                     let seed = rng.next();
                     let sync_name = if sync == SyncPolicy::Group { "group" } else { "per-page" };
@@ -145,8 +169,10 @@ fn sigkill_at_random_moments_loses_no_acknowledged_page() {
                         format!("{engine},{},{sync_name},{},{start},{sequence},{seed}", direct as u8, path.display());
                     let delay = Duration::from_millis(20 + rng.below(150));
                     // What earlier generations made durable stays acknowledged.
-                    let acked = run_child(&spec, delay).max(start);
+                    let (acked, child_acks) = run_child(&spec, delay, &dir.path().join("child.stderr"));
+                    let acked = acked.max(start);
                     kills += 1;
+                    combination_acks += child_acks;
                     let what = format!("{engine} direct={direct} {sync:?} generation {generation} seed {seed}");
                     let (durable, seen, pages) = runtime.block_on(verify(engine, direct, &path, acked, &what));
                     checked += pages;
@@ -155,10 +181,16 @@ fn sigkill_at_random_moments_loses_no_acknowledged_page() {
                     start = durable;
                     sequence = seen + 1;
                 }
+                // Kills before the first acknowledgement check nothing.
+                assert!(combination_acks > 0, "{engine} direct={direct} {sync:?}: no child acknowledged a flush");
+                acks += combination_acks;
             }
         }
     }
-    println!("real crashes: {kills} SIGKILLs, {checked} acknowledged pages checked byte for byte");
+    println!(
+        "real crashes: {kills} SIGKILLs, {acks} acknowledgements received, \
+         {checked} acknowledged pages checked byte for byte"
+    );
 }
 
 /// Recovers the log after a kill; checks every page below `acked`. Returns the durable prefix,
