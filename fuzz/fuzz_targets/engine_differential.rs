@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use arbitrary::Arbitrary;
-use ferrite_io::{EngineChoice, IoEngine, IoEngineConfig, OpenOptions};
+use ferrite_io::{IoEngine, OpenOptions};
 use ferrite_io_fuzz::{runtime, scratch_file};
 use libfuzzer_sys::fuzz_target;
 
@@ -115,6 +115,7 @@ fuzz_target!(|input: Input| {
     {
         let (a, b) = (scratch_file(".uring"), scratch_file(".tokio"));
         runtime().block_on(async {
+            use ferrite_io::{EngineChoice, IoEngineConfig};
             let config = |engine| IoEngineConfig {
                 engine,
                 registered_buffers: 4,
