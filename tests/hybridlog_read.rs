@@ -523,6 +523,25 @@ async fn recover_and_read_on_o_direct() {
         assert_eq!(e, PageError::Torn { address: (N - 1) * P }, "{name}");
         let (e, _) = page_error(&engine, &file, PS, (N + 5) * P).await;
         assert_eq!(e, PageError::NeverWritten { address: (N + 5) * P }, "{name}");
+
+        // The documented resume state: truncated to `durable_until` inside an open tail page, so
+        // the file ends inside a sector. The short read there used to be continued at a
+        // misaligned offset, which O_DIRECT refuses: recovery failed on the log it had made.
+        let file = open(&engine, &dir, &format!("{name}.direct-open"), true).await;
+        write_page(&engine, &file, PS, 0, 1).await;
+        let mut tail = vec![0u8; PS];
+        tail[PAYLOAD_START..PAYLOAD_START + 580].copy_from_slice(&payload(P, 2, 580));
+        page::seal(&mut tail, P, 2, 580, 0, true).unwrap();
+        write(&engine, &file, &tail, P).await;
+        let durable = P + (PAYLOAD_START + 580) as u64;
+        file.std().set_len(durable).unwrap();
+        let recovery = recover(&*engine, &file, PS, durable).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!((recovery.durable_until, recovery.pages, recovery.scanned_until), (durable, 1, 2 * P), "{name}");
+        let (info, buf) = read_page(&*engine, &file, page_buf(&engine, PS).await, P).await.into_parts();
+        let info = info.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!((info.payload_len, info.is_open()), (580, true), "{name}");
+        assert_eq!(buf[info.payload()], payload(P, 2, 580)[..], "{name}");
+        drop(buf);
         common::assert_pool_full(&engine);
     }
 }

@@ -126,8 +126,8 @@ impl Recovery {
 
 /// Reads the page at `address` into `buf` and verifies it. The page size is `buf.len()`.
 ///
-/// The whole page is read with [`IoEngine::read_exact_at`]. A page the file does not reach reads
-/// as zeros: entirely past the end of the file it is [`PageError::NeverWritten`], and a page the
+/// The whole page is read with [`IoEngine::read_at`] (and read again, continuing, if the kernel
+/// cuts the read short inside the file). A page the file does not reach reads as zeros: entirely past the end of the file it is [`PageError::NeverWritten`], and a page the
 /// file ends inside of is verified as if the missing bytes were zero (typically
 /// [`PageError::Torn`]). The buffer comes back in every case, with its length set to the page
 /// size unless the request was refused or the engine failed (then it has the length it was
@@ -180,6 +180,39 @@ pub async fn read_page<E: IoEngine, S: Submittable>(
     if let Err(e) = check_page_size(page_size, "page buffer length").and_then(|()| check_address(address, page_size)) {
         return BufResult(Err(e), refused(buf));
     }
+    let BufResult(result, buf) = engine.read_at(file, buf, address).await;
+    match result {
+        Ok(n) => complete(engine, file, buf, address, page_size, n).await,
+        Err(e) => BufResult(Err(e), buf),
+    }
+}
+
+/// A read of the page at `address` that gave `n` bytes: verified when it is whole; when it stopped
+/// at the end of the file, as if the rest were zeros; when the kernel cut it short inside the
+/// file, after reading the whole page again.
+///
+/// The end of the file is found with `fstat`, not by reading on from `n`: an `O_DIRECT` file that
+/// ends inside a sector (a log truncated to `durable_until` inside its open tail page) gives a
+/// short read whose continuation would be misaligned, and refused.
+async fn complete<E: IoEngine>(
+    engine: &E,
+    file: &File,
+    buf: Buf<Completed>,
+    address: u64,
+    page_size: usize,
+    n: usize,
+) -> BufResult<PageInfo, Buf<Completed>> {
+    if n == page_size {
+        return verified(buf, address);
+    }
+    match file.size() {
+        Ok(size) if address + n as u64 >= size => return verified(zero_extend(buf, page_size), address),
+        Ok(_) => {}
+        Err(e) => return BufResult(Err(e), buf),
+    }
+    let mut buf = buf.into_free();
+    // `page_size` is the length the buffer was submitted with, so it fits.
+    buf.set_len_unchecked(page_size);
     let BufResult(result, buf) = engine.read_exact_at(file, buf, address).await;
     match result {
         Ok(()) => verified(buf, address),
@@ -301,14 +334,7 @@ pub async fn recover<E: IoEngine>(engine: &E, file: &File, page_size: usize, ack
         }
         for (at, BufResult(result, buf)) in addresses.into_iter().zip(engine.submit_batch(&mut batch).await) {
             let BufResult(result, buf) = match result {
-                Ok(n) if n == page_size => verified(buf, at),
-                // A short read: the end of the file, or a read the kernel cut short. Read the
-                // whole page again, which continues short reads and zero-extends at the end.
-                Ok(_) => {
-                    let mut buf = buf.into_free();
-                    buf.set_len(page_size)?;
-                    read_page(engine, file, buf, at).await
-                }
+                Ok(n) => complete(engine, file, buf, at, page_size, n).await,
                 Err(e) => return Err(e),
             };
             match result {
