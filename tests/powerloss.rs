@@ -9,6 +9,8 @@
 //!   holds bytes that were flushed (no torn data passes as valid),
 //! - bit rot in, or a misdirected copy over, an acknowledged page is `Error::Corrupt`.
 //!
+//! One fate in three (half of them for the tail page) is recovered through `O_DIRECT`.
+//!
 //! A fail-at-the-n-th-I/O sweep stops the machine at every I/O of a run instead.
 //!
 //! `POWERLOSS_SCALE=k` multiplies the number of runs; `POWERLOSS_MIN_POINTS=n` (default 1000)
@@ -108,10 +110,17 @@ async fn run(flusher: &Arc<PageFlusher<Sim>>, plan: Plan) {
     }
 }
 
-/// What a crash point must satisfy; `Err` describes the violation.
-async fn check(engine: &Engine, path: &std::path::Path, image: &[u8], acknowledged: u64) -> Result<Recovery, String> {
+/// What a crash point must satisfy; `Err` describes the violation. `direct`: recover through
+/// `O_DIRECT` (an image truncated inside an open page ends inside a sector).
+async fn check(
+    engine: &Engine,
+    path: &std::path::Path,
+    image: &[u8],
+    acknowledged: u64,
+    direct: bool,
+) -> Result<Recovery, String> {
     std::fs::write(path, image).map_err(|e| e.to_string())?;
-    let file = engine.open(path, &OpenOptions::new()).await.map_err(|e| e.to_string())?;
+    let file = engine.open(path, &OpenOptions::new().direct(direct)).await.map_err(|e| e.to_string())?;
     let recovery = recover(engine, &file, PAGE, acknowledged).await.map_err(|e| format!("recover: {e}"))?;
     let mut address = 0;
     while address < recovery.scanned_until {
@@ -206,7 +215,7 @@ async fn simulate(name: &str, engine_config: &IoEngineConfig, sync: SyncPolicy, 
             for fate in 0..SEEDS {
                 let image = journal.crash_image(&base, crash, seed ^ (crash as u64) << 8 ^ fate);
                 let replay = format!("{name} {sync:?} seed {seed} generation {generation} crash {crash} fate {fate}");
-                let recovery = match check(engine.inner(), &crash_path, &image, acknowledged).await {
+                let recovery = match check(engine.inner(), &crash_path, &image, acknowledged, fate == 1).await {
                     Ok(recovery) => recovery,
                     Err(e) => panic!("{replay}: {e}"),
                 };
@@ -307,7 +316,7 @@ async fn every_io_as_the_last_loses_no_acknowledged_page() {
                     let image = journal.crash_image(&[], journal.len(), n << 4 ^ fate);
                     let crash_path = dir.path().join("crash.log");
                     let acknowledged = if sync == SyncPolicy::None { 0 } else { journal.acknowledged(journal.len()) };
-                    if let Err(e) = check(engine.inner(), &crash_path, &image, acknowledged).await {
+                    if let Err(e) = check(engine.inner(), &crash_path, &image, acknowledged, fate == 1).await {
                         panic!("{name} {sync:?} seed {seed}: machine stopped at I/O {n}, fate {fate}: {e}");
                     }
                     points += 1;
@@ -356,7 +365,9 @@ async fn rewriting_the_tail_page_keeps_the_acknowledged_version() {
             for crash in 0..=journal.len() {
                 for fate in 0..16 {
                     let image = journal.crash_image(&[], crash, fate);
-                    if let Err(e) = check(engine.inner(), &crash_path, &image, journal.acknowledged(crash)).await {
+                    if let Err(e) =
+                        check(engine.inner(), &crash_path, &image, journal.acknowledged(crash), fate % 2 == 1).await
+                    {
                         panic!("{name} {sync:?}: crash {crash} fate {fate}: {e}");
                     }
                     points += 1;
