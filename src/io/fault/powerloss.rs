@@ -1,7 +1,7 @@
 //! [`PowerLossEngine`]: wraps any engine, records every write and sync it passes on, and builds
 //! the file a power loss at any point of that record may leave on disk ([`Journal::crash_image`]).
 //!
-//! The disk model (the one `DESIGN.md` states): a write covered by a completed sync (one that
+//! The disk model (the README's Reliability section states it): a write covered by a completed sync (one that
 //! started after the write completed, and succeeded) is on disk. Every other write that was
 //! submitted before the crash is kept whole, dropped, or torn into any subset of its 512-byte
 //! sectors, chosen by a seed; writes apply in submission order, so each sector ends up holding
