@@ -28,7 +28,8 @@
 //! Weighed and not used (figures in the README, `cargo bench --bench io -- ring_setup`):
 //! `IORING_SETUP_SQPOLL` was slower at queue depth 1 on the 2-CPU machine (the polling thread
 //! takes the CPU the completion work needs) and spends a core; `SINGLE_ISSUER`/`DEFER_TASKRUN`
-//! need every submit and every reap of a ring on the thread that created it, while a tokio task
+//! measured within noise of a plain ring and need every submit and every reap of a ring on the
+//! thread that created it, while a tokio task
 //! moves between workers and is woken by whichever thread runs the reactor; `COOP_TASKRUN`
 //! defers completion work until the submitter enters the kernel, which a parked worker may not
 //! do for a long time, so the eventfd would not fire.
