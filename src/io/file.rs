@@ -603,17 +603,28 @@ fn after_open_direct(_file: &std::fs::File) -> io::Result<()> {
 /// `st_blksize`.
 #[cfg(target_os = "linux")]
 fn direct_alignment(file: &std::fs::File) -> Alignment {
-    match statx_dio(file) {
-        Some(Ok(alignment)) => alignment,
-        Some(Err((major, minor))) => logical_block_size(major, minor).unwrap_or_else(|| block_size(file)),
-        None => block_size(file),
-    }
+    alignment_of(statx(file).as_ref(), || block_size(file))
 }
 
-/// `Ok` with the alignment when the kernel and filesystem report `STATX_DIOALIGN`, `Err` with
-/// the device numbers when they do not, `None` when `statx` itself fails.
+/// The fallback chain on what `statx` answered (`None`: the call failed, e.g. `ENOSYS` before
+/// 4.11): `STATX_DIOALIGN` when the kernel (6.1+) and the filesystem report it with a nonzero
+/// offset alignment; else the logical block size of the device `statx` names; else `last`.
 #[cfg(target_os = "linux")]
-fn statx_dio(file: &std::fs::File) -> Option<std::result::Result<Alignment, (u32, u32)>> {
+fn alignment_of(stx: Option<&libc::statx>, last: impl FnOnce() -> Alignment) -> Alignment {
+    let Some(stx) = stx else { return last() };
+    if stx.stx_mask & libc::STATX_DIOALIGN != 0 && stx.stx_dio_offset_align != 0 {
+        return Alignment {
+            memory: stx.stx_dio_mem_align.max(1),
+            offset: stx.stx_dio_offset_align,
+            source: AlignmentSource::Statx,
+        };
+    }
+    logical_block_size(stx.stx_dev_major, stx.stx_dev_minor).unwrap_or_else(last)
+}
+
+/// `statx` of the open descriptor asking for `STATX_DIOALIGN`; `None` when the call fails.
+#[cfg(target_os = "linux")]
+fn statx(file: &std::fs::File) -> Option<libc::statx> {
     use std::os::fd::AsRawFd;
     // SAFETY: `statx` is plain integers (and private padding); all zeros is a valid value.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
@@ -621,19 +632,7 @@ fn statx_dio(file: &std::fs::File) -> Option<std::result::Result<Alignment, (u32
     // describe the open descriptor, and `stx` is a live, writable `statx` for the call.
     let rc =
         unsafe { libc::statx(file.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_DIOALIGN, &mut stx) };
-    if rc != 0 {
-        return None;
-    }
-    let reported = stx.stx_mask & libc::STATX_DIOALIGN != 0 && stx.stx_dio_offset_align != 0;
-    Some(if reported {
-        Ok(Alignment {
-            memory: stx.stx_dio_mem_align.max(1),
-            offset: stx.stx_dio_offset_align,
-            source: AlignmentSource::Statx,
-        })
-    } else {
-        Err((stx.stx_dev_major, stx.stx_dev_minor))
-    })
+    (rc == 0).then_some(stx)
 }
 
 /// The logical block size of the device holding the file (of the whole disk when the file is
@@ -756,6 +755,40 @@ mod tests {
         let file = File::from_std(tempfile::tempfile().unwrap(), false);
         assert!(file.alignment().is_none());
         assert!(file.check_direct(1, [(3, 5)]).is_ok());
+    }
+
+    /// The fallback chain on a real file of the build disk, with what `statx` answered there
+    /// changed the way an older kernel or another filesystem would answer: without
+    /// `STATX_DIOALIGN` (before 6.1, or a filesystem that does not report it), or with a zero
+    /// offset alignment, the device's logical block size, which is the kernel's rule for
+    /// `O_DIRECT` on a block device (ext4 reports the same number through `statx`); with no
+    /// block device behind the file (major 0: tmpfs, overlayfs, btrfs) or no `statx` at all, the
+    /// last resort.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn alignment_falls_back_when_statx_lacks_dioalign() {
+        let file = tempfile::tempfile_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let last = || Alignment { memory: 2048, offset: 2048, source: AlignmentSource::BlockSize };
+        let stx = statx(&file).expect("statx exists since 4.11");
+        assert_eq!(alignment_of(None, last), last());
+
+        let mut without = stx;
+        without.stx_mask &= !libc::STATX_DIOALIGN;
+        let mut zero = stx;
+        zero.stx_dio_offset_align = 0;
+        let mut anonymous = without;
+        (anonymous.stx_dev_major, anonymous.stx_dev_minor) = (0, 42);
+        assert_eq!(alignment_of(Some(&anonymous), last), last(), "no block device: the last resort");
+
+        assert_ne!(stx.stx_dev_major, 0, "the build disk is a block device (ext4), as the test suite needs");
+        let reported = alignment_of(Some(&stx), last);
+        let fallback = alignment_of(Some(&without), last);
+        println!("statx: {reported}; without STATX_DIOALIGN: {fallback}");
+        assert_eq!(reported.source, AlignmentSource::Statx, "kernel 6.1+ on ext4 reports STATX_DIOALIGN");
+        assert_eq!(fallback.source, AlignmentSource::LogicalBlockSize, "{fallback}");
+        assert_eq!(fallback.offset, reported.offset, "the device's logical block size is statx's offset rule");
+        assert!(fallback.memory >= reported.memory, "{fallback} is at least as strict as {reported}");
+        assert_eq!(alignment_of(Some(&zero), last), fallback, "a zero offset alignment means: not reported");
     }
 
     /// The fallback chain's middle step reads sysfs; on this machine's disk it must answer.
