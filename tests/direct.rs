@@ -65,6 +65,53 @@ async fn direct_files_take_their_alignment_from_statx() {
     assert_eq!(file.std().write_at(&buf[..unit], 0).unwrap(), unit, "and takes the aligned length");
 }
 
+/// Windows: on every engine a direct file's handle has no system cache (the kernel reports
+/// `FILE_NO_INTERMEDIATE_BUFFERING` in its mode, the mark `FILE_FLAG_NO_BUFFERING` leaves) and a
+/// buffered file's has it, and the alignment is the volume's sector size as the system reports
+/// it, not the 4096 assumed when it does not.
+#[cfg(windows)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_files_bypass_the_system_cache_with_the_volume_sector_size() {
+    use ferrite_io::AlignmentSource;
+    let dir = common::tempdir();
+    for (name, engine) in common::engines(&config()) {
+        let file = open_direct(&engine, &dir, name).await;
+        let buffered = OpenOptions::new().create(true).direct(false);
+        let buffered = engine.open(dir.path().join(format!("{name}-buffered")), &buffered).await.unwrap();
+        assert!(no_intermediate_buffering(file.std()), "{name}: the direct file's handle bypasses the cache");
+        assert!(!no_intermediate_buffering(buffered.std()), "{name}: the buffered file's handle does not");
+        let alignment = file.alignment().expect("a direct file has an alignment");
+        println!("{name}: FILE_FLAG_NO_BUFFERING, {alignment}");
+        assert!(
+            matches!(alignment.source, AlignmentSource::StorageInfo | AlignmentSource::VolumeSector),
+            "{name}: the system's sector size, not the assumed one: {alignment}"
+        );
+        assert!(alignment.offset >= 512 && alignment.offset.is_power_of_two(), "{name}: {alignment}");
+        assert!(alignment.memory >= alignment.offset && alignment.memory.is_power_of_two(), "{name}: {alignment}");
+    }
+}
+
+/// Whether the handle's mode has `FILE_NO_INTERMEDIATE_BUFFERING` (`NtQueryInformationFile`).
+#[cfg(windows)]
+fn no_intermediate_buffering(file: &std::fs::File) -> bool {
+    use std::os::windows::io::AsRawHandle;
+    use windows_sys::Wdk::Storage::FileSystem::{
+        FILE_MODE_INFORMATION, FILE_NO_INTERMEDIATE_BUFFERING, FileModeInformation, NtQueryInformationFile,
+    };
+    use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
+    let mut mode = FILE_MODE_INFORMATION::default();
+    // SAFETY: IO_STATUS_BLOCK is a status word (or pointer) and a count; all zeros is valid.
+    let mut status: IO_STATUS_BLOCK = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<FILE_MODE_INFORMATION>() as u32;
+    // SAFETY: the handle is open for the borrow of `file`; `status` and `mode` are live and
+    // writable, `mode` of `size` bytes, the class asked for.
+    let rc = unsafe {
+        NtQueryInformationFile(file.as_raw_handle(), &mut status, (&raw mut mode).cast(), size, FileModeInformation)
+    };
+    assert_eq!(rc, 0, "NtQueryInformationFile(FileModeInformation)");
+    mode.Mode & FILE_NO_INTERMEDIATE_BUFFERING != 0
+}
+
 /// Every operation, misaligned in its length or its offset (a vectored one in one member), is
 /// refused with the same typed error on every engine, and the file stays empty: nothing moved.
 /// (Misaligned memory cannot be made from pool buffers, which are 4096-aligned; the unit tests

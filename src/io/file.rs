@@ -6,7 +6,7 @@
 //! |----------|------------------------------------------|------------------------------------------|
 //! | Linux    | `O_DIRECT`                               | `statx(STATX_DIOALIGN)`, else the device's logical block size, else `st_blksize` |
 //! | macOS    | `F_NOCACHE` (`fcntl` after open)         | none: the kernel accepts any alignment    |
-//! | Windows  | `FILE_FLAG_NO_BUFFERING`                 | 4096 (the largest common sector size)     |
+//! | Windows  | `FILE_FLAG_NO_BUFFERING`                 | the volume's sectors (`FileStorageInfo`, else `GetDiskFreeSpaceW`), else 4096 |
 
 use std::fmt;
 use std::io;
@@ -216,7 +216,14 @@ pub enum AlignmentSource {
     LogicalBlockSize,
     /// Linux: the filesystem's preferred block size (`st_blksize`), the last resort.
     BlockSize,
-    /// Windows: 4096, which covers 512-byte and 4 KiB sectors alike.
+    /// Windows: `GetFileInformationByHandleEx(FileStorageInfo)` (Windows 8+): the logical
+    /// sector for offsets and lengths, the physical sector (if larger) for buffer addresses.
+    StorageInfo,
+    /// Windows: the bytes per sector of the file's volume (`GetDiskFreeSpaceW`), for both; what
+    /// wine answers, which lacks `FileStorageInfo`.
+    VolumeSector,
+    /// Windows: 4096 when the system answers neither question; it covers 512-byte and 4 KiB
+    /// sectors alike.
     Sector,
     /// macOS: `F_NOCACHE` accepts any alignment (1 and 1).
     Unrestricted,
@@ -658,9 +665,64 @@ fn block_size(file: &std::fs::File) -> Alignment {
     Alignment { memory: size, offset: size, source: AlignmentSource::BlockSize }
 }
 
+/// Windows: the volume's sector sizes as `FileStorageInfo` reports them (Windows 8+), else its
+/// bytes per sector (`GetDiskFreeSpaceW` on the volume holding the file), else 4096.
 #[cfg(windows)]
-fn direct_alignment(_file: &std::fs::File) -> Alignment {
-    Alignment { memory: 4096, offset: 4096, source: AlignmentSource::Sector }
+fn direct_alignment(file: &std::fs::File) -> Alignment {
+    storage_info(file).or_else(|| volume_sector_size(file)).unwrap_or(Alignment {
+        memory: 4096,
+        offset: 4096,
+        source: AlignmentSource::Sector,
+    })
+}
+
+/// `FileStorageInfo`: offsets and lengths in logical sectors (the volume sector size
+/// `FILE_FLAG_NO_BUFFERING` demands), buffers aligned to the physical sector as well.
+#[cfg(windows)]
+fn storage_info(file: &std::fs::File) -> Option<Alignment> {
+    use std::os::windows::io::AsRawHandle;
+    use windows_sys::Win32::Storage::FileSystem::{FILE_STORAGE_INFO, FileStorageInfo, GetFileInformationByHandleEx};
+    let mut info = FILE_STORAGE_INFO::default();
+    let size = std::mem::size_of::<FILE_STORAGE_INFO>() as u32;
+    // SAFETY: the handle is open for the borrow of `file`, and `info` is a live, writable
+    // FILE_STORAGE_INFO of `size` bytes, the class the call is asked for.
+    let ok =
+        unsafe { GetFileInformationByHandleEx(file.as_raw_handle(), FileStorageInfo, (&raw mut info).cast(), size) };
+    let logical = info.LogicalBytesPerSector;
+    let physical = info.PhysicalBytesPerSectorForPerformance.max(logical);
+    sector_alignment(ok != 0, physical, logical, AlignmentSource::StorageInfo)
+}
+
+/// The bytes per sector of the volume holding the file: its final path, that path's volume
+/// root, then `GetDiskFreeSpaceW` on the root.
+#[cfg(windows)]
+fn volume_sector_size(file: &std::fs::File) -> Option<Alignment> {
+    use std::os::windows::io::AsRawHandle;
+    use windows_sys::Win32::Storage::FileSystem::{GetDiskFreeSpaceW, GetFinalPathNameByHandleW, GetVolumePathNameW};
+    const CAPACITY: u32 = 32_768; // the longest path Windows has, in UTF-16 units
+    let mut path = vec![0u16; CAPACITY as usize];
+    // SAFETY: the handle is open for the borrow of `file`; `path` holds CAPACITY writable units.
+    let len = unsafe { GetFinalPathNameByHandleW(file.as_raw_handle(), path.as_mut_ptr(), CAPACITY, 0) };
+    if len == 0 || len >= CAPACITY {
+        return None; // failed, or the path did not fit (then it is not NUL-terminated)
+    }
+    let mut root = vec![0u16; CAPACITY as usize];
+    // SAFETY: `path` is NUL-terminated (len < CAPACITY); `root` holds CAPACITY writable units.
+    let found = unsafe { GetVolumePathNameW(path.as_ptr(), root.as_mut_ptr(), CAPACITY) };
+    if found == 0 {
+        return None;
+    }
+    let (mut per_cluster, mut bytes, mut free, mut total) = (0, 0, 0, 0);
+    // SAFETY: `root` is the NUL-terminated volume root just written; the four out-pointers are
+    // live, writable u32s for the call.
+    let ok = unsafe { GetDiskFreeSpaceW(root.as_ptr(), &mut per_cluster, &mut bytes, &mut free, &mut total) };
+    sector_alignment(ok != 0, bytes, bytes, AlignmentSource::VolumeSector)
+}
+
+/// The alignment when the call succeeded and both sizes are powers of two.
+#[cfg(windows)]
+fn sector_alignment(ok: bool, memory: u32, offset: u32, source: AlignmentSource) -> Option<Alignment> {
+    (ok && memory.is_power_of_two() && offset.is_power_of_two()).then_some(Alignment { memory, offset, source })
 }
 
 #[cfg(not(any(target_os = "linux", windows)))]
