@@ -112,10 +112,9 @@ fn no_intermediate_buffering(file: &std::fs::File) -> bool {
     mode.Mode & FILE_NO_INTERMEDIATE_BUFFERING != 0
 }
 
-/// Every operation, misaligned in its length or its offset (a vectored one in one member), is
-/// refused with the same typed error on every engine, and the file stays empty: nothing moved.
-/// (Misaligned memory cannot be made from pool buffers, which are 4096-aligned; the unit tests
-/// of `File::check_direct` cover that rule.)
+/// Every operation, misaligned in its length, its offset or its buffer's address (a vectored
+/// one in one member), is refused with the same typed error on every engine, and the file stays
+/// empty: nothing moved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misaligned_direct_operations_are_refused_alike() {
     let dir = common::tempdir();
@@ -183,6 +182,23 @@ async fn misaligned_direct_operations_are_refused_alike() {
             (unit / 2) as u64,
             required,
         );
+        // A view (`slice`) starts where the caller says, so its address can break the memory
+        // rule; pool slots are 4096-aligned, so the view's address is off by exactly `shift`.
+        let memory = alignment.memory as usize;
+        if memory > 1 {
+            let shift = memory / 2;
+            let view = buffer(&engine, 16384, 6).await.slice(shift..shift + unit);
+            refused(name, &engine.write_at(&file, view, 0).await.0, Misaligned::Memory, shift as u64, alignment.memory);
+            let view = buffer(&engine, 16384, 0).await.slice(shift..shift + unit);
+            let bufs = vec![buffer(&engine, unit, 0).await, view];
+            refused(
+                name,
+                &engine.read_vectored_at(&file, bufs, 0).await.0,
+                Misaligned::Memory,
+                shift as u64,
+                alignment.memory,
+            );
+        }
         assert_eq!(file.size().unwrap(), 0, "{name}: a refused operation moved bytes");
 
         // In a batch each operation is judged on its own.
