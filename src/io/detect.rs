@@ -105,8 +105,17 @@ pub enum UringSupport {
 }
 
 /// Reads `/proc/sys/kernel/io_uring_disabled` (Linux 6.6+): 0 allows io_uring, 1 allows it only
-/// for `kernel.io_uring_group`, 2 forbids it. `None` when the kernel has no such sysctl.
+/// for `kernel.io_uring_group`, 2 forbids it. `None` when the kernel has no such sysctl, and
+/// always off Linux (where wine would otherwise show the host's procfs).
+///
+/// ```
+/// let sysctl = ferrite_io::io::detect::io_uring_disabled_sysctl();
+/// assert!(matches!(sysctl, None | Some(0..=2)));
+/// ```
 pub fn io_uring_disabled_sysctl() -> Option<u8> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
     std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok()?.trim().parse().ok()
 }
 
@@ -224,8 +233,17 @@ pub(crate) fn setup(entries: u32) -> Result<(io_uring::IoUring, UringInfo), Unsu
     Ok((ring, info))
 }
 
-/// `uname -r`, from procfs.
+/// On Linux the kernel's release (`uname -r`, from procfs); elsewhere the platform's name
+/// (`macos`, `windows`): there is no Linux kernel to name, even when wine shows the host's.
+///
+/// ```
+/// let kernel = ferrite_io::io::detect::kernel_release();
+/// assert!(!kernel.is_empty());
+/// ```
 pub fn kernel_release() -> String {
+    if !cfg!(target_os = "linux") {
+        return std::env::consts::OS.to_owned();
+    }
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unknown".to_owned())
@@ -290,6 +308,15 @@ mod tests {
             check_uring_support(&config(EngineChoice::Auto)),
             UringSupport::Unsupported(Unsupported::NotLinux { os })
         );
+    }
+
+    /// Off Linux there is no Linux kernel and no io_uring sysctl to report, even under wine,
+    /// whose `Z:` drive shows the host's `/proc`.
+    #[cfg(not(target_os = "linux"))]
+    #[test]
+    fn off_linux_no_linux_facts_are_reported() {
+        assert_eq!(kernel_release(), std::env::consts::OS);
+        assert_eq!(io_uring_disabled_sysctl(), None);
     }
 
     #[cfg(uring)]
