@@ -319,6 +319,27 @@ mod tests {
         assert_eq!(io_uring_disabled_sysctl(), None);
     }
 
+    /// Off Linux there is no `RWF_NOWAIT`: with `nowait_fast_path` on, a buffered write and
+    /// read take the blocking pool and count neither a fast-path hit nor a refusal.
+    #[cfg(not(target_os = "linux"))]
+    #[test]
+    fn off_linux_the_fast_path_is_off() {
+        use crate::{IoEngine, OpenOptions, create_engine};
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let config = IoEngineConfig { nowait_fast_path: true, ..IoEngineConfig::default() };
+            let engine = create_engine(config).unwrap();
+            let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+            let file = engine.open(dir.path().join("f"), &OpenOptions::new().create(true)).await.unwrap();
+            let (written, buf) = engine.write_at(&file, engine.acquire().await, 0).await.into_parts();
+            assert_eq!(written.unwrap(), buf.len());
+            let (read, back) = engine.read_at(&file, buf.into_free(), 0).await.into_parts();
+            assert_eq!(read.unwrap(), back.len());
+            let stats = engine.stats();
+            assert_eq!((stats.fast_path_hits, stats.fast_path_refusals), (0, 0), "{stats:?}");
+        });
+    }
+
     #[cfg(uring)]
     #[test]
     fn an_oversized_ring_is_named() {

@@ -26,7 +26,9 @@ pub(crate) struct FastPath {
 }
 
 impl FastPath {
+    /// Off Linux there is no `RWF_NOWAIT`: the fast path starts off (no attempt, no refusal).
     pub(crate) fn new(enabled: bool) -> FastPath {
+        let enabled = enabled && cfg!(target_os = "linux");
         FastPath { reads: AtomicBool::new(enabled), writes: AtomicBool::new(enabled) }
     }
 
