@@ -148,13 +148,16 @@ impl OpenOptions {
         self
     }
 
-    /// Open with `O_DIRECT` (Linux): I/O bypasses the page cache. Buffer addresses, offsets and
-    /// lengths must then be multiples of the file's direct-I/O alignment (the device's logical
-    /// block size, often 512 or 4096; `statx` reports it). Pool buffers are aligned to 4096;
-    /// caller memory (a `Buf` from a `Vec`) usually is not, and the kernel refuses it with
-    /// `EINVAL`. Filesystems differ: a filesystem without `O_DIRECT` fails the open with
-    /// `EINVAL`; tmpfs used to be one, but recent kernels accept it there (6.18 does), where it
-    /// bypasses nothing, since tmpfs *is* the page cache: measure device I/O on a real disk.
+    /// Open for direct I/O, bypassing the page cache: `O_DIRECT` on Linux, `F_NOCACHE` on macOS,
+    /// `FILE_FLAG_NO_BUFFERING` on Windows. Buffer addresses, offsets and lengths must then be
+    /// multiples of the file's [`alignment`](File::alignment) (on Linux the device's logical
+    /// block size, often 512 or 4096, as `statx` reports it; on Windows the volume's sector
+    /// size; on macOS anything goes), or the engines refuse the operation with
+    /// [`Error::DirectUnaligned`] before submitting it. Pool buffers are aligned to 4096;
+    /// caller memory (a `Buf` from a `Vec`) and views ([`Buf::slice`]) often are not. Filesystems
+    /// differ: a Linux filesystem without `O_DIRECT` fails the open with `EINVAL`; tmpfs used to
+    /// be one, but recent kernels accept it there (6.18 does), where it bypasses nothing, since
+    /// tmpfs *is* the page cache: measure device I/O on a real disk.
     ///
     /// Left unset, a file opened through an engine follows the engine's `io.direct_io` config
     /// key, and [`File::open`] opens it buffered.
