@@ -449,6 +449,14 @@ impl File {
         Ok(())
     }
 
+    /// Whether a direct read that has come to `offset` by a short transfer came to the end of
+    /// the file: the kernel returns a count that breaks the alignment only where the file ends
+    /// (its size is not a multiple: written buffered, or cut by a crash), and a read continued
+    /// there would be refused. Both engines then end the read as at end of file.
+    pub(crate) fn direct_read_ended(&self, offset: u64) -> bool {
+        self.alignment.is_some_and(|alignment| offset % u64::from(alignment.offset) != 0)
+    }
+
     /// [`check_direct`](Self::check_direct) for `buf[start..]` at `offset`.
     pub(crate) fn check_buf(&self, buf: &Buf<InFlight>, start: usize, offset: u64) -> io::Result<()> {
         self.check_direct(offset, [(buf.as_ptr() as usize + start, buf.len() - start)])

@@ -298,6 +298,9 @@ pub(crate) fn check_offset(offset: u64) -> io::Result<()> {
 /// One `pread`/`pwrite` of `buf[start..]` at `offset`, retrying `EINTR`; a direct file's
 /// alignment is checked first, as the io_uring engine checks it before submitting.
 fn rw_once(rw: Rw, file: &File, buf: &mut Buf<InFlight>, start: usize, offset: u64) -> io::Result<usize> {
+    if rw == Rw::Read && start > 0 && file.direct_read_ended(offset) {
+        return Ok(0); // a short direct read stopped at the file's (misaligned) end
+    }
     check_offset(offset)?;
     file.check_buf(buf, start, offset)?;
     let file = file.std();

@@ -248,6 +248,9 @@ impl UringEngine {
         start: usize,
         offset: u64,
     ) -> (io::Result<usize>, Buf<InFlight>) {
+        if rw == Rw::Read && start > 0 && file.direct_read_ended(offset) {
+            return (Ok(0), buf);
+        } // at the misaligned end
         if let Err(e) = check_offset(offset).and_then(|()| file.check_buf(&buf, start, offset)) {
             return (Err(e), buf);
         }
