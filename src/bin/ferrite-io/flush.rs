@@ -241,7 +241,7 @@ pub async fn run(options: Options) -> Result<(), Failure> {
         "flushed:         {pages} pages x {} KiB = {} MiB{} with sync {sync:?}, depth {depth}; flushed_until = {flushed}",
         page_size / 1024,
         bytes >> 20,
-        if direct { " (O_DIRECT)" } else { "" },
+        if direct { format!(" ({})", crate::output::DIRECT) } else { String::new() },
     );
     println!(
         "throughput:      {:.0} pages/s, {:.1} MB/s in {}",
@@ -289,7 +289,7 @@ impl ColdRead {
 
     fn method(&self) -> &'static str {
         match self {
-            ColdRead::Direct => "O_DIRECT",
+            ColdRead::Direct => crate::output::DIRECT,
             ColdRead::Dropped(_) => "file dropped from the page cache before each read (posix_fadvise DONTNEED)",
             ColdRead::Cached => "page cache not dropped on this platform: reads may be cache hits",
         }

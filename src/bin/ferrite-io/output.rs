@@ -163,6 +163,17 @@ impl Progress {
     }
 }
 
+/// What direct I/O is called on this platform (what `--direct` and `io.direct_io` turn on).
+pub const DIRECT: &str = if cfg!(target_os = "linux") {
+    "O_DIRECT"
+} else if cfg!(target_os = "macos") {
+    "F_NOCACHE"
+} else if cfg!(windows) {
+    "FILE_FLAG_NO_BUFFERING"
+} else {
+    "direct I/O"
+};
+
 /// An engine's counters on one line: what moved, how it completed, what waited or failed.
 pub fn stats_line(s: &ferrite_io::EngineStats) -> String {
     let mut line = format!(

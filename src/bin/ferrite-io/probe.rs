@@ -42,7 +42,7 @@ pub async fn run(config: IoEngineConfig, source: EngineSource, dir: PathBuf, kee
     println!(
         "round trip:        {} bytes{}: write {}, fdatasync {}, read {}, bytes verified",
         engine.pool().buffer_size(),
-        if config.direct_io { " (O_DIRECT)" } else { "" },
+        if config.direct_io { format!(" ({})", crate::output::DIRECT) } else { String::new() },
         duration(write),
         duration(sync),
         duration(read),
