@@ -137,7 +137,9 @@ pub fn classify(stage: &'static str, error: &io::Error, sysctl: Option<u8>, entr
 }
 
 /// Probes io_uring the way [`UringEngine`](crate::UringEngine) would use it with `config`:
-/// ring setup, opcodes, fixed-buffer registration.
+/// ring setup, opcodes, and registration of a pool of `config.registered_buffers` x
+/// `config.buffer_size` bytes (so a locked-memory limit the engine's pool exceeds is reported
+/// here as it would be there).
 ///
 /// ```
 /// match ferrite_io::check_uring_support(&ferrite_io::IoEngineConfig::default()) {
@@ -155,13 +157,10 @@ pub fn check_uring_support(config: &IoEngineConfig) -> UringSupport {
 #[cfg(uring)]
 fn probe(config: &IoEngineConfig) -> Result<UringInfo, Unsupported> {
     let (ring, info) = setup(config.uring_entries)?;
-    let pool = crate::buf::BufPool::new(1, crate::config::BUFFER_ALIGN).map_err(|e| Unsupported::Other {
-        stage: "mmap",
-        errno: 0,
-        message: e.to_string(),
-    })?;
+    let pool = crate::buf::BufPool::new(config.registered_buffers, config.buffer_size)
+        .map_err(|e| Unsupported::Other { stage: "mmap", errno: 0, message: e.to_string() })?;
     let iovecs = pool.iovecs();
-    // SAFETY: the iovec points into `pool`'s arena, which outlives `ring` (dropped at the end of
+    // SAFETY: the iovecs point into `pool`'s arena, which outlives `ring` (dropped at the end of
     // this function, before `pool`, as locals drop in reverse order) (I3); no operation uses it.
     unsafe { ring.submitter().register_buffers(&iovecs) }
         .map_err(|e| classify("io_uring_register(BUFFERS)", &e, io_uring_disabled_sysctl(), config.uring_entries))?;
