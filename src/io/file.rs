@@ -210,6 +210,19 @@ pub struct Alignment {
 }
 
 /// Where an [`Alignment`] comes from.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+/// use ferrite_io::{AlignmentSource, File, OpenOptions};
+/// let file = File::open(dir.path().join("d"), &OpenOptions::new().create(true).direct(true)).await?;
+/// let source = file.alignment().expect("direct").source;
+/// if cfg!(target_os = "linux") {
+///     // statx(STATX_DIOALIGN) on kernels since 6.1, else the device, else st_blksize
+///     assert!(matches!(source, AlignmentSource::Statx | AlignmentSource::LogicalBlockSize | AlignmentSource::BlockSize));
+/// }
+/// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AlignmentSource {
     /// Linux `statx` with `STATX_DIOALIGN` (kernel 6.1+, for filesystems that report it).
@@ -239,6 +252,18 @@ impl fmt::Display for Alignment {
 }
 
 /// Which rule of the file's [`Alignment`] a direct operation broke.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+/// use ferrite_io::{Error, IoEngine, IoEngineConfig, Misaligned, OpenOptions};
+/// let engine = ferrite_io::create_engine(IoEngineConfig::default())?;
+/// let file = engine.open(dir.path().join("d"), &OpenOptions::new().create(true).direct(true)).await?;
+/// let offset = u64::from(file.alignment().expect("direct").offset) + 1;
+/// let (result, _buf) = engine.write_at(&file, engine.acquire().await, offset).await.into_parts();
+/// assert!(matches!(result, Err(Error::DirectUnaligned { what: Misaligned::Offset, .. })));
+/// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Misaligned {
     /// A buffer's address is not a multiple of [`Alignment::memory`].
@@ -357,6 +382,18 @@ impl File {
     }
 
     /// The alignment direct I/O on this file demands; `None` for a buffered file.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+    /// use ferrite_io::{File, OpenOptions};
+    /// let buffered = File::open(dir.path().join("b"), &OpenOptions::new().create(true)).await?;
+    /// assert_eq!(buffered.alignment(), None);
+    /// let direct = File::open(dir.path().join("d"), &OpenOptions::new().create(true).direct(true)).await?;
+    /// let alignment = direct.alignment().expect("a direct file has one");
+    /// assert!(4096 % alignment.offset == 0, "a page-sized buffer at a page offset always fits");
+    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    /// ```
     pub fn alignment(&self) -> Option<Alignment> {
         self.alignment
     }

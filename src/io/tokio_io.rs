@@ -50,6 +50,15 @@ impl TokioEngine {
     /// # Errors
     ///
     /// [`Error::Config`] for an invalid config, [`Error::Map`] when the arena cannot be mapped.
+    ///
+    /// ```
+    /// use ferrite_io::{IoEngine, IoEngineConfig, TokioEngine};
+    /// // Works anywhere (no io_uring needed); 8 buffers of 4 KiB.
+    /// let config = IoEngineConfig { registered_buffers: 8, buffer_size: 4096, ..IoEngineConfig::default() };
+    /// let engine = TokioEngine::new(&config)?;
+    /// assert_eq!((engine.pool().capacity(), engine.backend()), (8, ferrite_io::Backend::Tokio));
+    /// # Ok::<(), ferrite_io::Error>(())
+    /// ```
     pub fn new(config: &IoEngineConfig) -> Result<Self> {
         let selection = Selection {
             requested: EngineChoice::Tokio,
