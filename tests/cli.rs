@@ -434,6 +434,9 @@ fn bench_pairs_qd1_with_the_raw_ring() {
     for key in ["uring_fixed_p50_us", "raw_ring_p50_us", "uring_fixed_mean_us", "raw_ring_mean_us", "ratio_p50"] {
         assert!(paired[key].as_f64().is_some_and(|v| v.is_finite() && v > 0.0), "{key}: {paired}");
     }
+    // Both sides read the same disk in the same moments: their ratio cannot be far from 1.
+    let ratio = paired["ratio_p50"].as_f64().unwrap_or(0.0);
+    assert!((0.5..2.0).contains(&ratio), "engine and raw ring measured different things: {paired}");
     let row = &report["rows"][0];
     assert!(row["us_per_op"]["raw_sqpoll"].as_f64().is_some_and(|v| v > 0.0), "{row}");
     assert!(!bench_dir.exists(), "bench left {:?}", entries(&bench_dir));

@@ -1,9 +1,13 @@
-//! Registered (fixed) files on the io_uring engine: a file is registered in every ring on its
-//! first operation, released with its last handle, and an index is never shared by two files.
+//! Registered (fixed) files on the io_uring engine: a file is put in every ring's fixed-file
+//! table on its first operation, its operations go by that index, and the slots are emptied
+//! when its last handle goes, wherever that happens. The kernel's own account is the oracle:
+//! `/proc/self/fdinfo/<ring>` lists the file in each slot of each ring's table.
 #![cfg(all(feature = "io-uring", target_os = "linux"))]
 
 mod common;
 
+use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::time::Duration;
 
 use ferrite_io::{Batch, EngineChoice, IoEngine, IoEngineConfig, OpenOptions, UringEngine};
@@ -20,35 +24,37 @@ fn runtime() -> tokio::runtime::Runtime {
 
 const WATCHDOG: Duration = Duration::from_secs(30);
 
-/// Runs `body` on a thread of its own and fails if it has not finished within [`WATCHDOG`]: a
-/// deadlock blocks the thread itself, which a timer on that thread could never report.
-fn on_a_thread(body: impl FnOnce() + Send + 'static) {
-    let (done, finished) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        body();
-        let _ = done.send(());
-    });
-    match finished.recv_timeout(WATCHDOG) {
-        Ok(()) => thread.join().expect("the body finished"),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            std::panic::resume_unwind(thread.join().expect_err("the body panicked"))
+/// In how many fixed-file slots, over every io_uring instance of this process, the kernel holds
+/// `path` now.
+fn slots_holding(path: &Path) -> usize {
+    let path = path.to_str().expect("utf-8 path");
+    let mut slots = 0;
+    for fd in std::fs::read_dir("/proc/self/fd").expect("procfs").flatten() {
+        let is_ring =
+            std::fs::read_link(fd.path()).is_ok_and(|target| target.to_str() == Some("anon_inode:[io_uring]"));
+        let info = std::fs::read_to_string(Path::new("/proc/self/fdinfo").join(fd.file_name()));
+        if let (true, Ok(info)) = (is_ring, info) {
+            slots +=
+                info.lines().filter(|line| line.trim_start().split_once(": ").is_some_and(|(_, p)| p == path)).count();
         }
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("hung for {WATCHDOG:?}: a deadlock"),
     }
+    slots
 }
 
 #[test]
 fn files_are_registered_on_first_use_and_released_with_the_last_handle() {
     let dir = common::tempdir();
+    let paths: Vec<_> = (0..3).map(|i| dir.path().join(format!("f{i}"))).collect();
     runtime().block_on(async {
         tokio::time::timeout(WATCHDOG, async {
             let engine = engine();
             let create = OpenOptions::new().create(true);
             let mut files = Vec::new();
-            for i in 0..3 {
-                files.push(engine.open(dir.path().join(format!("f{i}")), &create).await.unwrap());
+            for path in &paths {
+                files.push(engine.open(path, &create).await.unwrap());
             }
             assert_eq!(engine.stats().registered_files, 0, "opening registers nothing");
+            assert_eq!(slots_holding(&paths[0]), 0);
             for file in &files {
                 let mut buf = engine.acquire().await;
                 buf.fill(7);
@@ -56,17 +62,52 @@ fn files_are_registered_on_first_use_and_released_with_the_last_handle() {
                 engine.sync_data(file).await.unwrap();
             }
             assert_eq!(engine.stats().registered_files, 3);
+            for path in &paths {
+                assert_eq!(slots_holding(path), 2, "{path:?} in one slot of each of the 2 rings");
+            }
             let clone = files[0].clone();
             files.remove(0);
-            assert_eq!(engine.stats().registered_files, 3, "a handle is still open");
+            assert_eq!(slots_holding(&paths[0]), 2, "a handle is still open");
             drop(clone);
-            assert_eq!(engine.stats().registered_files, 2);
+            assert_eq!((engine.stats().registered_files, slots_holding(&paths[0])), (2, 0));
             files.clear();
             assert_eq!(engine.stats().registered_files, 0);
+            assert!(paths.iter().all(|path| slots_holding(path) == 0), "the kernel lets go of closed files");
         })
         .await
         .expect("watchdog");
     });
+}
+
+/// Operations go by the index, not by the descriptor: once registered, the file's descriptor
+/// number is made to point at another file (`dup2`), and a write through the engine still lands
+/// in the registered file.
+#[test]
+fn operations_go_by_the_index_not_the_descriptor() {
+    let dir = common::tempdir();
+    let (registered, other) = (dir.path().join("registered"), dir.path().join("other"));
+    runtime().block_on(async {
+        tokio::time::timeout(WATCHDOG, async {
+            let engine = engine();
+            let file = engine.open(&registered, &OpenOptions::new().create(true)).await.unwrap();
+            let mut buf = engine.acquire().await;
+            buf.fill(1);
+            engine.write_all_at(&file, buf, 0).await.0.unwrap();
+            let decoy = std::fs::File::create(&other).unwrap();
+            // SAFETY: dup2 takes two descriptor numbers and no pointers; both are open (`decoy`
+            // and `file` own them), and `file`'s number keeps being owned by `file` afterwards.
+            let duped = unsafe { libc::dup2(decoy.as_raw_fd(), file.std().as_raw_fd()) };
+            assert_eq!(duped, file.std().as_raw_fd());
+            let mut buf = engine.acquire().await;
+            buf.fill(2);
+            engine.write_all_at(&file, buf, 0).await.0.unwrap();
+            engine.sync_data(&file).await.unwrap();
+        })
+        .await
+        .expect("watchdog");
+    });
+    assert!(std::fs::read(&registered).unwrap().iter().all(|&b| b == 2), "the write went to the registered file");
+    assert_eq!(std::fs::read(&other).unwrap().len(), 0, "nothing went by the descriptor");
 }
 
 /// Files opened, written through the ring and dropped one after another reuse indices; each
@@ -107,47 +148,58 @@ fn reused_indices_never_mix_files() {
     }
 }
 
-/// A batch entry that fails before it is submitted drops its file under the ring lock; when it
-/// holds the file's last handle, the index is parked instead of cleared there (clearing takes
-/// the ring locks), nothing deadlocks, and the next registration clears and reuses it.
-#[test]
-fn a_file_dropped_under_a_ring_lock_parks_its_index() {
-    on_a_thread(parks_its_index);
+/// Runs `body` on a thread of its own and fails if it has not finished within [`WATCHDOG`]: a
+/// deadlock blocks the thread itself, which a timer on that thread could never report.
+fn on_a_thread(body: impl FnOnce() + Send + 'static) {
+    let (done, finished) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        body();
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(WATCHDOG) {
+        Ok(()) => thread.join().expect("the body finished"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(thread.join().expect_err("the body panicked"))
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("hung for {WATCHDOG:?}: a deadlock"),
+    }
 }
 
-fn parks_its_index() {
+/// A batch registers a file it is the first to use, and its entries finish under the ring lock:
+/// when an entry holds the file's last handle, the file is released right there (registering
+/// and releasing take no lock of the engine), without a deadlock, and the kernel lets go of it.
+#[test]
+fn a_batch_registers_and_releases_under_the_ring_lock() {
+    on_a_thread(batch_registers_and_releases);
+}
+
+fn batch_registers_and_releases() {
     let dir = common::tempdir();
+    let path = dir.path().join("batched");
     runtime().block_on(async {
         tokio::time::timeout(WATCHDOG, async {
             let engine = engine();
-            let create = OpenOptions::new().create(true).direct(true);
-            let file = engine.open(dir.path().join("direct"), &create).await.unwrap();
+            let file = engine.open(&path, &OpenOptions::new().create(true).direct(true)).await.unwrap();
+            let mut batch = Batch::with_capacity(2);
             let mut buf = engine.acquire().await;
-            buf.fill(1);
-            engine.write_all_at(&file, buf, 0).await.0.unwrap();
-            assert_eq!(engine.stats().registered_files, 1);
+            buf.fill(3);
+            batch.write_at(&file, buf, 0);
+            for result in engine.submit_batch(&mut batch).await {
+                result.0.unwrap();
+            }
+            assert_eq!((engine.stats().registered_files, slots_holding(&path)), (1, 2), "registered by the batch");
 
-            let mut batch = Batch::with_capacity(1);
             batch.read_at(&file, engine.acquire().await, 1); // misaligned for O_DIRECT: refused
             drop(file); // the batch holds the last handle
             let results: Vec<_> = engine.submit_batch(&mut batch).await.collect();
             assert!(results[0].0.is_err(), "a misaligned O_DIRECT read is refused");
             drop(results);
-            assert_eq!(engine.stats().registered_files, 0);
-
-            let next = engine.open(dir.path().join("next"), &OpenOptions::new().create(true)).await.unwrap();
-            let mut buf = engine.acquire().await;
-            buf.fill(2);
-            engine.write_all_at(&next, buf, 0).await.0.unwrap();
-            let (read, back) = engine.read_at(&next, engine.acquire().await, 0).await.into_parts();
-            assert_eq!(read.unwrap(), 8192);
-            assert!(back.iter().all(|&b| b == 2));
-            assert_eq!(engine.stats().registered_files, 1);
+            assert_eq!((engine.stats().registered_files, slots_holding(&path)), (0, 0), "released at once");
         })
         .await
         .expect("watchdog");
     });
-    assert!(std::fs::read(dir.path().join("direct")).unwrap().iter().all(|&b| b == 1));
+    assert!(std::fs::read(&path).unwrap()[..8192].iter().all(|&b| b == 3));
 }
 
 /// A file used by two engines keeps the first one's slot; the second goes by descriptor, and

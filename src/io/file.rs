@@ -46,7 +46,7 @@ struct Inner {
     /// it, made on that first use. Dropped with the last handle, which is after every operation
     /// on the file has completed (each holds a handle), and the drop unregisters it.
     #[cfg(uring)]
-    fixed: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
+    fixed: std::sync::OnceLock<super::uring::Fixed>,
 }
 
 impl Inner {
@@ -512,7 +512,7 @@ impl File {
 
     /// Where the io_uring engine keeps this file's fixed-file registration (see `uring::files`).
     #[cfg(uring)]
-    pub(crate) fn fixed(&self) -> &std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>> {
+    pub(super) fn fixed(&self) -> &std::sync::OnceLock<super::uring::Fixed> {
         &self.inner.fixed
     }
 }

@@ -61,8 +61,9 @@ pub struct EngineStats {
     pub submit_errors: u64,
     /// Rings behind the engine (0 for the tokio engine).
     pub rings: u64,
-    /// Files registered in the rings' fixed-file tables now (one per open file the engine has
-    /// done I/O on; 0 for the tokio engine).
+    /// Files registered in the rings' fixed-file tables now: open files that have had an
+    /// operation on this engine's rings (not those the fast path alone served, nor those that
+    /// found the table full); 0 for the tokio engine.
     pub registered_files: u64,
     /// Whether the io_uring engine's completion thread runs (started for waiters without a
     /// reactor; waiters inside a tokio runtime with an I/O driver never need it).

@@ -7,27 +7,23 @@
 //! **Lifetime.** The index is taken on the file's first operation on this engine and lives in
 //! the [`File`] (`File::fixed`) as a [`Fixed`]. Each operation holds a handle of its file until
 //! its completion is reaped (`ring::Payload`), so the `Fixed` is dropped only when no entry that
-//! names the index is queued or in flight. Its drop clears the index in every ring (the kernel
+//! names the index is queued or in flight. Its drop empties the index in every ring (the kernel
 //! then lets go of the file: closing a registered file is not delayed) and frees it for the next
 //! file. A file used by a second engine keeps the first engine's slot and goes to the second by
 //! descriptor.
 //!
-//! **Drops under a ring lock.** Clearing the index takes each ring's lock. A file whose last
-//! handle goes away while this thread holds a ring lock (a batch entry that fails before it is
-//! submitted, the engine draining on drop) cannot do that, so its index is parked and cleared by
-//! the next registration or release that runs outside a lock, or with the rings when the engine
-//! goes away. A parked index is never handed out before it is cleared.
+//! **No lock.** Filling and emptying a slot is one `io_uring_register` per ring, which needs no
+//! lock of ours (`RingCore::set_file`): a file can be registered while its ring is locked (a
+//! batch), and released wherever its last handle goes (a payload freed under a ring lock).
 //!
 //! **Without it.** A kernel without sparse file tables (before 5.19), a table that is full, or a
 //! failed registration: the operation goes by descriptor, as before.
 
-use std::any::Any;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use super::Shared;
-use super::ring;
 use crate::io::File;
 
 /// Most fixed files per engine (further files go by descriptor). The kernel also caps a table
@@ -39,18 +35,22 @@ pub(super) struct Table {
     /// Indices every ring's table has; 0 without sparse tables.
     capacity: u32,
     free: Mutex<Vec<u32>>,
-    /// Indices cleared of a file dropped under a ring lock, waiting to be cleared in the rings.
-    parked: Mutex<Vec<u32>>,
     /// Files registered now.
     registered: AtomicU64,
     /// Set when the engine goes away: the rings' tables go with them.
     closing: AtomicBool,
 }
 
-/// One file's index, in [`File::fixed`]; its drop releases the index.
-pub(super) struct Fixed {
+/// One file's index, kept in the file ([`File::fixed`]); its drop releases the index.
+pub(in crate::io) struct Fixed {
     shared: Weak<Shared>,
     index: Option<u32>,
+}
+
+impl std::fmt::Debug for Fixed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fixed").field("index", &self.index).finish()
+    }
 }
 
 impl Table {
@@ -59,7 +59,6 @@ impl Table {
         Table {
             capacity,
             free: Mutex::new((0..capacity).rev().collect()),
-            parked: Mutex::new(Vec::new()),
             registered: AtomicU64::new(0),
             closing: AtomicBool::new(false),
         }
@@ -88,40 +87,27 @@ impl Table {
 }
 
 /// The fixed index `file` has on this engine's rings, registering it on first use; `None`
-/// means "by descriptor". Must not be called with a ring lock held.
+/// means "by descriptor".
 pub(super) fn index(shared: &Arc<Shared>, file: &File) -> Option<u32> {
     if shared.files.capacity == 0 {
         return None;
     }
-    debug_assert!(!ring::held(), "registering takes ring locks");
-    let slot = file.fixed().get_or_init(|| Box::new(register(shared, file)) as Box<dyn Any + Send + Sync>);
-    mine(shared, slot)
-}
-
-/// As [`index`] without registering: for a file whose registration was already attempted.
-/// Takes no lock.
-pub(super) fn known(shared: &Arc<Shared>, file: &File) -> Option<u32> {
-    mine(shared, file.fixed().get()?)
-}
-
-/// The index in `slot` if this engine made it (another engine's rings know nothing of it).
-fn mine(shared: &Arc<Shared>, slot: &(dyn Any + Send + Sync)) -> Option<u32> {
-    let fixed = slot.downcast_ref::<Fixed>()?;
+    let fixed = file.fixed().get_or_init(|| register(shared, file));
+    // Another engine's slot: this engine's rings know nothing of it.
     (fixed.shared.as_ptr() == Arc::as_ptr(shared)).then_some(fixed.index).flatten()
 }
 
 /// Takes a free index and puts `file` in it on every ring.
 fn register(shared: &Arc<Shared>, file: &File) -> Fixed {
     let table = &shared.files;
-    unpark(shared);
     let index = table.free.lock().unwrap_or_else(PoisonError::into_inner).pop();
     let index = index.filter(|&index| {
-        let done = shared.rings.iter().take_while(|core| core.lock().set_file(index, file.fd()).is_ok()).count();
+        let done = shared.rings.iter().take_while(|core| core.set_file(index, file.fd()).is_ok()).count();
         if done == shared.rings.len() {
             return true;
         }
         tracing::debug!(index, file = ?file.path(), "cannot register the file in every ring; it goes by descriptor");
-        clear(shared, index, done);
+        release(shared, index, done);
         false
     });
     if index.is_some() {
@@ -130,39 +116,22 @@ fn register(shared: &Arc<Shared>, file: &File) -> Fixed {
     Fixed { shared: Arc::downgrade(shared), index }
 }
 
-/// Clears `index` in the first `rings` rings and frees it.
-fn clear(shared: &Shared, index: u32, rings: usize) {
+/// Empties `index` in the first `rings` rings and frees it.
+fn release(shared: &Shared, index: u32, rings: usize) {
     for core in &shared.rings[..rings] {
-        if let Err(e) = core.lock().set_file(index, -1) {
-            tracing::warn!(index, error = %e, "cannot clear a fixed-file index");
+        if let Err(e) = core.set_file(index, -1) {
+            tracing::warn!(index, error = %e, "cannot empty a fixed-file slot");
         }
     }
     shared.files.free.lock().unwrap_or_else(PoisonError::into_inner).push(index);
 }
 
-/// Clears the parked indices (see the module docs).
-fn unpark(shared: &Shared) {
-    loop {
-        let Some(index) = shared.files.parked.lock().unwrap_or_else(PoisonError::into_inner).pop() else {
-            return;
-        };
-        clear(shared, index, shared.rings.len());
-    }
-}
-
 impl Drop for Fixed {
     fn drop(&mut self) {
         let (Some(index), Some(shared)) = (self.index, self.shared.upgrade()) else { return };
-        let table = &shared.files;
-        table.registered.fetch_sub(1, Relaxed);
-        if table.closing.load(Relaxed) {
-            return;
+        shared.files.registered.fetch_sub(1, Relaxed);
+        if !shared.files.closing.load(Relaxed) {
+            release(&shared, index, shared.rings.len());
         }
-        if ring::held() {
-            table.parked.lock().unwrap_or_else(PoisonError::into_inner).push(index);
-            return;
-        }
-        clear(&shared, index, shared.rings.len());
-        unpark(&shared);
     }
 }

@@ -36,6 +36,7 @@
 
 mod files;
 mod ring;
+pub(super) use files::Fixed;
 mod wake;
 
 use std::io;
@@ -534,19 +535,8 @@ struct On {
 
 impl On {
     /// `file` on this engine's rings, registering it on its first operation (see `files`).
-    /// Takes ring locks then: never call it with one held.
     fn file(shared: &Arc<Shared>, file: &File) -> On {
-        On::with(file, files::index(shared, file))
-    }
-
-    /// As [`file`](Self::file) for a file whose registration was already attempted; takes no
-    /// lock, so it may be called with a ring locked.
-    fn known(shared: &Arc<Shared>, file: &File) -> On {
-        On::with(file, files::known(shared, file))
-    }
-
-    fn with(file: &File, index: Option<u32>) -> On {
-        match index {
+        match files::index(shared, file) {
             Some(index) => On { fd: types::Fd(index as i32), flags: squeue::Flags::FIXED_FILE },
             None => On { fd: types::Fd(file.fd()), flags: squeue::Flags::empty() },
         }
@@ -936,12 +926,6 @@ impl IoEngine for UringEngine {
                 break;
             }
             let end = next + want as usize;
-            // Register the batch's files before locking the ring (registering takes ring locks).
-            for slot in &wait.slots[next..end] {
-                if let BatchSlot::Op(op) = slot {
-                    On::file(&self.shared, &op.file);
-                }
-            }
             let mut ring = core.lock();
             let mut unused = 0;
             for slot in &mut wait.slots[next..end] {
@@ -962,7 +946,7 @@ impl IoEngine for UringEngine {
                         ))
                     }
                     Ok(()) => {
-                        let on = On::known(&self.shared, &op.file);
+                        let on = On::file(&self.shared, &op.file);
                         let entry = rw_entry(op.rw, fixed, on, &op.buf, 0, op.offset);
                         let (rw, offset) = (op.rw, op.offset);
                         match ring.push(entry, Payload::owned(op.file, op.buf), &core.counters) {

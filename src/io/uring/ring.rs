@@ -18,7 +18,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::ops::{Deref, DerefMut};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
@@ -38,6 +38,8 @@ pub(super) const CANCEL: u64 = u64::MAX;
 /// What the engine keeps per ring.
 pub(super) struct RingCore {
     ring: Mutex<Ring>,
+    /// The ring's descriptor, owned by the `IoUring` in `ring`.
+    fd: RawFd,
     /// One permit per operation the CQ can hold; a slot holds one from push to free.
     pub(super) room: Semaphore,
     /// The submission queue's size: a linked pair needs two entries in one submit.
@@ -128,6 +130,7 @@ impl RingCore {
     pub(super) fn new(uring: IoUring, eventfd: OwnedFd) -> RingCore {
         let (sq, cq) = (uring.params().sq_entries() as usize, uring.params().cq_entries() as usize);
         RingCore {
+            fd: uring.as_raw_fd(),
             ring: Mutex::new(Ring {
                 can_quiet: uring.params().is_feature_poll_32bits(),
                 uring,
@@ -151,13 +154,30 @@ impl RingCore {
         Locked { core: self, guard: Some(self.acquire()) }
     }
 
-    /// Locks the ring, counting the lock as held by this thread (see [`held`]).
     fn acquire(&self) -> MutexGuard<'_, Ring> {
         // No panic can leave `Ring` half-updated in a way later users could observe wrongly:
         // each slot transition is a single assignment, and wakers run outside the lock.
-        let guard = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-        HELD.with(|held| held.set(held.get() + 1));
-        guard
+        self.ring.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Puts the file `fd` in fixed-file slot `index` of this ring (-1 empties the slot). Takes no
+    /// lock of ours: the kernel orders the update against submissions on the ring itself, and
+    /// the caller guarantees that no entry naming `index` is queued or in flight meanwhile (see
+    /// `files`), so it may run with any ring locked, this one included.
+    pub(super) fn set_file(&self, index: u32, fd: RawFd) -> io::Result<()> {
+        let fds = [fd];
+        let update = FilesUpdate { offset: index, resv: 0, fds: fds.as_ptr() as u64 };
+        // SAFETY: io_uring_register(FILES_UPDATE) reads one `io_uring_files_update` (the layout
+        // of `FilesUpdate`) from `update`, and one descriptor from `fds`, both live locals for
+        // the whole call; `self.fd` is the ring's descriptor, open while `self` exists (the
+        // `IoUring` inside `self.ring` owns it).
+        let done =
+            unsafe { libc::syscall(libc::SYS_io_uring_register, self.fd, REGISTER_FILES_UPDATE, &raw const update, 1) };
+        match done {
+            1 => Ok(()),
+            n if n < 0 => Err(io::Error::last_os_error()),
+            _ => Err(io::Error::other("io_uring_register(FILES_UPDATE) updated no slot")),
+        }
     }
 
     /// Takes `n` permits of ring room, waiting while the ring is full. Counts a wait.
@@ -183,16 +203,18 @@ impl RingCore {
     }
 }
 
-thread_local! {
-    /// Ring locks this thread holds.
-    static HELD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
+/// `IORING_REGISTER_FILES_UPDATE`.
+const REGISTER_FILES_UPDATE: libc::c_uint = 6;
 
-/// Whether this thread holds a ring lock (then it must not take another ring's lock, or its own
-/// again: a file dropped here parks its fixed index instead, see `files`).
-pub(super) fn held() -> bool {
-    HELD.with(|held| held.get() > 0)
+/// `struct io_uring_files_update`.
+#[repr(C)]
+struct FilesUpdate {
+    offset: u32,
+    resv: u32,
+    /// Address of the descriptors, as a `u64`.
+    fds: u64,
 }
+static_assertions::assert_eq_size!(FilesUpdate, [u64; 2]);
 
 /// The ring's lock guard; wakes queued wakers and returns freed permits after unlocking.
 pub(super) struct Locked<'a> {
@@ -217,6 +239,9 @@ impl Drop for Locked<'_> {
     fn drop(&mut self) {
         loop {
             let Some(ring) = self.guard.as_mut() else { return };
+            if ring.reaped == 0 && ring.to_wake.is_empty() && ring.to_drop.is_empty() {
+                return self.unlock();
+            }
             // A few wakers and one payload per turn, on the stack: no allocation on the wake
             // path, and little to move (a completion usually wakes one task; payloads to drop
             // belong to abandoned operations, which are rare).
@@ -251,9 +276,7 @@ impl Drop for Locked<'_> {
 
 impl Locked<'_> {
     fn unlock(&mut self) {
-        if self.guard.take().is_some() {
-            HELD.with(|held| held.set(held.get() - 1));
-        }
+        drop(self.guard.take());
     }
 }
 
@@ -318,11 +341,6 @@ impl Ring {
     /// Gives the ring a sparse fixed-file table of `size` empty slots.
     pub(super) fn register_files(&mut self, size: u32) -> io::Result<()> {
         self.uring.submitter().register_files_sparse(size)
-    }
-
-    /// Puts `fd` in fixed-file slot `index` (-1 clears it).
-    pub(super) fn set_file(&mut self, index: u32, fd: std::os::fd::RawFd) -> io::Result<()> {
-        self.uring.submitter().register_files_update(index, &[fd]).map(drop)
     }
 
     /// Queues a cancellation of the operation `user_data` (its completion is ignored).
