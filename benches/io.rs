@@ -80,13 +80,8 @@ fn ring_setup(c: &mut Criterion) {
     };
     let (direct, cached) = (open(libc::O_DIRECT), open(0));
     let pages = workloads::FILES[0].1 / 4096;
-    let mut x = 0x9E37_79B9_7F4A_7C15_u64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x % pages) * 4096
-    };
+    let mut rng = fastrand::Rng::with_seed(0x9E37_79B9_7F4A_7C15);
+    let mut next = move || rng.u64(0..pages) * 4096;
     let mut group = c.benchmark_group("ring_setup");
     group.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
     let runs = [
