@@ -167,12 +167,10 @@ impl RingCore {
     pub(super) fn set_file(&self, index: u32, fd: RawFd) -> io::Result<()> {
         let fds = [fd];
         let update = FilesUpdate { offset: index, resv: 0, fds: fds.as_ptr() as u64 };
-        // SAFETY: io_uring_register(FILES_UPDATE) reads one `io_uring_files_update` (the layout
-        // of `FilesUpdate`) from `update`, and one descriptor from `fds`, both live locals for
-        // the whole call; `self.fd` is the ring's descriptor, open while `self` exists (the
-        // `IoUring` inside `self.ring` owns it).
-        let done =
-            unsafe { libc::syscall(libc::SYS_io_uring_register, self.fd, REGISTER_FILES_UPDATE, &raw const update, 1) };
+        let (register, update) = (libc::SYS_io_uring_register, &raw const update);
+        // SAFETY: FILES_UPDATE reads one `FilesUpdate` (the kernel's `io_uring_files_update`)
+        // and one descriptor from live locals; `self.fd` stays open while `self` exists.
+        let done = unsafe { libc::syscall(register, self.fd, REGISTER_FILES_UPDATE, update, 1) };
         match done {
             1 => Ok(()),
             n if n < 0 => Err(io::Error::last_os_error()),
