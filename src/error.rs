@@ -322,13 +322,18 @@ impl Error {
     /// Maps an `io::Error` of `op` on `file` into a typed error (a direct-I/O alignment refusal
     /// into [`Error::DirectUnaligned`]).
     pub(crate) fn os(op: Op, file: &crate::File, offset: u64, backend: Backend, source: io::Error) -> Error {
+        Error::os_path(op, file.path(), offset, backend, source)
+    }
+
+    /// As [`os`](Self::os), for a file known by its path (if it has one).
+    pub(crate) fn os_path(op: Op, path: Option<&Path>, offset: u64, backend: Backend, source: io::Error) -> Error {
         let refused = source.get_ref().and_then(|e| e.downcast_ref::<crate::io::Refusal>());
         if let Some(&crate::io::Refusal { what, value, required }) = refused {
             Error::DirectUnaligned { op, offset, what, value, required }
         } else if source.raw_os_error() == Some(libc::ECANCELED) {
             Error::Cancelled { op, offset }
         } else {
-            Error::Io { op, path: file.path().map(Path::to_path_buf), offset, backend, source }
+            Error::Io { op, path: path.map(Path::to_path_buf), offset, backend, source }
         }
     }
 

@@ -223,3 +223,42 @@ fn a_file_shared_by_two_engines() {
         .expect("watchdog");
     });
 }
+
+/// An operation whose future is dropped while the kernel still has it keeps its file: the
+/// caller's last handle may go at once, but the file stays in its slots until the completion
+/// arrives, and leaves them then. (Operations borrow their caller's file while their future
+/// lives and clone it only when dropped early.) A read of an empty FIFO waits in the kernel
+/// until a writer comes, which makes "in flight" last as long as the test needs.
+#[test]
+fn a_dropped_operation_keeps_its_file_until_it_completes() {
+    let dir = common::tempdir();
+    let path = dir.path().join("fifo");
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads the NUL-terminated path of a live CString.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    runtime().block_on(async {
+        tokio::time::timeout(WATCHDOG, async {
+            let engine = engine();
+            // Read-write: opening a FIFO so never waits for the other end.
+            let file = engine.open(&path, &OpenOptions::new().write(true)).await.unwrap();
+            let mut buf = engine.acquire().await;
+            buf.set_len(8).unwrap();
+            let read = engine.read_at(&file, buf, 0);
+            let waited = tokio::time::timeout(Duration::from_millis(50), read).await;
+            assert!(waited.is_err(), "nothing to read yet: still in flight when dropped");
+            drop(file);
+            assert_eq!(engine.in_flight(), 1);
+            assert_eq!(slots_holding(&path), 2, "the abandoned read keeps its file in both rings");
+
+            let mut writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            std::io::Write::write_all(&mut writer, b"released").unwrap();
+            while engine.in_flight() > 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            assert_eq!((engine.stats().registered_files, slots_holding(&path)), (0, 0), "released at the completion");
+            assert_eq!(engine.pool().available(), engine.pool().capacity(), "the buffer is back");
+        })
+        .await
+        .expect("watchdog");
+    });
+}

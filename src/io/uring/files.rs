@@ -5,9 +5,11 @@
 //! `cached_read_fixed_file`).
 //!
 //! **Lifetime.** The index is taken on the file's first operation on this engine and lives in
-//! the [`File`] (`File::fixed`) as a [`Fixed`]. Each operation holds a handle of its file until
-//! its completion is reaped (`ring::Payload`), so the `Fixed` is dropped only when no entry that
-//! names the index is queued or in flight. Its drop empties the index in every ring (the kernel
+//! the [`File`] (`File::fixed`) as a [`Fixed`]. A handle of the file lives while an entry that
+//! names the index may still be issued (`ring::Payload`: the waiting future's borrow, or a
+//! clone in the slot), so the `Fixed` is dropped only when every such entry has been issued;
+//! an issued entry keeps its file through the kernel's own reference until it completes. Its
+//! drop empties the index in every ring (the kernel
 //! then lets go of the file: closing a registered file is not delayed) and frees it for the next
 //! file. A file used by a second engine keeps the first engine's slot and goes to the second by
 //! descriptor.

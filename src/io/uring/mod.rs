@@ -199,14 +199,15 @@ impl UringEngine {
         usize::try_from(cpu).unwrap_or(0) % n
     }
 
-    /// Submits one entry built from `payload`'s memory on ring `index`, waiting for ring room
-    /// first.
-    async fn start(
-        &self,
+    /// Submits one entry on `file` built from `payload`'s memory on ring `index`, waiting for
+    /// ring room first.
+    async fn start<'a>(
+        &'a self,
         index: usize,
+        file: &'a File,
         entry: squeue::Entry,
         payload: Payload,
-    ) -> std::result::Result<OpFuture<'_>, (io::Error, Payload)> {
+    ) -> std::result::Result<OpFuture<'a>, (io::Error, Payload)> {
         let core = &self.shared.rings[index];
         if let Err(e) = core.room(1).await {
             return Err((e, payload));
@@ -217,6 +218,7 @@ impl UringEngine {
                 Err(e) => Err((e, payload)),
                 Ok(()) => ring.push(entry, payload, &core.counters).map(|key| {
                     ring.submit_and_reap(&core.counters);
+                    ring.hold_if_queued(key, file);
                     // Work the kernel finished inside the submit (most page-cache reads) is
                     // handed over now, saving the future a second trip through the lock.
                     ring.take_done(key).ok_or(key)
@@ -226,9 +228,9 @@ impl UringEngine {
         match pushed {
             Ok(Ok(done)) => {
                 core.counters.inline.fetch_add(1, Relaxed);
-                Ok(OpFuture::ready(&self.shared, index, done))
+                Ok(OpFuture::ready(&self.shared, index, file, done))
             }
-            Ok(Err(key)) => Ok(OpFuture::new(&self.shared, index, key)),
+            Ok(Err(key)) => Ok(OpFuture::new(&self.shared, index, file, key)),
             Err(refused) => {
                 core.unroom(1);
                 Err(refused)
@@ -265,7 +267,7 @@ impl UringEngine {
         };
         let on = On::file(&self.shared, file);
         let entry = rw_entry(rw, fixed, on, &buf, start + inline, offset + inline as u64);
-        let (result, buf) = match self.start(index, entry, Payload::one(file, buf)).await {
+        let (result, buf) = match self.start(index, file, entry, Payload::one(buf)).await {
             Ok(op) => {
                 let (result, payload) = op.await;
                 (result, payload.into_one())
@@ -378,7 +380,7 @@ impl UringEngine {
                     Rw::Write => opcode::Writev::new(on.fd, ptr, n).offset(offset).build(),
                 }
                 .flags(on.flags);
-                match self.start(self.pick(), entry, Payload::many(file, bufs, iovecs)).await {
+                match self.start(self.pick(), file, entry, Payload::many(bufs, iovecs)).await {
                     Ok(op) => {
                         let (result, payload) = op.await;
                         match result {
@@ -414,7 +416,7 @@ impl UringEngine {
     async fn sync(&self, file: &File, data_only: bool) -> Result<()> {
         let op = if data_only { Op::SyncData } else { Op::SyncAll };
         let entry = sync_entry(On::file(&self.shared, file), data_only);
-        let result = match self.start(self.pick(), entry, Payload::sync(file)).await {
+        let result = match self.start(self.pick(), file, entry, Payload::sync()).await {
             Ok(future) => future.await.0,
             Err((e, _)) => Err(e),
         };
@@ -427,14 +429,14 @@ impl UringEngine {
     /// WRITE linked to FSYNC(DATASYNC) in one submission on ring `index`: the write's future
     /// and the sync's (or why the sync could not be queued; then the write went alone).
     #[allow(clippy::type_complexity)]
-    async fn start_linked(
-        &self,
+    async fn start_linked<'a>(
+        &'a self,
         index: usize,
         fixed: bool,
-        file: &File,
+        file: &'a File,
         buf: Buf<InFlight>,
         offset: u64,
-    ) -> std::result::Result<(OpFuture<'_>, io::Result<OpFuture<'_>>), (io::Error, Buf<InFlight>)> {
+    ) -> std::result::Result<(OpFuture<'a>, io::Result<OpFuture<'a>>), (io::Error, Buf<InFlight>)> {
         let core = &self.shared.rings[index];
         if let Err(e) = core.room(2).await {
             return Err((e, buf));
@@ -445,11 +447,15 @@ impl UringEngine {
             let mut ring = core.lock();
             match ring.reserve(2, &core.counters) {
                 Err(e) => Err((e, buf)),
-                Ok(()) => match ring.push(write, Payload::one(file, buf), &core.counters) {
+                Ok(()) => match ring.push(write, Payload::one(buf), &core.counters) {
                     Err((e, payload)) => Err((e, payload.into_one())),
                     Ok(write) => {
-                        let sync = ring.push(sync_entry(on, true), Payload::sync(file), &core.counters);
+                        let sync = ring.push(sync_entry(on, true), Payload::sync(), &core.counters);
                         ring.submit_and_reap(&core.counters);
+                        ring.hold_if_queued(write, file);
+                        if let Ok(sync) = sync {
+                            ring.hold_if_queued(sync, file);
+                        }
                         Ok((write, sync.map_err(|(e, _)| e)))
                     }
                 },
@@ -460,8 +466,8 @@ impl UringEngine {
                 if sync.is_err() {
                     core.unroom(1);
                 }
-                let sync = sync.map(|key| OpFuture::new(&self.shared, index, key));
-                Ok((OpFuture::new(&self.shared, index, write), sync))
+                let sync = sync.map(|key| OpFuture::new(&self.shared, index, file, key));
+                Ok((OpFuture::new(&self.shared, index, file, write), sync))
             }
             Err(refused) => {
                 core.unroom(2);
@@ -563,6 +569,9 @@ fn syscall_result(result: i32) -> io::Result<usize> {
 struct OpFuture<'a> {
     shared: &'a Arc<Shared>,
     ring: usize,
+    /// The operation's file, borrowed from the caller; its slot keeps a handle of it only if
+    /// this future is dropped before the completion (see `ring::Payload`).
+    file: &'a File,
     /// The operation still in the slab, or `None` once taken.
     key: Option<Key>,
     /// An operation that completed inside its submit: the result, to hand out on first poll.
@@ -570,12 +579,12 @@ struct OpFuture<'a> {
 }
 
 impl<'a> OpFuture<'a> {
-    fn new(shared: &'a Arc<Shared>, ring: usize, key: Key) -> Self {
-        OpFuture { shared, ring, key: Some(key), ready: None }
+    fn new(shared: &'a Arc<Shared>, ring: usize, file: &'a File, key: Key) -> Self {
+        OpFuture { shared, ring, file, key: Some(key), ready: None }
     }
 
-    fn ready(shared: &'a Arc<Shared>, ring: usize, done: (i32, Payload)) -> Self {
-        OpFuture { shared, ring, key: None, ready: Some(done) }
+    fn ready(shared: &'a Arc<Shared>, ring: usize, file: &'a File, done: (i32, Payload)) -> Self {
+        OpFuture { shared, ring, file, key: None, ready: Some(done) }
     }
 }
 
@@ -613,7 +622,7 @@ impl Drop for OpFuture<'_> {
         if let Some(key) = self.key {
             let core = &self.shared.rings[self.ring];
             let mut ring = core.lock();
-            if ring.abandon(key) {
+            if ring.abandon(key, Some(self.file)) {
                 watch_for_abandoned(self.shared, self.ring, ring);
             }
         }
@@ -691,7 +700,7 @@ impl Drop for BatchWait<'_, '_> {
         let mut in_flight = false;
         for slot in self.slots.iter() {
             if let BatchSlot::Submitted { key, .. } = slot {
-                in_flight |= ring.abandon(Key::from_user_data(*key));
+                in_flight |= ring.abandon(Key::from_user_data(*key), None);
             }
         }
         if in_flight {
@@ -718,7 +727,8 @@ fn finish(
             BufResult(Ok(n), payload.into_one().into_completed(n))
         }
         Err(e) => {
-            BufResult(Err(Error::os(code, payload.file(), offset, Backend::Uring, e)), payload.into_one().into_failed())
+            let path = payload.file().and_then(File::path);
+            BufResult(Err(Error::os_path(code, path, offset, Backend::Uring, e)), payload.into_one().into_failed())
         }
     }
 }

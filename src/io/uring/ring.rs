@@ -89,11 +89,21 @@ enum State {
 }
 
 /// What an operation keeps alive until its completion: its buffers, the `iovec`s that point at
-/// them, and the file, whose descriptor number must not be reused while the kernel may use it.
+/// them, and, when nobody else does, a handle of its file.
+///
+/// **The file.** An entry names its file by descriptor number or fixed index, which the kernel
+/// resolves when it issues the entry: at the submit for most, later for an entry still queued
+/// in the SQ or linked behind another. Until then the number must keep naming this file, so a
+/// handle of it must be alive. A waiting future borrows its caller's `File` for as long as it
+/// lives, so the slot clones the file only when the future is dropped before the completion
+/// ([`Ring::abandon`]) or when its entry is still queued after its submit
+/// ([`Ring::hold_if_queued`], against a future that is forgotten). Cloning on every operation
+/// would make submitters on different cores share the file's reference count: one cache line
+/// bounced between them twice per operation. Batch entries own their files and keep them here.
 pub(super) struct Payload {
     bufs: Bufs,
     _iovecs: Option<IoVecs>,
-    _file: File,
+    file: Option<File>,
 }
 
 enum Bufs {
@@ -532,6 +542,16 @@ impl Ring {
         }
     }
 
+    /// Keeps a handle of `file` in the slot of `key` if its entry is still queued (a transient
+    /// submit failure left it there): see [`Payload`].
+    pub(super) fn hold_if_queued(&mut self, key: Key, file: &File) {
+        if self.queued.contains(&key) {
+            if let Some(slot) = self.ops.get_mut(key.index as usize) {
+                slot.payload.file.get_or_insert_with(|| file.clone());
+            }
+        }
+    }
+
     /// Remembers `waker` for `key`, still in flight.
     pub(super) fn wait(&mut self, key: Key, waker: &Waker) {
         if let Some(slot) = self.ops.get_mut(key.index as usize) {
@@ -555,9 +575,11 @@ impl Ring {
         Some((result, self.free(key)))
     }
 
-    /// The future of `key` is gone: free the slot now if it completed, else at its completion.
-    /// Returns whether the operation is still in flight (then someone must reap it later).
-    pub(super) fn abandon(&mut self, key: Key) -> bool {
+    /// The future of `key` is gone: free the slot now if it completed, else free it at its
+    /// completion, keeping a handle of `file` (the file the future borrowed; `None` when the
+    /// payload owns one) in it until then. Returns whether the operation is still in flight
+    /// (then someone must reap it later).
+    pub(super) fn abandon(&mut self, key: Key, file: Option<&File>) -> bool {
         if !self.live(key) {
             return false;
         }
@@ -568,6 +590,9 @@ impl Ring {
             false
         } else {
             slot.state = State::Ignored;
+            if let Some(file) = file {
+                slot.payload.file.get_or_insert_with(|| file.clone());
+            }
             true
         }
     }
@@ -607,25 +632,29 @@ impl Ring {
 }
 
 impl Payload {
-    pub(super) fn sync(file: &File) -> Payload {
-        Payload { bufs: Bufs::None, _iovecs: None, _file: file.clone() }
+    /// A sync's: nothing but the file, which its future borrows.
+    pub(super) fn sync() -> Payload {
+        Payload { bufs: Bufs::None, _iovecs: None, file: None }
     }
 
-    pub(super) fn one(file: &File, buf: Buf<InFlight>) -> Payload {
-        Payload::owned(file.clone(), buf)
+    /// One buffer, on a file its future borrows.
+    pub(super) fn one(buf: Buf<InFlight>) -> Payload {
+        Payload { bufs: Bufs::One(buf), _iovecs: None, file: None }
     }
 
+    /// One buffer, on a file whose handle the operation owns (a batch entry).
     pub(super) fn owned(file: File, buf: Buf<InFlight>) -> Payload {
-        Payload { bufs: Bufs::One(buf), _iovecs: None, _file: file }
+        Payload { bufs: Bufs::One(buf), _iovecs: None, file: Some(file) }
     }
 
-    pub(super) fn many(file: &File, bufs: Vec<Buf<InFlight>>, iovecs: IoVecs) -> Payload {
-        Payload { bufs: Bufs::Many(bufs), _iovecs: Some(iovecs), _file: file.clone() }
+    /// A buffer list and its `iovec`s, on a file its future borrows.
+    pub(super) fn many(bufs: Vec<Buf<InFlight>>, iovecs: IoVecs) -> Payload {
+        Payload { bufs: Bufs::Many(bufs), _iovecs: Some(iovecs), file: None }
     }
 
-    /// The file the operation runs on (its errors name it).
-    pub(super) fn file(&self) -> &File {
-        &self._file
+    /// The file's handle, if the payload holds one (batch entries do; their errors name it).
+    pub(super) fn file(&self) -> Option<&File> {
+        self.file.as_ref()
     }
 
     pub(super) fn into_one(self) -> Buf<InFlight> {
@@ -658,7 +687,7 @@ mod tests {
         let buf = pool.try_acquire().unwrap().into_in_flight();
         let entry = io_uring::opcode::Read::new(io_uring::types::Fd(file.fd()), buf.as_ptr(), 4096).build();
         let mut ring = core.lock();
-        let key = ring.push(entry, Payload::one(&file, buf), &core.counters).map_err(|(e, _)| e).unwrap();
+        let key = ring.push(entry, Payload::owned(file.clone(), buf), &core.counters).map_err(|(e, _)| e).unwrap();
         assert!(ring.take_done(key).is_none(), "queued, not submitted");
         ring.break_with(libc::EBADF);
         let (result, payload) = ring.take_done(key).expect("completed by the failure");
@@ -667,7 +696,7 @@ mod tests {
         assert_eq!(pool.available(), 2, "the buffer is back");
         let again = pool.try_acquire().unwrap().into_in_flight();
         let entry = io_uring::opcode::Nop::new().build();
-        let refused = ring.push(entry, Payload::one(&file, again), &core.counters);
+        let refused = ring.push(entry, Payload::one(again), &core.counters);
         assert_eq!(refused.err().map(|(e, _)| e.raw_os_error()), Some(Some(libc::EBADF)));
         assert_eq!(ring.submit(&core.counters).unwrap_err().raw_os_error(), Some(libc::EBADF));
     }
