@@ -325,7 +325,7 @@ fn config_applies_to_every_command() {
     let out = run(&[&args[..], &["--json", "--chart", path(&chart)]].concat());
     assert_exit(&out, 0);
     let report = json(&out);
-    assert_eq!((report["version"].clone(), report["engine_requested"].clone()), (3.into(), "tokio".into()));
+    assert_eq!((report["version"].clone(), report["engine_requested"].clone()), (4.into(), "tokio".into()));
     let row = &report["rows"][0];
     assert_eq!(row["row"], "direct_randread_qd1");
     let backends: Vec<&str> = row["us_per_op"].as_object().expect("us_per_op").keys().map(String::as_str).collect();
@@ -428,7 +428,7 @@ fn bench_pairs_qd1_with_the_raw_ring() {
     let out = run(&[&args[..], &["--json", "--chart", path(&chart)]].concat());
     assert_exit(&out, 0);
     let report = json(&out);
-    assert_eq!(report["version"], 3);
+    assert_eq!(report["version"], 4);
     let paired = &report["qd1_paired"];
     assert_eq!(paired["pairs"], 2000, "{report}");
     for key in ["uring_fixed_p50_us", "raw_ring_p50_us", "uring_fixed_mean_us", "raw_ring_mean_us", "ratio_p50"] {
@@ -439,6 +439,29 @@ fn bench_pairs_qd1_with_the_raw_ring() {
     assert!((0.5..2.0).contains(&ratio), "engine and raw ring measured different things: {paired}");
     let row = &report["rows"][0];
     assert!(row["us_per_op"]["raw_sqpoll"].as_f64().is_some_and(|v| v > 0.0), "{row}");
+    assert!(!bench_dir.exists(), "bench left {:?}", entries(&bench_dir));
+}
+
+/// The CPU-bound scaling rows run on the engine without the fast path: the report gives their
+/// scaling against the baselines', and the counters of that engine (which did every read
+/// through its rings), not only those of the engine the other rows use.
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+#[test]
+fn bench_reports_the_scaling_rows_and_their_engine() {
+    let dir = common::tempdir();
+    let bench_dir = dir.path().join("bench");
+    let chart = dir.path().join("chart.svg");
+    let args = ["bench", "--dir", path(&bench_dir), "--engine", "uring", "--only", "scale_cached", "--rounds", "1"];
+    let out = run(&[&args[..], &["--json", "--chart", path(&chart)]].concat());
+    assert_exit(&out, 0);
+    let report = json(&out);
+    let scaling = report["scaling"].as_array().expect("scaling");
+    assert!(!scaling.is_empty(), "{report}");
+    let ring_only = &report["uring_ring_only_stats"];
+    let reads = ring_only["reads"].as_u64().unwrap_or(0);
+    assert!(reads > 0 && ring_only["submitted"].as_u64() >= Some(reads), "every read went through a ring: {ring_only}");
+    assert_eq!(ring_only["fast_path_hits"], 0, "{ring_only}");
+    assert_eq!(report["uring_stats"]["reads"], 0, "the fast-path engine ran no row here: {report}");
     assert!(!bench_dir.exists(), "bench left {:?}", entries(&bench_dir));
 }
 

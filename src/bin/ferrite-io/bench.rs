@@ -18,7 +18,7 @@ use crate::workloads::{Backend, Bench, FILES, Row, allocations};
 /// How long one measurement (one backend, one round) should take.
 const SAMPLE: Duration = Duration::from_millis(60);
 /// Version of the `--json` report; raised when a field changes meaning or goes away.
-const REPORT_VERSION: u32 = 3;
+const REPORT_VERSION: u32 = 4;
 /// Operation pairs of the paired queue-depth-1 comparison (about half a second on a disk).
 #[cfg(uring)]
 const PAIRS: usize = 2000;
@@ -105,6 +105,9 @@ struct Report {
     qd1_paired: Option<PairedReport>,
     /// The io_uring engine's counters at the end of the run (absent when it did not run).
     uring_stats: Option<ferrite_io::EngineStats>,
+    /// The counters of the io_uring engine without the fast path that the CPU-bound scaling
+    /// rows use (absent when io_uring did not run). New in version 4.
+    uring_ring_only_stats: Option<ferrite_io::EngineStats>,
     tokio_stats: ferrite_io::EngineStats,
 }
 
@@ -345,6 +348,9 @@ fn print_extras(measured: &[Measured], bench: &Bench, paired: Option<&PairedRepo
     if let Some(stats) = bench.uring_stats() {
         println!("io_uring engine counters: {}", crate::output::stats_line(&stats));
     }
+    if let Some(stats) = bench.ring_only_stats().filter(|stats| stats.submitted > 0) {
+        println!("io_uring engine without the fast path (scaling rows): {}", crate::output::stats_line(&stats));
+    }
 }
 
 fn report(
@@ -387,6 +393,7 @@ fn report(
         scaling,
         qd1_paired,
         uring_stats: bench.uring_stats(),
+        uring_ring_only_stats: bench.ring_only_stats(),
         tokio_stats: bench.tokio_stats(),
     }
 }

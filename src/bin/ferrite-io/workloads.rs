@@ -458,6 +458,16 @@ impl Bench {
         None
     }
 
+    /// The counters of the io_uring engine without the fast path (the scaling rows'), when
+    /// io_uring runs.
+    pub fn ring_only_stats(&self) -> Option<ferrite_io::EngineStats> {
+        #[cfg(uring)]
+        if let Some(uring) = &self.uring {
+            return Some(uring.ring_only.stats());
+        }
+        None
+    }
+
     /// The tokio engine's counters.
     pub fn tokio_stats(&self) -> ferrite_io::EngineStats {
         self.tokio.stats()
