@@ -52,7 +52,11 @@ fn io(c: &mut Criterion) {
         for backend in backends {
             group.bench_function(backend.name(), |b| {
                 b.iter_custom(|iters| match runtime.block_on(bench.run(row, backend, iters)) {
-                    Ok(elapsed) => elapsed,
+                    // Untimed: the write-back of a write row's dirty pages, before the next sample.
+                    Ok(elapsed) => match bench.settle(row) {
+                        Ok(()) => elapsed,
+                        Err(e) => panic!("{row} on {backend}: {e}"),
+                    },
                     Err(e) => panic!("{row} on {backend}: {e}"),
                 })
             });

@@ -215,6 +215,7 @@ pub async fn run(options: Options) -> Result<(), Failure> {
                 let before = allocations();
                 let elapsed = bench.run(m.row, backend, iters).await?;
                 let allocated = allocations() - before;
+                bench.settle(m.row)?;
                 m.samples.entry(backend.name()).or_default().push(elapsed.as_secs_f64() * 1e6 / iters as f64);
                 m.allocs.entry(backend.name()).or_default().push(allocated as f64 / iters as f64);
                 phase.inc(1);

@@ -508,6 +508,19 @@ impl Bench {
         move |source| io_error_at(op, &path)(source)
     }
 
+    /// Writes back what a write row left dirty, outside the timed part, so that the write-back
+    /// does not run into the samples of whatever is measured next.
+    ///
+    /// # Errors
+    ///
+    /// The `fdatasync`'s.
+    pub fn settle(&self, row: Row) -> ferrite_io::Result<()> {
+        if is_write(row) {
+            self.files(row).std.sync_data().map_err(self.failed(row))?;
+        }
+        Ok(())
+    }
+
     fn files(&self, row: Row) -> &Files {
         match row {
             Row::CachedRead4k | Row::Batch8 | Row::ScaleCached(_) => &self.cached,
