@@ -103,6 +103,9 @@ struct Report {
     /// O_DIRECT queue depth 1, engine and raw ring alternating per operation (absent when the
     /// row did not run or io_uring is not in use).
     qd1_paired: Option<PairedReport>,
+    /// Cached 4 KiB reads, engine (fixed buffer) and `nowait` alternating in chunks (absent when
+    /// the row did not run or io_uring is not in use).
+    cached_paired: Option<CachedPairedReport>,
     /// The io_uring engine's counters at the end of the run (absent when it did not run).
     uring_stats: Option<ferrite_io::EngineStats>,
     /// The counters of the io_uring engine without the fast path that the CPU-bound scaling
@@ -142,6 +145,33 @@ struct PairedReport {
     ratio_p50: f64,
     /// `uring_fixed_mean_us / raw_ring_mean_us`.
     ratio_mean: f64,
+}
+
+/// Cached 4 KiB reads, engine and `nowait` alternating chunk by chunk (see
+/// `Bench::paired_cached`). New in version 4.
+#[derive(Serialize)]
+struct CachedPairedReport {
+    chunks: usize,
+    reads_per_chunk: usize,
+    /// Medians over chunks of the time per read.
+    uring_fixed_p50_us: f64,
+    nowait_p50_us: f64,
+    /// The median over pairs of the ratio within a pair, ours / nowait.
+    ratio_p50: f64,
+}
+
+impl CachedPairedReport {
+    #[cfg(uring)]
+    fn of(paired: crate::workloads::PairedCached) -> Option<CachedPairedReport> {
+        let ratios = paired.uring_fixed.iter().zip(&paired.nowait).map(|(a, b)| a / b).collect();
+        Some(CachedPairedReport {
+            chunks: paired.uring_fixed.len(),
+            reads_per_chunk: crate::workloads::CHUNK,
+            uring_fixed_p50_us: Spread::of(paired.uring_fixed)?.median,
+            nowait_p50_us: Spread::of(paired.nowait)?.median,
+            ratio_p50: Spread::of(ratios)?.median,
+        })
+    }
 }
 
 impl PairedReport {
@@ -224,6 +254,7 @@ pub async fn run(options: Options) -> Result<(), Failure> {
     }
     phase.finish();
     let paired = qd1_paired(&mut bench, &rows).await?;
+    let cached = cached_paired(&mut bench, &rows).await?;
     let title = format!(
         "ferrite-io bench: ours / baseline, median and range of {rounds} rounds; kernel {}",
         ferrite_io::io::detect::kernel_release()
@@ -232,14 +263,33 @@ pub async fn run(options: Options) -> Result<(), Failure> {
     eprintln!("chart: {}", chart.path().display());
     chart.keep();
     if json {
-        let report = report(&measured, rounds, &config, &source, &bench, paired);
+        let report = report(&measured, rounds, &config, &source, &bench, paired, cached);
         let text = serde_json::to_string_pretty(&report).map_err(|e| Failure::Run(format!("JSON report: {e}")))?;
         println!("{text}");
     } else {
         print_table(&measured, &backends, rounds, &config, &source);
-        print_extras(&measured, &bench, paired.as_ref());
+        print_extras(&measured, &bench, paired.as_ref(), cached.as_ref());
     }
     Ok(())
+}
+
+/// Chunk pairs of the cached-read comparison (`Bench::paired_cached`): 2 x 400,000 reads, about
+/// 1.5 s.
+const CACHED_CHUNKS: usize = 2000;
+
+/// The cached-read comparison in chunks, when the cached row is among `rows` and the io_uring
+/// engine runs.
+async fn cached_paired(bench: &mut Bench, rows: &[Row]) -> Result<Option<CachedPairedReport>, Failure> {
+    #[cfg(uring)]
+    if rows.contains(&Row::CachedRead4k) && bench.runs(Backend::UringFixed) {
+        let phase = Progress::start("cached reads, engine and nowait alternating", 1, "runs");
+        let paired = bench.paired_cached(CACHED_CHUNKS).await?;
+        phase.inc(1);
+        phase.finish();
+        return Ok(CachedPairedReport::of(paired));
+    }
+    let _ = (bench, rows);
+    Ok(None)
 }
 
 /// The paired queue-depth-1 comparison, when the O_DIRECT QD1 row is among `rows` and the
@@ -315,7 +365,12 @@ fn print_table(
 }
 
 /// Allocations per operation, scaling with a second submitter, and the engines' counters.
-fn print_extras(measured: &[Measured], bench: &Bench, paired: Option<&PairedReport>) {
+fn print_extras(
+    measured: &[Measured],
+    bench: &Bench,
+    paired: Option<&PairedReport>,
+    cached: Option<&CachedPairedReport>,
+) {
     let engines = ["uring", "uring_fixed", "tokio_engine"];
     println!("heap allocations per operation (whole process, median of rounds):");
     for m in measured {
@@ -346,6 +401,16 @@ fn print_extras(measured: &[Measured], bench: &Bench, paired: Option<&PairedRepo
             p.ratio_mean
         );
     }
+    if let Some(c) = cached {
+        println!(
+            "cached 4 KiB reads, {} chunks of {} alternating: uring_fixed p50 {}, nowait p50 {}: {:.3}x (median of the ratios within a pair)",
+            c.chunks,
+            c.reads_per_chunk,
+            micros(c.uring_fixed_p50_us),
+            micros(c.nowait_p50_us),
+            c.ratio_p50
+        );
+    }
     if let Some(stats) = bench.uring_stats() {
         println!("io_uring engine counters: {}", crate::output::stats_line(&stats));
     }
@@ -361,6 +426,7 @@ fn report(
     source: &EngineSource,
     bench: &Bench,
     qd1_paired: Option<PairedReport>,
+    cached_paired: Option<CachedPairedReport>,
 ) -> Report {
     let rows = measured
         .iter()
@@ -393,6 +459,7 @@ fn report(
         rows,
         scaling,
         qd1_paired,
+        cached_paired,
         uring_stats: bench.uring_stats(),
         uring_ring_only_stats: bench.ring_only_stats(),
         tokio_stats: bench.tokio_stats(),
