@@ -43,8 +43,9 @@ struct Inner {
     std: std::fs::File,
     path: Option<PathBuf>,
     /// The file's slot in the fixed-file tables of the first io_uring engine that did I/O on
-    /// it, made on that first use. Dropped with the last handle, which is after every operation
-    /// on the file has completed (each holds a handle), and the drop unregisters it.
+    /// it, made on that first use. Dropped with the last handle, which outlives every entry
+    /// naming the slot until the kernel has issued it (see `uring::ring::Payload`), and the drop
+    /// unregisters it.
     #[cfg(uring)]
     fixed: std::sync::OnceLock<super::uring::Fixed>,
 }

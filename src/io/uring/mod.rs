@@ -11,10 +11,11 @@
 //! - **Later completions** (`wake.rs`) reach the waiting future through a watcher registered with
 //!   the waiter's own runtime's reactor, or the engine's completion thread where there is no
 //!   reactor. Nothing depends on the runtime that created the engine.
-//! - **Ownership.** Each operation has a slot holding its buffers (`Buf<InFlight>`), `iovec`s and
-//!   a clone of the file, so nothing the kernel points at can be freed or reused early. A future
-//!   dropped before its completion marks the slot *ignored*; the slot and its buffers are freed
-//!   when the completion arrives (I2). A forgotten future leaks only its slot.
+//! - **Ownership.** Each operation has a slot holding its buffers (`Buf<InFlight>`) and `iovec`s,
+//!   so nothing the kernel points at can be freed or reused early. A future dropped before its
+//!   completion marks the slot *ignored* and leaves a handle of its file in it; the slot and its
+//!   buffers are freed when the completion arrives (I2). A forgotten future leaks only its slot.
+//!   While the future lives, its borrow of the caller's `File` keeps the file (`ring::Payload`).
 //! - **Shutdown.** Dropping the engine stops its completion thread, retires its watchers,
 //!   cancels everything outstanding and waits (up to [`DRAIN_TIMEOUT`]) for every completion.
 //!   Whatever is still in flight after that is leaked, with its buffers and therefore the arena,
