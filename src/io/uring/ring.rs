@@ -527,6 +527,12 @@ impl Ring {
         self.ops.remove(key.index as usize).payload
     }
 
+    /// Whether any operation of this ring is still in the slab (in flight, or completed and not
+    /// yet collected).
+    pub(super) fn busy(&self) -> bool {
+        !self.ops.is_empty()
+    }
+
     /// Whether `key` names a live slot of this ring.
     fn live(&self, key: Key) -> bool {
         self.ops.get(key.index as usize).is_some_and(|s| s.generation == key.generation)

@@ -122,12 +122,20 @@ impl Watcher {
     ///
     /// Readiness is cleared before reaping: a signal after the clear sets it again, and the
     /// next `poll_read_ready` returns it, so no completion slips between reap and re-arm.
+    ///
+    /// A watcher whose runtime is gone hands its ring to the engine's completion thread if
+    /// operations are still in flight there: the futures the runtime dropped on its way out
+    /// abandoned theirs, which must still be reaped (their buffers come back then), and no
+    /// future is left to choose another path for them.
     fn turn(self: &Arc<Self>) {
         loop {
             let Some(shared) = self.shared.upgrade() else { return };
             let ready = {
                 let mut fd = self.lock();
-                let Some(registration) = fd.as_ref() else { return };
+                let Some(registration) = fd.as_ref() else {
+                    drop(fd);
+                    return self.hand_over(&shared);
+                };
                 let waker = Waker::from(self.clone());
                 match registration.poll_read_ready(&mut Context::from_waker(&waker)) {
                     Poll::Pending => {
@@ -151,8 +159,20 @@ impl Watcher {
             ring.progress(&core.counters);
             drop(ring);
             if !ready {
-                return;
+                return self.hand_over(&shared);
             }
+        }
+    }
+
+    /// The runtime is gone: starts the completion thread if this ring still has operations in
+    /// flight (see [`turn`](Self::turn)).
+    fn hand_over(&self, shared: &Arc<Shared>) {
+        if shared.rings[self.ring].lock().busy() {
+            tracing::debug!(
+                ring = self.ring,
+                "runtime gone with operations in flight; the completion thread takes over"
+            );
+            shared.thread.start(shared);
         }
     }
 
