@@ -32,8 +32,10 @@
 //! measured within noise of a plain ring and need every submit and every reap of a ring on the
 //! thread that created it, while a tokio task
 //! moves between workers and is woken by whichever thread runs the reactor; `COOP_TASKRUN`
-//! defers completion work until the submitter enters the kernel, which a parked worker may not
-//! do for a long time, so the eventfd would not fire.
+//! (no interrupt for a submitter that is running; a sleeping one is still woken) measured no
+//! different at queue depth 1 (paired 1.045-1.059x against 1.035-1.116x for a plain ring,
+//! alternating runs), and would hold the completions of a worker busy in user space until its
+//! next syscall.
 
 mod files;
 mod ring;
