@@ -42,6 +42,8 @@ pub struct File {
 struct Inner {
     std: std::fs::File,
     path: Option<PathBuf>,
+    /// The descriptor has no position (see [`File::is_stream`]).
+    stream: bool,
     /// The file's slot in the fixed-file tables of the first io_uring engine that did I/O on
     /// it, made on that first use. Dropped with the last handle, which outlives every entry
     /// naming the slot until the kernel has issued it (see `uring::ring::Payload`), and the drop
@@ -53,6 +55,7 @@ struct Inner {
 impl Inner {
     fn new(std: std::fs::File, path: Option<PathBuf>) -> Inner {
         Inner {
+            stream: is_stream(&std),
             std,
             path,
             #[cfg(uring)]
@@ -495,6 +498,13 @@ impl File {
         self.alignment.is_some_and(|alignment| offset % u64::from(alignment.offset) != 0)
     }
 
+    /// Whether the descriptor has no file position (a pipe, a socket, a terminal): `pread` on
+    /// it fails with `ESPIPE`, while io_uring reads and writes it as a stream and ignores the
+    /// offset. The tokio engine does as io_uring does, so the engines agree on such files.
+    pub(crate) fn is_stream(&self) -> bool {
+        self.inner.stream
+    }
+
     /// [`check_direct`](Self::check_direct) for `buf[start..]` at `offset`.
     pub(crate) fn check_buf(&self, buf: &Buf<InFlight>, start: usize, offset: u64) -> io::Result<()> {
         self.check_direct(offset, [(buf.as_ptr() as usize + start, buf.len() - start)])
@@ -602,6 +612,22 @@ impl PositionalIo for std::fs::File {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
         std::os::windows::fs::FileExt::seek_write(self, buf, offset)
     }
+}
+
+/// Whether `lseek` refuses the descriptor with `ESPIPE`: it has no position to read at.
+#[cfg(unix)]
+fn is_stream(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: lseek takes no pointers and SEEK_CUR by 0 moves nothing; the descriptor is open
+    // for the borrow of `file`.
+    let rc = unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_CUR) };
+    rc == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ESPIPE)
+}
+
+/// Windows: positional I/O (`seek_read`) is what both engines' callers get.
+#[cfg(not(unix))]
+fn is_stream(_file: &std::fs::File) -> bool {
+    false
 }
 
 fn open_blocking(path: &Path, options: &OpenOptions) -> io::Result<std::fs::File> {

@@ -304,6 +304,13 @@ pub(crate) fn check_offset(offset: u64) -> io::Result<()> {
     if offset > i64::MAX as u64 { Err(io::Error::from_raw_os_error(libc::EINVAL)) } else { Ok(()) }
 }
 
+/// `EINVAL` when the range `offset..offset + len` ends past `i64::MAX`, as the kernel checks one
+/// `preadv`/`pwritev` (and a ring's vectored entry) as a whole. The tokio engine runs a vectored
+/// operation as one call per buffer, each of which would pass the check on its own.
+fn check_end(offset: u64, len: u64) -> io::Result<()> {
+    check_offset(offset.saturating_add(len))
+}
+
 /// One `pread`/`pwrite` of `buf[start..]` at `offset`, retrying `EINTR`; a direct file's
 /// alignment is checked first, as the io_uring engine checks it before submitting.
 fn rw_once(rw: Rw, file: &File, buf: &mut Buf<InFlight>, start: usize, offset: u64) -> io::Result<usize> {
@@ -312,15 +319,18 @@ fn rw_once(rw: Rw, file: &File, buf: &mut Buf<InFlight>, start: usize, offset: u
     }
     check_offset(offset)?;
     file.check_buf(buf, start, offset)?;
-    let file = file.std();
+    let (stream, mut file) = (file.is_stream(), file.std());
     // SAFETY: the tokio engine performs its I/O on this blocking thread itself; no kernel
     // operation holds the slot (I2), and `buf` is owned by this task.
     let bytes = unsafe { buf.bytes_mut() };
     let bytes = &mut bytes[start..];
     loop {
-        let result = match rw {
-            Rw::Read => file.read_at(bytes, offset),
-            Rw::Write => file.write_at(bytes, offset),
+        // A file without positions (a pipe) is read and written as a stream, as io_uring does.
+        let result = match (rw, stream) {
+            (Rw::Read, false) => file.read_at(bytes, offset),
+            (Rw::Write, false) => file.write_at(bytes, offset),
+            (Rw::Read, true) => io::Read::read(&mut file, bytes),
+            (Rw::Write, true) => io::Write::write(&mut file, bytes),
         };
         match result {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -385,11 +395,15 @@ fn vectored(rw: Rw, file: &File, bufs: Vec<Buf<InFlight>>, offset: u64) -> BufRe
     let invalid = if bufs.len() > MAX_VECTORED {
         Err(io::Error::from_raw_os_error(libc::EINVAL))
     } else {
-        check_offset(offset).and_then(|()| file.check_bufs(&bufs, offset))
+        let total = bufs.iter().map(|b| b.len() as u64).sum();
+        check_offset(offset).and_then(|()| check_end(offset, total)).and_then(|()| file.check_bufs(&bufs, offset))
     };
     if let Err(e) = invalid {
         let e = err(op, file, offset, e);
         return BufResult(Err(e), bufs.into_iter().map(|b| b.into_failed()).collect());
+    }
+    if file.is_stream() {
+        return stream_vectored(rw, file, bufs, offset);
     }
     let mut total = 0usize;
     let mut failure = None;
@@ -409,6 +423,49 @@ fn vectored(rw: Rw, file: &File, bufs: Vec<Buf<InFlight>>, offset: u64) -> BufRe
             BufResult(Err(err(op, file, offset, e)), moved.into_iter().map(|(b, _)| b.into_failed()).collect())
         }
         _ => BufResult(Ok(total), moved.into_iter().map(|(b, done)| b.into_completed(done)).collect()),
+    }
+}
+
+/// `readv`/`writev` on a file without positions, as io_uring runs a vectored entry on one: a
+/// single call, which takes what the stream has now instead of waiting to fill every member.
+fn stream_vectored(
+    rw: Rw,
+    file: &File,
+    mut bufs: Vec<Buf<InFlight>>,
+    offset: u64,
+) -> BufResult<usize, Vec<Buf<Completed>>> {
+    let mut std = file.std();
+    let result = loop {
+        // SAFETY: as in `rw_once`: the I/O runs on this thread, and the buffers are this task's.
+        let mut slices: Vec<_> = bufs.iter_mut().map(|b| io::IoSliceMut::new(unsafe { b.bytes_mut() })).collect();
+        let result = match rw {
+            Rw::Read => io::Read::read_vectored(&mut std, &mut slices),
+            Rw::Write => {
+                let slices: Vec<_> = slices.iter().map(|s| io::IoSlice::new(s)).collect();
+                io::Write::write_vectored(&mut std, &slices)
+            }
+        };
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => break other,
+        }
+    };
+    match result {
+        Ok(n) => {
+            let mut left = n;
+            let bufs = bufs
+                .into_iter()
+                .map(|b| {
+                    let done = left.min(b.len());
+                    left -= done;
+                    b.into_completed(done)
+                })
+                .collect();
+            BufResult(Ok(n), bufs)
+        }
+        Err(e) => {
+            BufResult(Err(err(rw.op(false, true), file, offset, e)), bufs.into_iter().map(Buf::into_failed).collect())
+        }
     }
 }
 
