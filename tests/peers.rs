@@ -27,7 +27,7 @@ mod common;
 use std::future::Future;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use ferrite_io::{Batch, Buf, BufResult, Completed, EngineChoice, Error, File, IoEngine, OpenOptions, SharedIoEngine};
@@ -48,12 +48,14 @@ fn engines() -> Vec<(&'static str, SharedIoEngine)> {
 
 /// Waits (under the watchdog) until every buffer of the engine's pool is back.
 async fn pool_refills(what: &str, engine: &SharedIoEngine) {
-    watchdog(what, async {
+    let refilled = tokio::time::timeout(WATCHDOG, async {
         while engine.pool().available() != engine.pool().capacity() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-    })
-    .await;
+    });
+    if refilled.await.is_err() {
+        panic!("{what}: buffers still out after {WATCHDOG:?}: {:?}, {:?}", engine.pool(), engine.stats());
+    }
 }
 
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
@@ -446,4 +448,263 @@ async fn pipe_steps(engines: Vec<(&'static str, SharedIoEngine)>) -> Vec<(&'stat
         all.push((name, lines));
     }
     all
+}
+
+/// The engines without the fast path: a read of a pipe then waits in the kernel (or on a
+/// blocking thread) until the pipe is written, which holds an operation in flight for as long as
+/// a test needs. (With the fast path, a pipe fails at once: see
+/// [`pipes_are_streams_with_the_fast_path`].)
+fn waiting_engines() -> Vec<(&'static str, SharedIoEngine)> {
+    engines().into_iter().filter(|(name, _)| !name.ends_with("nowait")).collect()
+}
+
+/// A wakeup counter to poll futures by hand with.
+struct Woken(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// tokio-uring `complete_ops_on_drop`, monoio `drop_off_runtime`: a read in flight whose future
+/// and every handle of its file are dropped keeps the descriptor open until the kernel is done
+/// (it could otherwise be reused under the operation), returns its buffer when it completes, and
+/// then closes the descriptor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_dropped_while_an_operation_is_in_flight() {
+    use std::io::Write;
+    for (name, engine) in waiting_engines() {
+        let (reader, mut writer) = pipe();
+        let fd = reader.std().as_raw_fd();
+        // SAFETY: `stat` is plain integers; all zeros is a valid value.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat writes one `stat` into `st`, a live local; `fd` is open (held by `reader`).
+        assert_eq!(unsafe { libc::fstat(fd, &mut st) }, 0);
+        let mut buf = engine.acquire().await;
+        buf.set_len(16).unwrap();
+        let mut read = Box::pin(engine.read_at(&reader, buf, 0));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(read.as_mut().poll(&mut cx).is_pending(), "{name}: an empty pipe has nothing to read");
+        drop(read);
+        drop(reader); // the last handle of the file, but for the one inside the engine
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(still_open(fd, st.st_ino), "{name}: the descriptor was closed under a read in flight");
+        assert_eq!(engine.pool().available(), engine.pool().capacity() - 1, "{name}: the buffer is the kernel's");
+        writer.write_all(&[5; 16]).unwrap();
+        pool_refills(name, &engine).await;
+        watchdog(name, async {
+            while still_open(fd, st.st_ino) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+    }
+}
+
+/// compio `timeout_read`, tokio `cancel_op_future`: a read of an empty pipe under a timeout and
+/// in a `select!` against a timer loses; its buffer stays out while the read is in flight and
+/// comes back when the pipe is written, and the engine goes on working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_and_select_leave_no_buffer_behind() {
+    use std::io::Write;
+    for (name, engine) in waiting_engines() {
+        let (reader, mut writer) = pipe();
+        let mut buf = engine.acquire().await;
+        buf.set_len(16).unwrap();
+        let timed = tokio::time::timeout(Duration::from_millis(5), engine.read_at(&reader, buf, 0)).await;
+        assert!(timed.is_err(), "{name}: an empty pipe cannot be read in time");
+        let mut buf = engine.acquire().await;
+        buf.set_len(16).unwrap();
+        tokio::select! {
+            _ = engine.read_at(&reader, buf, 0) => panic!("{name}: an empty pipe was read"),
+            () = tokio::time::sleep(Duration::from_millis(5)) => {}
+        }
+        assert_eq!(engine.pool().available(), engine.pool().capacity() - 2, "{name}");
+        writer.write_all(&[1; 32]).unwrap();
+        drop(writer); // end of stream: whatever a read did not get, it ends with Ok(0)
+        pool_refills(name, &engine).await;
+        let (n, _) = watchdog(name, engine.read_at(&reader, Buf::from(vec![0; 8]), 0)).await.into_parts();
+        assert_eq!(n.unwrap(), 0, "{name}: the abandoned reads took the data");
+        assert_eq!(engine.stats().in_flight, 0, "{name}");
+    }
+}
+
+/// glommio `cancellation_doest_crash_futures_not_polled` and tokio-uring `too_many_submissions`:
+/// 200 write futures dropped before their first poll write nothing; 600 polled once and dropped
+/// (far more than a 4-entry ring holds) leave the engine working, every buffer back, nothing in
+/// flight, and the file either untouched or holding the one record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn futures_dropped_unpolled_or_after_one_poll() {
+    let dir = common::tempdir();
+    let config = ferrite_io::IoEngineConfig { uring_entries: 4, ..common::config(EngineChoice::Auto) };
+    for (name, engine) in common::engines(&config) {
+        let file = create(&engine, &dir, name).await;
+        let unpolled: Vec<_> = (0..200).map(|_| engine.write_at(&file, Buf::from(b"x".to_vec()), 0)).collect();
+        drop(unpolled);
+        let slots: Vec<_> = (0..8).map(|_| engine.pool().try_acquire().unwrap()).collect();
+        let unpolled: Vec<_> = slots.into_iter().map(|b| engine.write_at(&file, b, 0)).collect();
+        drop(unpolled);
+        common::assert_pool_full(&engine);
+        assert_eq!(file.size().unwrap(), 0, "{name}: an unpolled future wrote");
+        let mut cx = Context::from_waker(Waker::noop());
+        for i in 0..600 {
+            let buf = if i % 8 == 0 { engine.acquire().await.into_free() } else { Buf::from(b"hello world".to_vec()) };
+            let mut buf = buf;
+            if buf.len() > 11 {
+                buf.set_len(11).unwrap();
+                buf.copy_from_slice(b"hello world");
+            }
+            let mut write = Box::pin(engine.write_at(&file, buf, 0));
+            let _ = write.as_mut().poll(&mut cx);
+        }
+        pool_refills(name, &engine).await;
+        watchdog(name, async {
+            while engine.stats().in_flight != 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        let content = std::fs::read(dir.path().join(name)).unwrap();
+        assert!(content.is_empty() || content == b"hello world", "{name}: {content:?}");
+        let (n, _) = watchdog(name, engine.write_all_at(&file, Buf::from(b"after".to_vec()), 0)).await.into_parts();
+        n.unwrap();
+    }
+}
+
+/// tokio `fs_uring_completed_then_dropped_before_repoll`: an operation whose completion arrived
+/// and woke its task, but whose future is dropped before it is polled again, gives its buffer
+/// back and leaves nothing in flight, round after round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_then_dropped_before_the_next_poll() {
+    let dir = common::tempdir();
+    let path = dir.path().join("pages");
+    std::fs::write(&path, pattern(3, 64 * 4096)).unwrap();
+    for (name, engine) in engines() {
+        let file = engine.open(&path, &OpenOptions::new().direct(true)).await.unwrap();
+        let mut pending = 0;
+        for round in 0..64u64 {
+            let mut buf = engine.acquire().await;
+            buf.set_len(4096).unwrap();
+            let woken = Arc::new(Woken(std::sync::atomic::AtomicUsize::new(0)));
+            let waker = Waker::from(woken.clone());
+            let mut read = Box::pin(engine.read_at(&file, buf, round * 4096));
+            if read.as_mut().poll(&mut Context::from_waker(&waker)).is_pending() {
+                pending += 1;
+                watchdog(name, async {
+                    while woken.0.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                })
+                .await;
+            }
+            drop(read);
+            pool_refills(&format!("{name} round {round}"), &engine).await;
+        }
+        assert!(pending > 0, "{name}: no direct read went asynchronous");
+        assert_eq!(engine.stats().in_flight, 0, "{name}");
+    }
+}
+
+/// tokio `shutdown_runtime_with_pending_reads` and `shutdown_runtime_while_performing_io_uring_ops`:
+/// a runtime shut down (with a deadline, from another thread) while 50 tasks read and write
+/// through an engine created elsewhere: the shutdown returns, every buffer comes back, and the
+/// engine works on the next runtime. On a current-thread and on multi-thread runtimes.
+#[test]
+fn runtime_shut_down_with_operations_in_flight() {
+    shut_down_with_operations_in_flight(|name| name.starts_with("tokio"));
+}
+
+/// As [`runtime_shut_down_with_operations_in_flight`], on the io_uring engine.
+#[test]
+#[ignore = "src/io/uring/wake.rs: the futures dropped by the shutdown abandon their operations while \
+            the runtime's watcher is still armed; the reactor then goes, the watcher retires \
+            (Watcher::turn, Err branch) after one reap, and nothing watches the ring any more: \
+            operations completing after that are never reaped, their buffers never come back, and \
+            with the pool empty the next acquire waits forever. A retiring watcher must hand a ring \
+            with operations in flight to the completion thread."]
+fn runtime_shut_down_with_operations_in_flight_on_io_uring() {
+    shut_down_with_operations_in_flight(|name| name.starts_with("uring"));
+}
+
+fn shut_down_with_operations_in_flight(which: fn(&str) -> bool) {
+    let dir = common::tempdir();
+    let path = dir.path().join("pages");
+    std::fs::write(&path, pattern(4, 64 * 4096)).unwrap();
+    let setup = tokio::runtime::Runtime::new().unwrap();
+    let engines: Vec<_> = setup.block_on(async { engines() }).into_iter().filter(|(name, _)| which(name)).collect();
+    drop(setup);
+    let flavors: [(&str, fn() -> tokio::runtime::Runtime); 3] = [
+        ("current", || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()),
+        ("multi(1)", || tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()),
+        ("multi(4)", || tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap()),
+    ];
+    for (flavor, build) in flavors.into_iter().cycle().take(6) {
+        for (name, engine) in &engines {
+            let rt = build();
+            let file = rt.block_on(engine.open(&path, &OpenOptions::new().direct(true))).unwrap();
+            for task in 0..50u64 {
+                let (engine, file) = (engine.clone(), file.clone());
+                rt.spawn(async move {
+                    for i in 0.. {
+                        let mut buf = engine.acquire().await;
+                        buf.set_len(4096).unwrap();
+                        let page = (task + i) % 64 * 4096;
+                        let _ = if i % 4 == 0 {
+                            engine.write_at(&file, buf, page).await
+                        } else {
+                            engine.read_at(&file, buf, page).await
+                        };
+                        tokio::task::yield_now().await;
+                    }
+                });
+            }
+            rt.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
+            let (done, shut) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                rt.shutdown_timeout(Duration::from_millis(300));
+                done.send(()).unwrap();
+            });
+            shut.recv_timeout(WATCHDOG).unwrap_or_else(|_| panic!("{name} on {flavor}: the shutdown hung"));
+            let next = build();
+            next.block_on(async {
+                pool_refills(&format!("{name} after {flavor}"), engine).await;
+                let (n, _) = watchdog(name, engine.read_at(&file, engine.acquire().await, 0)).await.into_parts();
+                assert_eq!(n.unwrap(), 8192, "{name} after {flavor}");
+            });
+        }
+    }
+}
+
+/// tokio-uring `pool_next_as_concurrency_limit`: ten writers share a pool of two buffers; each
+/// waits for a buffer, writes its record, and the file holds all ten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_writers_share_two_buffers() {
+    const RECORD: usize = 80;
+    let dir = common::tempdir();
+    let config =
+        ferrite_io::IoEngineConfig { registered_buffers: 2, buffer_size: 4096, ..common::config(EngineChoice::Auto) };
+    let mut files = Vec::new();
+    for (name, engine) in common::engines(&config) {
+        let file = create(&engine, &dir, name).await;
+        let writers: Vec<_> = (0..10u8)
+            .map(|i| {
+                let (engine, file) = (engine.clone(), file.clone());
+                tokio::spawn(async move {
+                    let mut buf = engine.acquire().await;
+                    buf.set_len(RECORD).unwrap();
+                    buf.fill(b'0' + i);
+                    engine.write_all_at(&file, buf, RECORD as u64 * u64::from(i)).await.0
+                })
+            })
+            .collect();
+        for writer in writers {
+            watchdog(name, writer).await.unwrap().unwrap();
+        }
+        let content = std::fs::read(dir.path().join(name)).unwrap();
+        let expected: Vec<u8> = (0..10u8).flat_map(|i| [b'0' + i; RECORD]).collect();
+        assert_eq!(content, expected, "{name}");
+        assert!(engine.pool().waits() > 0, "{name}: nobody had to wait for a buffer");
+        files.push(content);
+    }
 }
