@@ -687,6 +687,7 @@ async fn ten_writers_share_two_buffers() {
     let mut files = Vec::new();
     for (name, engine) in common::engines(&config) {
         let file = create(&engine, &dir, name).await;
+        let held = [engine.acquire().await, engine.acquire().await]; // every writer has to wait
         let writers: Vec<_> = (0..10u8)
             .map(|i| {
                 let (engine, file) = (engine.clone(), file.clone());
@@ -698,6 +699,8 @@ async fn ten_writers_share_two_buffers() {
                 })
             })
             .collect();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(held);
         for writer in writers {
             watchdog(name, writer).await.unwrap().unwrap();
         }
@@ -707,4 +710,254 @@ async fn ten_writers_share_two_buffers() {
         assert!(engine.pool().waits() > 0, "{name}: nobody had to wait for a buffer");
         files.push(content);
     }
+}
+
+/// glommio `random_io` with a writer and a reader at once: readers race a task that writes the
+/// file page by page. A read never sees bytes that were never written: each byte is zero (not
+/// yet written, or a hole) or its page's value, and it never returns more than the file held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_race_a_writer() {
+    const PAGES: u64 = 64;
+    const PAGE: usize = 4096;
+    let dir = common::tempdir();
+    for (name, engine) in engines() {
+        let file = create(&engine, &dir, name).await;
+        let writer = tokio::spawn({
+            let (engine, file) = (engine.clone(), file.clone());
+            async move {
+                for page in 0..PAGES {
+                    let mut buf = engine.acquire().await;
+                    buf.set_len(PAGE).unwrap();
+                    buf.fill(page as u8 + 1);
+                    engine.write_all_at(&file, buf, page * PAGE as u64).await.0.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        let readers: Vec<_> = (0..4u64)
+            .map(|seed| {
+                let (engine, file) = (engine.clone(), file.clone());
+                tokio::spawn(async move {
+                    let mut rng = common::Rng(seed * 7919 + 1);
+                    for _ in 0..200 {
+                        let offset = rng.below(PAGES * PAGE as u64 - 100);
+                        let len = 1 + rng.below(2 * PAGE as u64) as usize;
+                        let (n, back) = engine.read_at(&file, Buf::from(vec![0xEE; len]), offset).await.into_parts();
+                        let n = n.unwrap();
+                        assert_eq!(back.len(), n);
+                        for (i, &byte) in back.iter().enumerate() {
+                            let page = (offset + i as u64) / PAGE as u64;
+                            assert!(byte == 0 || byte == page as u8 + 1, "byte {i} of a read at {offset}: {byte}");
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        watchdog(name, writer).await.unwrap();
+        for reader in readers {
+            watchdog(name, reader).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let content = std::fs::read(dir.path().join(name)).unwrap();
+        assert!(content.chunks(PAGE).enumerate().all(|(i, page)| page.iter().all(|&b| b == i as u8 + 1)), "{name}");
+        common::assert_pool_full(&engine);
+    }
+}
+
+/// tokio `test_file_read_large` and `test_file_read_buffer_larger_than_max`, tokio-uring
+/// `basic_read_exact` of a repeated record: a 24 MiB buffer of caller memory written and read
+/// back whole, and a file of 4 MiB + 1000 bytes read to its end in chunks of pool buffers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_buffers_and_files_read_in_chunks() {
+    let dir = common::tempdir();
+    let big: Vec<u8> = b"hello world...".iter().copied().cycle().take(24 << 20).collect();
+    let chunked = pattern(9, (4 << 20) + 1000);
+    std::fs::write(dir.path().join("chunked"), &chunked).unwrap();
+    for (name, engine) in engines() {
+        let file = create(&engine, &dir, name).await;
+        let (result, back) = watchdog(name, engine.write_all_at(&file, Buf::from(big.clone()), 3)).await.into_parts();
+        result.unwrap();
+        assert_eq!(back.len(), big.len());
+        let (result, back) =
+            watchdog(name, engine.read_exact_at(&file, Buf::from(vec![0; big.len()]), 3)).await.into_parts();
+        result.unwrap();
+        assert!(back[..] == big[..], "{name}: the 24 MiB came back changed");
+        let (n, _) = watchdog(name, engine.read_at(&file, Buf::from(vec![0; big.len() + 4096]), 0)).await.into_parts();
+        assert_eq!(n.unwrap(), big.len() + 3, "{name}: one read of the whole file");
+
+        let file = engine.open(dir.path().join("chunked"), &OpenOptions::new().write(false)).await.unwrap();
+        let mut read = Vec::new();
+        loop {
+            let (n, back) =
+                watchdog(name, engine.read_at(&file, engine.acquire().await, read.len() as u64)).await.into_parts();
+            if n.unwrap() == 0 {
+                break;
+            }
+            read.extend_from_slice(&back);
+        }
+        assert!(read == chunked, "{name}: the file read in chunks differs");
+        common::assert_pool_full(&engine);
+    }
+}
+
+/// tokio `open_many_files` and `test_file_read_concurrent`: 600 files open at once, each
+/// written and read by its own task; then 3000 opens of 64 files, one read each, every handle
+/// dropped at once. Every descriptor is closed when its last handle goes (on io_uring, every
+/// file also took and gave back a fixed-file index).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_files_open_at_once_and_opened_over_and_over() {
+    let dir = common::tempdir();
+    for (name, engine) in engines() {
+        let tasks: Vec<_> = (0..600u32)
+            .map(|i| {
+                let engine = engine.clone();
+                let path = dir.path().join(format!("{name}-{i}"));
+                tokio::spawn(async move {
+                    let file = engine.open(&path, &OpenOptions::new().create(true)).await.unwrap();
+                    let record = format!("file {i}").into_bytes();
+                    engine.write_all_at(&file, Buf::from(record.clone()), 0).await.0.unwrap();
+                    let (n, back) = engine.read_at(&file, Buf::from(vec![0; 64]), 0).await.into_parts();
+                    assert_eq!((n.unwrap(), &back[..]), (record.len(), &record[..]));
+                    file
+                })
+            })
+            .collect();
+        let mut files = Vec::new();
+        for task in tasks {
+            files.push(watchdog(name, task).await.unwrap());
+        }
+        let ids: Vec<_> = files.iter().map(identity).collect();
+        drop(files);
+        assert!(ids.iter().all(|&(fd, ino)| !still_open(fd, ino)), "{name}: a descriptor outlived its file");
+        for i in 0..3000u32 {
+            let path = dir.path().join(format!("{name}-{}", i % 64));
+            let file = engine.open(&path, &OpenOptions::new().write(false)).await.unwrap();
+            let (n, _) = watchdog(name, engine.read_at(&file, Buf::from(vec![0; 16]), 0)).await.into_parts();
+            assert!(n.unwrap() > 0, "{name}");
+            let id = identity(&file);
+            drop(file);
+            assert!(!still_open(id.0, id.1), "{name}: the descriptor of a dropped file is open");
+        }
+        assert_eq!(engine.stats().registered_files, 0, "{name}: fixed-file indices were kept");
+    }
+}
+
+/// A file's descriptor and inode.
+fn identity(file: &File) -> (i32, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (file.std().as_raw_fd(), file.std().metadata().unwrap().ino())
+}
+
+/// Operations driven from `spawn_blocking` threads with `Handle::block_on` (code that bridges a
+/// synchronous API to the engine), next to tasks doing the same on the runtime's workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_from_blocking_threads() {
+    let dir = common::tempdir();
+    for (name, engine) in engines() {
+        let file = create(&engine, &dir, name).await;
+        let mut joins = Vec::new();
+        for i in 0..8u64 {
+            let (engine, file) = (engine.clone(), file.clone());
+            let work = async move {
+                let record = pattern(i as u8, 1000);
+                engine.write_all_at(&file, Buf::from(record.clone()), i * 1000).await.0.unwrap();
+                let (result, back) = engine.read_exact_at(&file, Buf::from(vec![0; 1000]), i * 1000).await.into_parts();
+                result.unwrap();
+                assert_eq!(back[..], record[..]);
+                engine.sync_data(&file).await.unwrap();
+            };
+            if i % 2 == 0 {
+                let handle = tokio::runtime::Handle::current();
+                joins.push(tokio::task::spawn_blocking(move || handle.block_on(work)));
+            } else {
+                joins.push(tokio::spawn(work));
+            }
+        }
+        for join in joins {
+            watchdog(name, join).await.unwrap();
+        }
+        assert_eq!(file.size().unwrap(), 8000, "{name}");
+    }
+}
+
+/// Buffers of odd lengths at odd offsets, of caller memory and of views into pool slots that
+/// start at odd addresses: every engine writes the same file and reads the same bytes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_lengths_offsets_and_views() {
+    let dir = common::tempdir();
+    let mut all = Vec::new();
+    for (name, engine) in engines() {
+        let file = create(&engine, &dir, name).await;
+        let mut lines = Vec::new();
+        let mut offset = 1u64;
+        for (i, len) in [1usize, 3, 511, 513, 4095, 4097, 8185].into_iter().enumerate() {
+            let seed = i as u8 * 17;
+            lines.push(seen(engine.write_at(&file, Buf::from(pattern(seed, len)), offset).await));
+            let mut view = engine.pool().acquire().await.slice(7..7 + len);
+            view.copy_from_slice(&pattern(seed + 1, len));
+            lines.push(seen(engine.write_all_at(&file, view, offset + len as u64).await));
+            let view = engine.acquire().await.slice(3..3 + len);
+            let (n, back) = engine.read_fixed_at(&file, view, offset).await.into_parts();
+            assert_eq!((n.unwrap(), &back[..]), (len, &pattern(seed, len)[..]), "{name}: {len} at {offset}");
+            let boxed = Buf::from(vec![0u8; len].into_boxed_slice());
+            let (result, back) = engine.read_exact_at(&file, boxed, offset + len as u64).await.into_parts();
+            result.unwrap();
+            assert_eq!(back[..], pattern(seed + 1, len)[..], "{name}");
+            offset += 2 * len as u64 + 3;
+        }
+        lines.push(format!("{:?}", digest(&std::fs::read(dir.path().join(name)).unwrap())));
+        common::assert_pool_full(&engine);
+        all.push((name, lines));
+    }
+    agree("odd lengths", &all);
+}
+
+/// glommio `mirror_buffer_to_two_files`, and one pool and one file on two engines: a buffer of
+/// one engine's pool goes through another engine's plain operations and batches (as a plain
+/// buffer) and is refused by its fixed ones; a file used first by one engine (which gives it a
+/// fixed-file index there, on io_uring) works on the other, also after the first is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_pool_and_one_file_on_two_engines() {
+    let dir = common::tempdir();
+    let config = common::config(EngineChoice::Auto);
+    let mut all = Vec::new();
+    for (first_name, first) in common::owned_engines(&config) {
+        for (second_name, second) in common::engines(&config) {
+            let first = match &first {
+                ferrite_io::Engine::Uring(_) => {
+                    ferrite_io::create_engine(config.clone().with_engine(EngineChoice::Uring))
+                }
+                ferrite_io::Engine::Tokio(_) => {
+                    ferrite_io::create_engine(config.clone().with_engine(EngineChoice::Tokio))
+                }
+            }
+            .unwrap();
+            let name = format!("{first_name}+{second_name}");
+            let file = create(&first, &dir, &name).await;
+            let mut lines = Vec::new();
+            let mut page = first.acquire().await;
+            page.fill(1);
+            lines.push(seen(first.write_fixed_at(&file, page, 0).await));
+            // The first engine's registered buffer on the second engine.
+            let mut page = first.acquire().await;
+            page.fill(2);
+            let (result, page) = second.write_fixed_at(&file, page, 8192).await.into_parts();
+            lines.push(format!("fixed elsewhere: {}", result.map_or_else(|e| code(&e), |n| n.to_string())));
+            let page = page.try_into_registered(&*first).expect("its own pool");
+            lines.push(seen(second.write_at(&file, page, 8192).await));
+            let mut batch = Batch::new();
+            let mut page = first.acquire().await;
+            page.fill(3);
+            batch.write_at(&file, page, 16384);
+            batch.read_at(&file, first.acquire().await, 0);
+            lines.extend(second.submit_batch(&mut batch).await.map(seen));
+            drop(first);
+            lines.push(seen(second.read_at(&file, second.acquire().await, 8192).await));
+            lines.push(seen(second.write_durable_at(&file, Buf::from(b"after".to_vec()), 24576).await));
+            lines.push(format!("{:?}", digest(&std::fs::read(dir.path().join(&name)).unwrap())));
+            common::assert_pool_full(&second);
+            all.push((first_name, lines));
+        }
+    }
+    agree("two engines", &all);
 }
