@@ -455,6 +455,7 @@ async fn pipe_steps(engines: Vec<(&'static str, SharedIoEngine)>) -> Vec<(&'stat
         lines.push(seen_vectored(watchdog(name, engine.write_vectored_at(&writer, members, 0)).await));
         lines.push(seen(watchdog(name, engine.read_exact_at(&reader, Buf::from(vec![0; 18]), 5)).await));
         lines.push(seen_unit(engine.sync_data(&writer).await));
+        lines.push(seen(watchdog(name, engine.write_durable_at(&writer, Buf::from(b"!".to_vec()), 0)).await));
         all.push((name, lines));
     }
     all
@@ -978,4 +979,89 @@ async fn one_pool_and_one_file_on_two_engines() {
         }
     }
     agree("two engines", &all);
+}
+
+/// Polls `future` once with a no-op waker.
+fn poll_once<F: Future + ?Sized>(future: std::pin::Pin<&mut F>) -> bool {
+    future.poll(&mut Context::from_waker(Waker::noop())).is_ready()
+}
+
+/// Cancellation by drop at every await point of the composite operations (tokio-uring and
+/// monoio `cancel_read`, glommio's cancellation tests, swept instead of sampled): an exact read
+/// of a pipe fed 8 bytes at a time, a vectored read of it, and a linked write and sync, each
+/// dropped after 0, 1, 2, ... polls until it finishes. Every drop gives the buffers back, leaves
+/// nothing in flight, and the engine reads the rest of the stream in order afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_at_every_await_point() {
+    use std::io::Write;
+    let dir = common::tempdir();
+    for (name, engine) in waiting_engines() {
+        let file = create(&engine, &dir, name).await;
+        for polls in 0..8 {
+            let (reader, mut writer) = pipe();
+            let (exact, vectored) = {
+                let mut exact = Box::pin(engine.read_exact_at(&reader, Buf::from(vec![0; 32]), 0));
+                let members = vec![Buf::from(vec![0; 4]), Buf::from(vec![0; 4])];
+                let mut vectored = Box::pin(engine.read_vectored_at(&reader, members, 0));
+                let mut durable = Box::pin(engine.write_durable_at(&file, Buf::from(vec![polls as u8; 4096]), 0));
+                let mut done = [false; 3];
+                for _ in 0..polls {
+                    done[0] |= !done[0] && poll_once(exact.as_mut());
+                    writer.write_all(&[polls as u8; 8]).unwrap();
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    done[1] |= !done[1] && poll_once(vectored.as_mut());
+                    done[2] |= !done[2] && poll_once(durable.as_mut());
+                }
+                (done[0], done[1])
+            };
+            // Whatever the dropped reads did not take is still in the pipe, in order.
+            writer.write_all(&[0xFF; 40]).unwrap();
+            drop(writer);
+            pool_refills(&format!("{name} after {polls} polls"), &engine).await;
+            watchdog(name, async {
+                while engine.stats().in_flight != 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await;
+            let mut rest = Vec::new();
+            loop {
+                let (n, back) = watchdog(name, engine.read_at(&reader, Buf::from(vec![0; 64]), 0)).await.into_parts();
+                if n.unwrap() == 0 {
+                    break;
+                }
+                rest.extend_from_slice(&back);
+            }
+            let mut fed = vec![polls as u8; 8 * polls];
+            fed.extend_from_slice(&[0xFF; 40]);
+            assert!(fed.ends_with(&rest), "{name} after {polls} polls: the stream came out of order: {rest:?}");
+            let taken = usize::from(exact) * 32 + usize::from(vectored); // a stream read takes 1 to 8
+            assert!(rest.len() + taken <= fed.len(), "{name}: finished reads left their bytes in the pipe");
+        }
+        common::assert_pool_full(&engine);
+    }
+}
+
+/// A buffer larger than one syscall moves: Linux caps a read or write at 2 GiB - 4 KiB
+/// (`MAX_RW_COUNT`), through `pwrite` and through io_uring alike. A 2.5 GiB write to `/dev/null`
+/// (of zero pages that are never touched, so it costs no memory) is short by the same amount on
+/// the engines without the fast path (with it, a short inline write is continued, so the one
+/// `write_at` moves it all), and `write_all_at` finishes it everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buffer_larger_than_one_syscall_moves() {
+    const LEN: usize = 5 << 29;
+    let mut all = Vec::new();
+    for (name, engine) in engines() {
+        let null = engine.open("/dev/null", &OpenOptions::new()).await.unwrap();
+        let (n, back) = watchdog(name, engine.write_at(&null, Buf::from(vec![0u8; LEN]), 0)).await.into_parts();
+        let n = n.unwrap();
+        assert!(n < LEN || name.ends_with("nowait"), "{name}: one write of 2.5 GiB moved it all");
+        let (result, back) =
+            watchdog(name, engine.write_all_at(&null, back.into_free().unslice(), 0)).await.into_parts();
+        result.unwrap();
+        assert_eq!(back.len(), LEN, "{name}");
+        all.push((name, vec![n.to_string()]));
+    }
+    all.retain(|(name, _)| !name.ends_with("nowait"));
+    agree("2.5 GiB", &all);
 }
