@@ -456,6 +456,11 @@ async fn pipe_steps(engines: Vec<(&'static str, SharedIoEngine)>) -> Vec<(&'stat
         lines.push(seen(watchdog(name, engine.read_exact_at(&reader, Buf::from(vec![0; 18]), 5)).await));
         lines.push(seen_unit(engine.sync_data(&writer).await));
         lines.push(seen(watchdog(name, engine.write_durable_at(&writer, Buf::from(b"!".to_vec()), 0)).await));
+        // The read end gone: EPIPE (Rust ignores SIGPIPE), for plain and vectored writes.
+        drop(reader);
+        lines.push(seen(watchdog(name, engine.write_at(&writer, Buf::from(b"lost".to_vec()), 0)).await));
+        let members = vec![Buf::from(b"lo".to_vec()), Buf::from(b"st".to_vec())];
+        lines.push(seen_vectored(watchdog(name, engine.write_vectored_at(&writer, members, 0)).await));
         all.push((name, lines));
     }
     all
@@ -926,6 +931,13 @@ async fn odd_lengths_offsets_and_views() {
             assert_eq!(back[..], pattern(seed + 1, len)[..], "{name}");
             offset += 2 * len as u64 + 3;
         }
+        // As many members as one vectored call takes (IOV_MAX), one byte each.
+        let members: Vec<_> = (0..ferrite_io::io::MAX_VECTORED).map(|i| Buf::from(vec![i as u8])).collect();
+        lines.push(seen_vectored(engine.write_vectored_at(&file, members, offset).await));
+        let members: Vec<_> = (0..ferrite_io::io::MAX_VECTORED).map(|_| Buf::from(vec![0])).collect();
+        let (n, back) = engine.read_vectored_at(&file, members, offset).await.into_parts();
+        assert_eq!(n.unwrap(), ferrite_io::io::MAX_VECTORED, "{name}");
+        assert!(back.iter().enumerate().all(|(i, b)| b[..] == [i as u8]), "{name}");
         lines.push(format!("{:?}", digest(&std::fs::read(dir.path().join(name)).unwrap())));
         common::assert_pool_full(&engine);
         all.push((name, lines));
