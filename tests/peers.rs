@@ -139,6 +139,35 @@ fn still_open(fd: i32, ino: u64) -> bool {
     rc == 0 && st.st_ino == ino
 }
 
+/// Runs each scenario as two tests, on a multi-thread and on a current-thread runtime (the
+/// peers run theirs on both, as tokio's `rt_combinations` do): a completion that arrives later
+/// reaches its future through a different path on each.
+macro_rules! on_both_runtimes {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn multi_thread() {
+                super::$scenario().await
+            }
+
+            #[tokio::test(flavor = "current_thread")]
+            async fn current_thread() {
+                super::$scenario().await
+            }
+        }
+    )*};
+}
+
+on_both_runtimes!(
+    file_dropped_while_an_operation_is_in_flight,
+    timeouts_and_select_leave_no_buffer_behind,
+    completed_then_dropped_before_the_next_poll,
+    dropped_at_every_await_point,
+    readers_race_a_writer,
+    futures_dropped_unpolled_or_after_one_poll,
+    ten_writers_share_two_buffers,
+);
+
 /// monoio `basic_read_at`, glommio `random_io`: a read at every offset from the start to past
 /// the end returns the rest of the file, then `Ok(0)`; into caller memory, a pool slot and a
 /// view of one; and exact reads succeed up to the end and stop there with the bytes they got.
@@ -487,7 +516,6 @@ impl std::task::Wake for Woken {
 /// and every handle of its file are dropped keeps the descriptor open until the kernel is done
 /// (it could otherwise be reused under the operation), returns its buffer when it completes, and
 /// then closes the descriptor.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_dropped_while_an_operation_is_in_flight() {
     use std::io::Write;
     for (name, engine) in waiting_engines() {
@@ -521,7 +549,6 @@ async fn file_dropped_while_an_operation_is_in_flight() {
 /// compio `timeout_read`, tokio `cancel_op_future`: a read of an empty pipe under a timeout and
 /// in a `select!` against a timer loses; its buffer stays out while the read is in flight and
 /// comes back when the pipe is written, and the engine goes on working.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_and_select_leave_no_buffer_behind() {
     use std::io::Write;
     for (name, engine) in waiting_engines() {
@@ -550,7 +577,6 @@ async fn timeouts_and_select_leave_no_buffer_behind() {
 /// 200 write futures dropped before their first poll write nothing; 600 polled once and dropped
 /// (far more than a 4-entry ring holds) leave the engine working, every buffer back, nothing in
 /// flight, and the file either untouched or holding the one record.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn futures_dropped_unpolled_or_after_one_poll() {
     let dir = common::tempdir();
     let config = ferrite_io::IoEngineConfig { uring_entries: 4, ..common::config(EngineChoice::Auto) };
@@ -591,7 +617,6 @@ async fn futures_dropped_unpolled_or_after_one_poll() {
 /// tokio `fs_uring_completed_then_dropped_before_repoll`: an operation whose completion arrived
 /// and woke its task, but whose future is dropped before it is polled again, gives its buffer
 /// back and leaves nothing in flight, round after round.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completed_then_dropped_before_the_next_poll() {
     let dir = common::tempdir();
     let path = dir.path().join("pages");
@@ -704,7 +729,6 @@ fn shut_down_with_operations_in_flight(which: fn(&str) -> bool) {
 
 /// tokio-uring `pool_next_as_concurrency_limit`: ten writers share a pool of two buffers; each
 /// waits for a buffer, writes its record, and the file holds all ten.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_writers_share_two_buffers() {
     const RECORD: usize = 80;
     let dir = common::tempdir();
@@ -741,7 +765,6 @@ async fn ten_writers_share_two_buffers() {
 /// glommio `random_io` with a writer and a reader at once: readers race a task that writes the
 /// file page by page. A read never sees bytes that were never written: each byte is zero (not
 /// yet written, or a hole) or its page's value, and it never returns more than the file held.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_race_a_writer() {
     const PAGES: u64 = 64;
     const PAGE: usize = 4096;
@@ -1003,7 +1026,6 @@ fn poll_once<F: Future + ?Sized>(future: std::pin::Pin<&mut F>) -> bool {
 /// of a pipe fed 8 bytes at a time, a vectored read of it, and a linked write and sync, each
 /// dropped after 0, 1, 2, ... polls until it finishes. Every drop gives the buffers back, leaves
 /// nothing in flight, and the engine reads the rest of the stream in order afterwards.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_at_every_await_point() {
     use std::io::Write;
     let dir = common::tempdir();
