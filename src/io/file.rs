@@ -18,7 +18,10 @@ use crate::error::{Error, Op, Result};
 
 /// An open file. Cloning shares the descriptor; every operation in flight holds a clone, so the
 /// descriptor stays open (and its number cannot be reused) until the kernel is done with it.
-/// A file opened by path keeps the path, which its errors name.
+/// A file opened by path keeps the path, which its errors name. A descriptor without positions
+/// ([`from_std`](Self::from_std) of a pipe or a socket: `lseek` fails with `ESPIPE`) is read and
+/// written as a stream on every engine, as io_uring does: the offset is ignored, and a read
+/// takes what is there.
 ///
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
