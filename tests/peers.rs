@@ -1128,3 +1128,43 @@ async fn a_buffer_larger_than_one_syscall_moves() {
     all.retain(|(name, _)| !name.ends_with("nowait"));
     agree("2.5 GiB", &all);
 }
+
+/// More descriptors without positions: a pipe set `O_NONBLOCK` (io_uring waits for an empty
+/// one to be written instead of failing with `EAGAIN`, and so does the tokio engine) and a Unix
+/// socket (a stream, like a pipe, but one that refuses any offset but 0 with `ESPIPE`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nonblocking_pipes_and_sockets() {
+    use std::io::Write;
+    let mut all = Vec::new();
+    for (name, engine) in waiting_engines() {
+        let mut lines = Vec::new();
+        let (reader, mut writer) = pipe();
+        // SAFETY: fcntl(F_SETFL) takes an integer argument; the descriptor is open (`reader`).
+        assert_eq!(unsafe { libc::fcntl(reader.std().as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) }, 0);
+        let mut read = Box::pin(engine.read_at(&reader, Buf::from(vec![0; 8]), 0));
+        assert!(!poll_once(read.as_mut()), "{name}: an empty pipe was read");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!poll_once(read.as_mut()), "{name}: a read of an empty O_NONBLOCK pipe did not wait");
+        writer.write_all(b"ready").unwrap();
+        lines.push(seen(watchdog(name, read).await));
+        writer.write_all(b"12345678").unwrap();
+        lines.push(seen(watchdog(name, engine.read_exact_at(&reader, Buf::from(vec![0; 8]), 0)).await));
+
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let socket = File::from_std(std::fs::File::from(OwnedFd::from(ours)), false);
+        let mut theirs = theirs;
+        theirs.write_all(b"over the socket").unwrap();
+        lines.push(seen(watchdog(name, engine.read_at(&socket, Buf::from(vec![0; 4]), 123)).await));
+        let members = vec![Buf::from(vec![0; 4]), Buf::from(vec![0; 40])];
+        lines.push(seen_vectored(watchdog(name, engine.read_vectored_at(&socket, members, 0)).await));
+        // A socket, unlike a pipe, takes no offset but 0 (io_uring passes it to the socket).
+        lines.push(seen(watchdog(name, engine.write_at(&socket, Buf::from(b"lost".to_vec()), 9)).await));
+        lines.push(seen(watchdog(name, engine.write_all_at(&socket, Buf::from(b"back".to_vec()), 0)).await));
+        let mut back = [0; 4];
+        theirs.set_read_timeout(Some(WATCHDOG)).unwrap();
+        std::io::Read::read_exact(&mut theirs, &mut back).unwrap_or_else(|e| panic!("{name}: {e}: {lines:?}"));
+        assert_eq!(&back, b"back", "{name}");
+        all.push((name, lines));
+    }
+    agree("non-blocking pipes and sockets", &all);
+}

@@ -20,8 +20,9 @@ use crate::error::{Error, Op, Result};
 /// descriptor stays open (and its number cannot be reused) until the kernel is done with it.
 /// A file opened by path keeps the path, which its errors name. A descriptor without positions
 /// ([`from_std`](Self::from_std) of a pipe or a socket: `lseek` fails with `ESPIPE`) is read and
-/// written as a stream on every engine, as io_uring does: the offset is ignored, and a read
-/// takes what is there.
+/// written as a stream on every engine, as io_uring does: a pipe ignores the offset, a socket
+/// refuses any but 0 with `ESPIPE`, a read takes what is there, and an empty `O_NONBLOCK` one
+/// is waited for rather than failed with `EAGAIN`.
 ///
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -47,6 +48,8 @@ struct Inner {
     path: Option<PathBuf>,
     /// The descriptor has no position (see [`File::is_stream`]).
     stream: bool,
+    /// The descriptor is a socket (see [`File::is_socket`]).
+    socket: bool,
     /// The file's slot in the fixed-file tables of the first io_uring engine that did I/O on
     /// it, made on that first use. Dropped with the last handle, which outlives every entry
     /// naming the slot until the kernel has issued it (see `uring::ring::Payload`), and the drop
@@ -59,6 +62,7 @@ impl Inner {
     fn new(std: std::fs::File, path: Option<PathBuf>) -> Inner {
         Inner {
             stream: is_stream(&std),
+            socket: is_socket(&std),
             std,
             path,
             #[cfg(uring)]
@@ -508,6 +512,13 @@ impl File {
         self.inner.stream
     }
 
+    /// Whether the descriptor is a socket: a stream that, unlike a pipe, refuses any offset but
+    /// 0 with `ESPIPE` when io_uring reads or writes it (the socket layer checks the position
+    /// io_uring passes). The tokio engine refuses it the same way.
+    pub(crate) fn is_socket(&self) -> bool {
+        self.inner.socket
+    }
+
     /// [`check_direct`](Self::check_direct) for `buf[start..]` at `offset`.
     pub(crate) fn check_buf(&self, buf: &Buf<InFlight>, start: usize, offset: u64) -> io::Result<()> {
         self.check_direct(offset, [(buf.as_ptr() as usize + start, buf.len() - start)])
@@ -625,6 +636,17 @@ fn is_stream(file: &std::fs::File) -> bool {
     // for the borrow of `file`.
     let rc = unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_CUR) };
     rc == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ESPIPE)
+}
+
+#[cfg(unix)]
+fn is_socket(file: &std::fs::File) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    file.metadata().is_ok_and(|m| m.file_type().is_socket())
+}
+
+#[cfg(not(unix))]
+fn is_socket(_file: &std::fs::File) -> bool {
+    false
 }
 
 /// Windows: positional I/O (`seek_read`) is what both engines' callers get.

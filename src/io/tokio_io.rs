@@ -319,6 +319,7 @@ fn rw_once(rw: Rw, file: &File, buf: &mut Buf<InFlight>, start: usize, offset: u
     }
     check_offset(offset)?;
     file.check_buf(buf, start, offset)?;
+    check_socket(file, offset)?;
     let (stream, mut file) = (file.is_stream(), file.std());
     // SAFETY: the tokio engine performs its I/O on this blocking thread itself; no kernel
     // operation holds the slot (I2), and `buf` is owned by this task.
@@ -334,9 +335,45 @@ fn rw_once(rw: Rw, file: &File, buf: &mut Buf<InFlight>, start: usize, offset: u
         };
         match result {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if stream && e.kind() == io::ErrorKind::WouldBlock => wait_ready(file, rw)?,
             other => return other,
         }
     }
+}
+
+/// `ESPIPE` for an offset other than 0 on a socket, as io_uring's read or write of one returns.
+fn check_socket(file: &File, offset: u64) -> io::Result<()> {
+    if file.is_socket() && offset != 0 { Err(io::Error::from_raw_os_error(libc::ESPIPE)) } else { Ok(()) }
+}
+
+/// Waits until a non-blocking stream can move bytes in direction `rw`. io_uring does not fail
+/// a read of an empty `O_NONBLOCK` pipe with `EAGAIN`: it waits for the pipe to become readable
+/// and then reads. The tokio engine waits the same way, on its blocking thread.
+#[cfg(unix)]
+fn wait_ready(file: &std::fs::File, rw: Rw) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let events = match rw {
+        Rw::Read => libc::POLLIN,
+        Rw::Write => libc::POLLOUT,
+    };
+    let mut poll = libc::pollfd { fd: file.as_raw_fd(), events, revents: 0 };
+    loop {
+        // SAFETY: `poll` is one live, exclusively borrowed pollfd; the descriptor is open for the
+        // borrow of `file`.
+        if unsafe { libc::poll(&mut poll, 1, -1) } >= 0 {
+            return Ok(()); // ready, or an error condition the next call reports
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+/// Off unix no file is a stream ([`File::is_stream`]), so nothing waits here.
+#[cfg(not(unix))]
+fn wait_ready(_file: &std::fs::File, _rw: Rw) -> io::Result<()> {
+    Ok(())
 }
 
 /// Repeats `rw_once` from `done` until `buf` is full or a call transfers nothing. Returns the
@@ -435,21 +472,28 @@ fn stream_vectored(
     offset: u64,
 ) -> BufResult<usize, Vec<Buf<Completed>>> {
     let mut std = file.std();
-    let result = loop {
-        // SAFETY: as in `rw_once`: the I/O runs on this thread, and the buffers are this task's.
-        let mut slices: Vec<_> = bufs.iter_mut().map(|b| io::IoSliceMut::new(unsafe { b.bytes_mut() })).collect();
-        let result = match rw {
-            Rw::Read => io::Read::read_vectored(&mut std, &mut slices),
-            Rw::Write => {
-                let slices: Vec<_> = slices.iter().map(|s| io::IoSlice::new(s)).collect();
-                io::Write::write_vectored(&mut std, &slices)
+    let result = check_socket(file, offset).and_then(|()| {
+        loop {
+            // SAFETY: as in `rw_once`: the I/O runs on this thread, and the buffers are this task's.
+            let mut slices: Vec<_> = bufs.iter_mut().map(|b| io::IoSliceMut::new(unsafe { b.bytes_mut() })).collect();
+            let result = match rw {
+                Rw::Read => io::Read::read_vectored(&mut std, &mut slices),
+                Rw::Write => {
+                    let slices: Vec<_> = slices.iter().map(|s| io::IoSlice::new(s)).collect();
+                    io::Write::write_vectored(&mut std, &slices)
+                }
+            };
+            match result {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(e) = wait_ready(std, rw) {
+                        break Err(e);
+                    }
+                }
+                other => break other,
             }
-        };
-        match result {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => break other,
         }
-    };
+    });
     match result {
         Ok(n) => {
             let mut left = n;
