@@ -689,29 +689,16 @@ async fn completed_then_dropped_before_the_next_poll() {
 /// a runtime shut down (with a deadline, from another thread) while 50 tasks read and write
 /// through an engine created elsewhere: the shutdown returns, every buffer comes back, and the
 /// engine works on the next runtime. On a current-thread and on multi-thread runtimes.
+/// (On io_uring this found that the futures the shutdown drops abandon their operations while
+/// the runtime's watcher still watches the ring, and nothing reaped the ring after the watcher
+/// retired: fixed in `uring::wake`, which now hands such a ring to the completion thread.)
 #[test]
 fn runtime_shut_down_with_operations_in_flight() {
-    shut_down_with_operations_in_flight(|name| name.starts_with("tokio"));
-}
-
-/// As [`runtime_shut_down_with_operations_in_flight`], on the io_uring engine.
-#[test]
-#[ignore = "src/io/uring/wake.rs: the futures dropped by the shutdown abandon their operations while \
-            the runtime's watcher is still armed; the reactor then goes, the watcher retires \
-            (Watcher::turn, Err branch) after one reap, and nothing watches the ring any more: \
-            operations completing after that are never reaped, their buffers never come back, and \
-            with the pool empty the next acquire waits forever. A retiring watcher must hand a ring \
-            with operations in flight to the completion thread."]
-fn runtime_shut_down_with_operations_in_flight_on_io_uring() {
-    shut_down_with_operations_in_flight(|name| name.starts_with("uring"));
-}
-
-fn shut_down_with_operations_in_flight(which: fn(&str) -> bool) {
     let dir = common::tempdir();
     let path = dir.path().join("pages");
     std::fs::write(&path, pattern(4, 64 * 4096)).unwrap();
     let setup = tokio::runtime::Runtime::new().unwrap();
-    let engines: Vec<_> = setup.block_on(async { engines() }).into_iter().filter(|(name, _)| which(name)).collect();
+    let engines = setup.block_on(async { engines() });
     drop(setup);
     type Build = fn() -> tokio::runtime::Runtime;
     let flavors: [(&str, Build); 3] = [
