@@ -14,9 +14,10 @@
 //!   once and opened over and over, an operation whose completion arrived but whose future is
 //!   dropped before it is polled again, a runtime shut down with operations in flight.
 //! - Edges the suites touch on: zero-length buffers and vectored members, odd lengths and views,
-//!   offsets near `i64::MAX` and `u64::MAX`, `O_APPEND` descriptors, `/dev/null`, `/dev/zero`,
-//!   directories and pipes, a reader racing a writer, `spawn_blocking` callers, one pool's
-//!   buffers and one file on two engines.
+//!   `IOV_MAX` members, offsets near `i64::MAX` and `u64::MAX`, writes across the largest file
+//!   size, a 2.5 GiB buffer, `O_APPEND` descriptors, `/dev/null`, `/dev/zero`, directories,
+//!   pipes (`O_NONBLOCK` too) and sockets, a reader racing a writer, `spawn_blocking` callers,
+//!   cancellation at every await point, one pool's buffers and one file on two engines.
 //!
 //! Linux only: the scenarios compare the io_uring engine with the tokio engine and use pipes and
 //! device files.
