@@ -486,9 +486,6 @@ async fn pipes_are_streams_on_every_engine() {
 
 /// As [`pipes_are_streams_on_every_engine`], with the `RWF_NOWAIT` fast path on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "src/io/nowait.rs: preadv2/pwritev2 with an offset fail on a pipe with ESPIPE, and the fast \
-            path returns that as the result instead of leaving the file to the ring or the blocking \
-            pool (which read it as a stream): skip files with File::is_stream()"]
 async fn pipes_are_streams_with_the_fast_path() {
     let all = pipe_steps(engines()).await;
     agree("pipes with the fast path", &all);

@@ -16,8 +16,9 @@ use std::sync::Arc;
 use crate::buf::{Buf, InFlight};
 use crate::error::{Error, Op, Result};
 
-/// An open file. Cloning shares the descriptor; every operation in flight holds a clone, so the
-/// descriptor stays open (and its number cannot be reused) until the kernel is done with it.
+/// An open file. Cloning shares the descriptor. An operation in flight borrows the file, or holds
+/// a clone once its future is dropped, so the descriptor stays open (and its number cannot be
+/// reused) until the kernel is done with it.
 /// A file opened by path keeps the path, which its errors name. A descriptor without positions
 /// ([`from_std`](Self::from_std) of a pipe or a socket: `lseek` fails with `ESPIPE`) is read and
 /// written as a stream on every engine, as io_uring does: a pipe ignores the offset, a socket

@@ -8,6 +8,8 @@
 //! floor for any read that must not block. ext4 refuses `RWF_NOWAIT` for buffered writes
 //! (`EOPNOTSUPP`), which the engines remember per engine so they stop asking. Batches on the
 //! ring skip this path: one submit for the whole batch costs less than a syscall per operation.
+//! So do `O_DIRECT` files (their reads always wait for the device) and streams (a pipe or a
+//! socket has no offset to read at: `ESPIPE`).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,7 +49,8 @@ impl FastPath {
             Rw::Read => &self.reads,
             Rw::Write => &self.writes,
         };
-        if file.is_direct() || !switch.load(Ordering::Relaxed) {
+        // A stream (pipe, socket) has no offset for `preadv2` to read at: `ESPIPE`.
+        if file.is_direct() || file.is_stream() || !switch.load(Ordering::Relaxed) {
             return Nowait::WouldBlock;
         }
         if let Err(e) = check_offset(offset) {
