@@ -159,10 +159,12 @@ pub enum Error {
         source: io::Error,
     },
     /// `read_exact_at` reached the end of the file first.
-    #[error("{op} at offset {offset}: end of file after {done} of {wanted} bytes")]
+    #[error("{op} {}: end of file after {done} of {wanted} bytes", place(.op, .path, .offset))]
     UnexpectedEof {
         /// The operation.
         op: Op,
+        /// The file, when it was opened by path.
+        path: Option<PathBuf>,
         /// The file offset the whole request started at.
         offset: u64,
         /// Bytes transferred before end of file.
@@ -171,10 +173,12 @@ pub enum Error {
         wanted: usize,
     },
     /// `write_all_at` made no progress: the device accepted zero bytes.
-    #[error("{op} at offset {offset}: zero bytes written after {done} of {wanted}")]
+    #[error("{op} {}: zero bytes written after {done} of {wanted}", place(.op, .path, .offset))]
     WriteZero {
         /// The operation.
         op: Op,
+        /// The file, when it was opened by path.
+        path: Option<PathBuf>,
         /// The file offset the whole request started at.
         offset: u64,
         /// Bytes written before the zero-length write.
@@ -184,10 +188,12 @@ pub enum Error {
     },
     /// The kernel cancelled the operation (`ECANCELED`): an earlier operation of its linked
     /// chain failed, or the engine is shutting down. Never a success.
-    #[error("{op} at offset {offset} was cancelled (its linked chain broke or the engine shut down)")]
+    #[error("{op} {} was cancelled (its linked chain broke or the engine shut down)", place(.op, .path, .offset))]
     Cancelled {
         /// The operation.
         op: Op,
+        /// The file, when it was opened by path.
+        path: Option<PathBuf>,
         /// The file offset.
         offset: u64,
     },
@@ -281,10 +287,12 @@ pub enum Error {
     /// multiple of what the file demands ([`File::alignment`](crate::File::alignment)): refused
     /// before anything is submitted, on every engine alike (the kernel would answer `EINVAL`,
     /// which [`raw_os_error`](Self::raw_os_error) reports).
-    #[error("{op} at offset {offset}: direct I/O needs the {what} to be a multiple of {required} ({value} is {} past one)", value % u64::from(*required))]
+    #[error("{op} {}: direct I/O needs the {what} to be a multiple of {required} ({value} is {} past one)", place(.op, .path, .offset), value % u64::from(*required))]
     DirectUnaligned {
         /// The operation.
         op: Op,
+        /// The file, when it was opened by path.
+        path: Option<PathBuf>,
         /// The file offset it started at.
         offset: u64,
         /// The rule it broke: memory alignment (address) or offset alignment (offset, length).
@@ -307,7 +315,7 @@ impl Error {
     /// The OS error code, when the error came from the kernel.
     ///
     /// ```
-    /// let e = ferrite_io::Error::Cancelled { op: ferrite_io::Op::Read, offset: 0 };
+    /// let e = ferrite_io::Error::Cancelled { op: ferrite_io::Op::Read, path: None, offset: 0 };
     /// assert_eq!(e.raw_os_error(), Some(libc::ECANCELED));
     /// ```
     pub fn raw_os_error(&self) -> Option<i32> {
@@ -328,12 +336,13 @@ impl Error {
     /// As [`os`](Self::os), for a file known by its path (if it has one).
     pub(crate) fn os_path(op: Op, path: Option<&Path>, offset: u64, backend: Backend, source: io::Error) -> Error {
         let refused = source.get_ref().and_then(|e| e.downcast_ref::<crate::io::Refusal>());
+        let path = path.map(Path::to_path_buf);
         if let Some(&crate::io::Refusal { what, value, required }) = refused {
-            Error::DirectUnaligned { op, offset, what, value, required }
+            Error::DirectUnaligned { op, path, offset, what, value, required }
         } else if source.raw_os_error() == Some(libc::ECANCELED) {
-            Error::Cancelled { op, offset }
+            Error::Cancelled { op, path, offset }
         } else {
-            Error::Io { op, path: path.map(Path::to_path_buf), offset, backend, source }
+            Error::Io { op, path, offset, backend, source }
         }
     }
 
@@ -365,7 +374,7 @@ impl From<Error> for io::Error {
     /// recovered with `get_ref()` and `downcast_ref::<ferrite_io::Error>()`.
     ///
     /// ```
-    /// let e = ferrite_io::Error::UnexpectedEof { op: ferrite_io::Op::Read, offset: 0, done: 1, wanted: 2 };
+    /// let e = ferrite_io::Error::UnexpectedEof { op: ferrite_io::Op::Read, path: None, offset: 0, done: 1, wanted: 2 };
     /// let io = std::io::Error::from(e);
     /// assert_eq!(io.kind(), std::io::ErrorKind::UnexpectedEof);
     /// assert!(io.get_ref().unwrap().downcast_ref::<ferrite_io::Error>().is_some());

@@ -151,6 +151,10 @@ fn describe(e: &Error) -> String {
     match e {
         Error::Io { op, offset, source, .. } => format!("{op}@{offset}: errno {:?}", source.raw_os_error()),
         Error::UnexpectedEof { done, wanted, .. } => format!("eof {done}/{wanted}"),
+        // Each engine has a file of its own: compare everything but the path.
+        Error::DirectUnaligned { op, offset, what, value, required, .. } => {
+            format!("{op}@{offset}: direct I/O needs the {what} {value} to be a multiple of {required}")
+        }
         other => other.to_string(),
     }
 }

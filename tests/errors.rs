@@ -39,6 +39,35 @@ async fn io_errors_name_the_file_the_operation_and_the_offset() {
     }
 }
 
+/// The errors the engines make themselves name the file too: end of file in `read_exact_at`,
+/// and a direct-I/O operation refused for its alignment (on a direct file, where the platform
+/// has one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_made_errors_name_the_file() {
+    let dir = common::tempdir();
+    let path = dir.path().join("short");
+    std::fs::write(&path, [7u8; 4096]).unwrap();
+    for (name, engine) in common::engines(&common::config(EngineChoice::Auto)) {
+        let file = engine.open(&path, &OpenOptions::new()).await.unwrap();
+        let (result, _) = engine.read_exact_at(&file, Buf::from(vec![0; 8192]), 0).await.into_parts();
+        let error = result.unwrap_err();
+        assert!(
+            matches!(&error, Error::UnexpectedEof { path: Some(p), done: 4096, .. } if *p == path),
+            "{name}: {error:?}"
+        );
+        let text = error.to_string();
+        assert!(text.starts_with(&format!("read at offset 0 of {}: end of file", path.display())), "{name}: {text}");
+
+        let direct = engine.open(&path, &OpenOptions::new().direct(true)).await.unwrap();
+        if direct.alignment().is_some() {
+            let (result, _) = engine.read_at(&direct, Buf::from(vec![0; 4096]), 1).await.into_parts();
+            let error = result.unwrap_err();
+            assert!(matches!(&error, Error::DirectUnaligned { path: Some(p), .. } if *p == path), "{name}: {error:?}");
+            assert!(error.to_string().contains(&format!("of {}: direct I/O needs", path.display())), "{name}: {error}");
+        }
+    }
+}
+
 /// Unix: fallocate/F_PREALLOCATE on a read-only descriptor is EBADF. (Windows extends the file
 /// instead, and a read-only handle gives ERROR_INVALID_HANDLE.)
 #[cfg(unix)]
@@ -69,11 +98,11 @@ async fn preallocate_errors_give_the_length_as_a_length() {
 #[test]
 fn conversion_into_io_error_keeps_the_kind() {
     use std::io::ErrorKind;
-    let eof = Error::UnexpectedEof { op: Op::Read, offset: 0, done: 1, wanted: 2 };
+    let eof = Error::UnexpectedEof { op: Op::Read, path: None, offset: 0, done: 1, wanted: 2 };
     assert_eq!(std::io::Error::from(eof).kind(), ErrorKind::UnexpectedEof);
-    let zero = Error::WriteZero { op: Op::Write, offset: 0, done: 0, wanted: 2 };
+    let zero = Error::WriteZero { op: Op::Write, path: None, offset: 0, done: 0, wanted: 2 };
     assert_eq!(std::io::Error::from(zero).kind(), ErrorKind::WriteZero);
-    let cancelled = std::io::Error::from(Error::Cancelled { op: Op::Read, offset: 0 });
+    let cancelled = std::io::Error::from(Error::Cancelled { op: Op::Read, path: None, offset: 0 });
     assert_eq!(cancelled.raw_os_error(), Some(libc::ECANCELED));
     let length = std::io::Error::from(Error::Length { len: 2, capacity: 1 });
     assert_eq!(length.kind(), ErrorKind::InvalidInput);

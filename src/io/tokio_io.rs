@@ -108,7 +108,7 @@ impl TokioEngine {
             .await;
         match ran {
             Ok((result, buf)) => self.complete(rw, op, file, offset, result, buf),
-            Err((buf, stopped)) => BufResult(Err(stopped.error(op, offset)), buf.into_failed()),
+            Err((buf, stopped)) => BufResult(Err(stopped.error(op, file.path(), offset)), buf.into_failed()),
         }
     }
 
@@ -159,9 +159,9 @@ impl TokioEngine {
             Nowait::Done(n) => n,
             Nowait::WouldBlock | Nowait::Unsupported => 0,
         };
-        let file = file.clone();
-        let ran = self.blocking(buf, move |buf| exact(rw, fixed, &file, buf, offset, done)).await;
-        let result = unstopped(ran, rw.op(fixed, false), offset);
+        let owned = file.clone();
+        let ran = self.blocking(buf, move |buf| exact(rw, fixed, &owned, buf, offset, done)).await;
+        let result = unstopped(ran, rw.op(fixed, false), file.path(), offset);
         if result.0.is_ok() {
             self.counters.done(rw, result.1.len());
         }
@@ -229,9 +229,9 @@ impl TokioEngine {
         bufs: Vec<Buf<S>>,
         offset: u64,
     ) -> BufResult<usize, Vec<Buf<Completed>>> {
-        let file = file.clone();
+        let owned = file.clone();
         let bufs: Vec<_> = bufs.into_iter().map(Buf::into_in_flight).collect();
-        match self.blocking(bufs, move |bufs| vectored(rw, &file, bufs, offset)).await {
+        match self.blocking(bufs, move |bufs| vectored(rw, &owned, bufs, offset)).await {
             Ok(result) => {
                 if let Ok(n) = result.0 {
                     self.counters.done(rw, n);
@@ -239,7 +239,7 @@ impl TokioEngine {
                 result
             }
             Err((bufs, stopped)) => BufResult(
-                Err(stopped.error(rw.op(false, true), offset)),
+                Err(stopped.error(rw.op(false, true), file.path(), offset)),
                 bufs.into_iter().map(Buf::into_failed).collect(),
             ),
         }
@@ -259,7 +259,7 @@ impl TokioEngine {
                 Ok(())
             }
             Ok(Err(e)) => Err(err(op, file, 0, e)),
-            Err(((), stopped)) => Err(stopped.error(op, 0)),
+            Err(((), stopped)) => Err(stopped.error(op, file.path(), 0)),
         }
     }
 }
@@ -274,10 +274,10 @@ enum Stopped {
 }
 
 impl Stopped {
-    fn error(self, op: Op, offset: u64) -> Error {
+    fn error(self, op: Op, path: Option<&std::path::Path>, offset: u64) -> Error {
         match self {
             Stopped::NoRuntime => Error::NoRuntime("the tokio engine"),
-            Stopped::Shutdown => Error::Cancelled { op, offset },
+            Stopped::Shutdown => Error::Cancelled { op, path: path.map(Into::into), offset },
         }
     }
 }
@@ -287,11 +287,12 @@ impl Stopped {
 fn unstopped<T>(
     ran: std::result::Result<BufResult<T, Buf<Completed>>, (Buf<InFlight>, Stopped)>,
     op: Op,
+    path: Option<&std::path::Path>,
     offset: u64,
 ) -> BufResult<T, Buf<Completed>> {
     match ran {
         Ok(result) => result,
-        Err((buf, stopped)) => BufResult(Err(stopped.error(op, offset)), buf.into_failed()),
+        Err((buf, stopped)) => BufResult(Err(stopped.error(op, path, offset)), buf.into_failed()),
     }
 }
 
@@ -418,10 +419,13 @@ fn exact(
         Err(e) => BufResult(Err(err(op, file, offset + done as u64, e)), buf.into_failed()),
         Ok(()) if done == wanted => BufResult(Ok(()), buf.into_completed(done)),
         Ok(()) if rw == Rw::Read => {
-            let e = Error::UnexpectedEof { op, offset, done, wanted };
+            let e = Error::UnexpectedEof { op, path: file.path().map(Into::into), offset, done, wanted };
             BufResult(Err(e), buf.into_completed(done))
         }
-        Ok(()) => BufResult(Err(Error::WriteZero { op, offset, done, wanted }), buf.into_failed()),
+        Ok(()) => {
+            let e = Error::WriteZero { op, path: file.path().map(Into::into), offset, done, wanted };
+            BufResult(Err(e), buf.into_failed())
+        }
     }
 }
 
@@ -596,19 +600,19 @@ impl IoEngine for TokioEngine {
         offset: u64,
     ) -> BufResult<(), Buf<Completed>> {
         let fixed = is_fixed(&buf, &self.pool);
-        let (file, buf) = (file.clone(), buf.into_in_flight());
+        let (owned, buf) = (file.clone(), buf.into_in_flight());
         let ran = self
             .blocking(buf, move |buf| {
-                let written = exact(Rw::Write, fixed, &file, buf, offset, 0);
+                let written = exact(Rw::Write, fixed, &owned, buf, offset, 0);
                 match written.0 {
                     Ok(()) => {
-                        BufResult(file.std().sync_data().map_err(|e| err(Op::SyncData, &file, offset, e)), written.1)
+                        BufResult(owned.std().sync_data().map_err(|e| err(Op::SyncData, &owned, offset, e)), written.1)
                     }
                     Err(_) => written,
                 }
             })
             .await;
-        let result = unstopped(ran, Rw::Write.op(fixed, false), offset);
+        let result = unstopped(ran, Rw::Write.op(fixed, false), file.path(), offset);
         if result.0.is_ok() {
             self.counters.done(Rw::Write, result.1.len());
             self.counters.synced();
@@ -683,8 +687,10 @@ impl IoEngine for TokioEngine {
                         if let BatchSlot::Op(_) = slot {
                             let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { unreachable!() };
                             let code = op.rw.op(op.fixed && op.buf.pool_id() == pool, false);
-                            *slot =
-                                BatchSlot::Done(BufResult(Err(stopped.error(code, op.offset)), op.buf.into_failed()));
+                            *slot = BatchSlot::Done(BufResult(
+                                Err(stopped.error(code, op.file.path(), op.offset)),
+                                op.buf.into_failed(),
+                            ));
                         }
                     }
                     slots

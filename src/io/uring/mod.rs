@@ -339,10 +339,12 @@ impl UringEngine {
             buf = back;
             match result {
                 Ok(0) if rw == Rw::Read => {
-                    return BufResult(Err(Error::UnexpectedEof { op, offset, done, wanted }), buf.into_completed(done));
+                    let e = Error::UnexpectedEof { op, path: file.path().map(Into::into), offset, done, wanted };
+                    return BufResult(Err(e), buf.into_completed(done));
                 }
                 Ok(0) => {
-                    return BufResult(Err(Error::WriteZero { op, offset, done, wanted }), buf.into_failed());
+                    let e = Error::WriteZero { op, path: file.path().map(Into::into), offset, done, wanted };
+                    return BufResult(Err(e), buf.into_failed());
                 }
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
