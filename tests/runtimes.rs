@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use ferrite_io::{EngineChoice, Error, File, IoEngine, IoEngineConfig, OpenOptions, SharedIoEngine};
+use ferrite_io::hybridlog::{FlusherConfig, PageFlusher, SyncPolicy};
+use ferrite_io::io::fault::FaultyEngine;
+use ferrite_io::{Engine, EngineChoice, Error, File, IoEngine, IoEngineConfig, OpenOptions, SharedIoEngine};
 
 const PAGE: usize = 4096;
 const WATCHDOG: Duration = Duration::from_secs(20);
@@ -254,5 +256,175 @@ fn engine_used_from_plain_threads_and_runtimes_at_once() {
                 });
             }
         });
+    }
+}
+
+// The page flusher, the pool and the file calls under the same runtime states: each either works
+// or returns a typed error, and nothing waits for ever.
+
+type Flusher = PageFlusher<FaultyEngine<Engine>>;
+
+fn flush_config(sync: SyncPolicy) -> FlusherConfig {
+    FlusherConfig { page_size: PAGE, depth: 4, sync, ..FlusherConfig::default() }
+}
+
+/// A flusher of each engine variant and sync policy, over a new file, made on `rt`.
+fn flushers_on(rt: &tokio::runtime::Runtime, dir: &tempfile::TempDir) -> Vec<(String, Arc<Flusher>)> {
+    let _inside = rt.enter();
+    let mut all = Vec::new();
+    for sync in [SyncPolicy::Group, SyncPolicy::PerPage] {
+        for (name, engine) in common::owned_engines(&config(EngineChoice::Auto)) {
+            let engine = Arc::new(FaultyEngine::new(engine));
+            let path = dir.path().join(format!("{name}-{sync:?}.log"));
+            let file = rt.block_on(engine.open(path, &OpenOptions::new().create(true))).unwrap();
+            all.push((format!("{name} {sync:?}"), Arc::new(PageFlusher::new(engine, file, flush_config(sync)))));
+        }
+    }
+    all
+}
+
+/// Flushes page `index` (a pool buffer taken without waiting) and returns the outcome and the
+/// length of the buffer that came back.
+async fn flush_page(flusher: &Flusher, index: u64) -> (Result<(), Error>, usize) {
+    let buf = flusher.engine().pool().try_acquire().expect("a free buffer");
+    let (result, back) = flusher.flush(buf, index * PAGE as u64, 10).await.into_parts();
+    (result, back.len())
+}
+
+/// Runs `work` on a thread of its own and waits for it under the watchdog: a hang fails here
+/// (tokio's timeout cannot bound a runtime that is itself the problem).
+fn on_a_thread<T: Send + 'static>(what: &str, work: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(work());
+    });
+    rx.recv_timeout(WATCHDOG).unwrap_or_else(|_| panic!("{what}: never completed (watchdog)"))
+}
+
+/// Waits until every buffer of the flusher's pool is back (some return when the kernel is done).
+fn wait_pool_full(what: &str, flusher: &Flusher) {
+    let pool = flusher.engine().pool();
+    let deadline = Instant::now() + WATCHDOG;
+    while pool.available() != pool.capacity() {
+        assert!(Instant::now() < deadline, "{what}: buffer lost: {pool:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_flush_under_block_on_of_a_shut_down_runtime_is_cancelled_and_releases_its_page() {
+    let dir = common::tempdir();
+    let rt = multi_thread();
+    let handle = rt.handle().clone();
+    let flushers = flushers_on(&rt, &dir);
+    for (name, flusher) in &flushers {
+        assert_eq!(rt.block_on(flush_page(flusher, 0)).0.map_err(|e| e.to_string()), Ok(()), "{name}");
+    }
+    drop(rt);
+    for (name, flusher) in &flushers {
+        let (flusher2, handle2) = (flusher.clone(), handle.clone());
+        let (result, len) = on_a_thread(name, move || handle2.block_on(flush_page(&flusher2, 1)));
+        assert!(
+            matches!(result, Err(Error::Cancelled { op: ferrite_io::Op::Write, offset }) if offset == PAGE as u64),
+            "{name}: {result:?}"
+        );
+        assert_eq!(len, PAGE, "{name}: the page comes back");
+        assert_eq!(flusher.poisoned().map(|e| e.to_string()), None, "{name}: nothing was written");
+        // The page is not left claimed: it flushes on a live runtime.
+        let (flusher2, next) = (flusher.clone(), current_thread());
+        let (result, _) = on_a_thread(name, move || next.block_on(flush_page(&flusher2, 1)));
+        assert_eq!(result.map_err(|e| e.to_string()), Ok(()), "{name}");
+        assert_eq!(flusher.flushed_until(), 2 * PAGE as u64, "{name}");
+        wait_pool_full(name, flusher);
+    }
+}
+
+#[test]
+fn a_runtime_shut_down_mid_flush_poisons_the_flusher_instead_of_hanging() {
+    let dir = common::tempdir();
+    for stall in ["write", "group sync"] {
+        let rt = multi_thread();
+        let handle = rt.handle().clone();
+        let flushers: Vec<_> = flushers_on(&rt, &dir)
+            .into_iter()
+            .filter(|(name, _)| stall == "write" || name.ends_with("Group"))
+            .collect();
+        let mut waiters = Vec::new();
+        for (name, flusher) in &flushers {
+            // The flush's task waits out a long delay when the runtime goes away under it.
+            match stall {
+                "write" => flusher.engine().delay_writes_at(0, Duration::from_secs(60)),
+                _ => flusher.engine().delay_syncs(Duration::from_secs(60)),
+            }
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (flusher2, handle2) = (flusher.clone(), handle.clone());
+            std::thread::spawn(move || {
+                let _ = tx.send(handle2.block_on(flush_page(&flusher2, 0)));
+            });
+            waiters.push((name, flusher, rx));
+        }
+        std::thread::sleep(Duration::from_millis(300)); // every flush is in its delay
+        drop(rt);
+        for (name, flusher, rx) in waiters {
+            let what = format!("{name}, runtime gone during the {stall}");
+            let (result, _) = rx.recv_timeout(WATCHDOG).unwrap_or_else(|_| panic!("{what}: never completed"));
+            assert!(matches!(result, Err(Error::Poisoned { .. })), "{what}: {result:?}");
+            // Every later flush knows it, at once, from any runtime.
+            let flusher2 = flusher.clone();
+            let (result, len) = on_a_thread(&what, move || current_thread().block_on(flush_page(&flusher2, 1)));
+            assert!(matches!(result, Err(Error::Poisoned { .. })), "{what}: {result:?}");
+            assert_eq!(len, PAGE, "{what}");
+            wait_pool_full(&what, flusher);
+        }
+    }
+}
+
+#[test]
+fn a_flush_outside_any_runtime_is_refused_with_its_page() {
+    let dir = common::tempdir();
+    let rt = current_thread();
+    for (name, flusher) in flushers_on(&rt, &dir) {
+        let (result, len) = block_on(flush_page(&flusher, 0));
+        assert!(matches!(result, Err(Error::NoRuntime(_))), "{name}: {result:?}");
+        assert_eq!(len, PAGE, "{name}");
+        wait_pool_full(&name, &flusher);
+    }
+}
+
+#[test]
+fn the_flusher_works_without_a_time_or_an_io_driver() {
+    let dir = common::tempdir();
+    let builders: [(&str, fn() -> tokio::runtime::Runtime); 3] = [
+        ("no time", || tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap()),
+        ("no io", || tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap()),
+        ("neither", || tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap()),
+    ];
+    for (what, build) in builders {
+        let rt = build();
+        let sub = dir.path().join(what);
+        std::fs::create_dir(&sub).unwrap();
+        let sub = tempfile::tempdir_in(sub).unwrap();
+        for (name, flusher) in flushers_on(&rt, &sub) {
+            let what = format!("{name}, {what}");
+            let flusher2 = flusher.clone();
+            let rt2 = build();
+            let done = on_a_thread(&what, move || {
+                rt2.block_on(async {
+                    let (first, second) = tokio::join!(flush_page(&flusher2, 0), flush_page(&flusher2, 1));
+                    (first.0.map_err(|e| e.to_string()), second.0.map_err(|e| e.to_string()))
+                })
+            });
+            assert_eq!(done, (Ok(()), Ok(())), "{what}");
+            assert_eq!(flusher.flushed_until(), 2 * PAGE as u64, "{what}");
+            let read = rt.block_on(ferrite_io::hybridlog::read_page(
+                flusher.engine().as_ref(),
+                flusher.file(),
+                flusher.engine().pool().try_acquire().unwrap(),
+                PAGE as u64,
+            ));
+            assert!(read.0.is_ok(), "{what}: {:?}", read.0);
+            drop(read);
+            wait_pool_full(&what, &flusher);
+        }
     }
 }

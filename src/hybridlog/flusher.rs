@@ -36,6 +36,13 @@
 //!   own, which records the outcome (and returns the buffer to the pool) even when nobody waits
 //!   for it any more. A sync whose error nobody recorded could otherwise have taken the
 //!   write-back error from the file (Linux reports it once), and the next sync would pass.
+//! - A runtime that shuts down drops its tasks unfinished, so a flush's task may never record
+//!   its outcome; then the flush's claim is settled as the task is dropped, and no page is left
+//!   claimed. A task dropped before it started wrote nothing: the flush fails with
+//!   [`Error::Cancelled`] and its buffer comes back (this is what a flush gets under
+//!   `Handle::block_on` of a runtime that has shut down). A task (or a group sync) dropped after
+//!   its I/O began leaves that I/O's outcome unknown, a write still in the kernel could land over
+//!   a later flush of the page, and a sync's error could be lost: it poisons the flusher.
 //! - Concurrent per-page syncs share the file's error state too: a page whose own sync passed is
 //!   durable only after every sync that overlapped it has reported, and none failed.
 
@@ -228,8 +235,30 @@ impl<E: IoEngine> PageFlusher<E> {
     /// [`Error::Page`] when the payload does not fit, [`Error::Rewrite`] for a page already
     /// closed (or an open page's acknowledged payload shortened), the write's I/O error (the page
     /// is not acknowledged; flushing it again is safe), [`Error::Gap`] when an earlier page's
-    /// write failed, [`Error::Poisoned`] once a sync failed, and [`Error::NoRuntime`] outside a
-    /// tokio runtime.
+    /// write failed, [`Error::Poisoned`] once a sync failed (or a shutting-down runtime dropped
+    /// a flush with its I/O in flight; the buffer that comes back is then an empty one, the
+    /// page's own returns to its pool when the kernel is done with it), [`Error::NoRuntime`]
+    /// outside a tokio runtime, and [`Error::Cancelled`] (buffer back, nothing written) when the
+    /// runtime has shut down, as under `Handle::block_on` after it was dropped (see the module
+    /// docs). None of these waits for ever.
+    ///
+    /// ```
+    /// use ferrite_io::hybridlog::{FlusherConfig, PageFlusher};
+    /// use ferrite_io::{Error, IoEngine, IoEngineConfig, OpenOptions};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let runtime = tokio::runtime::Runtime::new().unwrap();
+    /// let handle = runtime.handle().clone();
+    /// let engine = runtime.block_on(async { ferrite_io::create_engine(IoEngineConfig::default()) })?;
+    /// let file = runtime.block_on(engine.open(dir.path().join("log"), &OpenOptions::new().create(true)))?;
+    /// let flusher = PageFlusher::new(engine.clone(), file, FlusherConfig::default());
+    /// drop(runtime);
+    /// // The runtime is gone: the flush fails, typed, with the page back.
+    /// let page = engine.pool().try_acquire().unwrap();
+    /// let (done, page) = handle.block_on(flusher.flush(page, 0, 0)).into_parts();
+    /// assert!(matches!(done, Err(Error::Cancelled { .. })), "{done:?}");
+    /// assert_eq!(page.len(), 65536);
+    /// # Ok::<(), ferrite_io::Error>(())
+    /// ```
     pub async fn flush<S: Submittable>(
         &self,
         page: Buf<S>,
@@ -296,17 +325,30 @@ impl<E: IoEngine> PageFlusher<E> {
             Err(e) => return refuse(page, e),
         };
         // From the claim on, the outcome is recorded by the task, whatever happens to this future.
-        let core = self.core.clone();
+        let (back, returned) = tokio::sync::oneshot::channel();
+        let mut flight = Flight { core: self.core.clone(), address, unrun: Some((page, back)), recorded: false };
         let task = runtime.clone().spawn(async move {
-            let done = core.write(page, address, payload_len, open, claim, &runtime).await;
+            let page = flight.start();
+            let done = flight.core.write(page, address, payload_len, open, claim, &runtime).await;
+            flight.recorded();
             drop(slot);
             done
         });
         let BufResult(result, page) = match task.await {
             Ok(done) => done,
             Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
-            // The runtime is shutting down and cancelled the task; so is this future's task.
-            Err(_) => std::future::pending().await,
+            // The runtime cancelled the task (it has shut down, or is shutting down); the task's
+            // `Flight` settled the claim when it was dropped, before the cancellation reported.
+            Err(_) => {
+                return match returned.await {
+                    Ok(page) => BufResult(Err(Error::Cancelled { op: Op::Write, offset: address }), page),
+                    // The page's buffer is with the engine until its write completes, then in its pool.
+                    Err(_) => BufResult(
+                        Err(self.core.poison_error().unwrap_or_else(|| poisoned(address, ABANDONED))),
+                        Buf::from(Vec::new()).into_in_flight().into_failed(),
+                    ),
+                };
+            }
         };
         let end = if open { address + (PAYLOAD_START + payload_len) as u64 } else { address + size as u64 };
         let result = match result {
@@ -314,6 +356,93 @@ impl<E: IoEngine> PageFlusher<E> {
             Err(e) => Err(e),
         };
         BufResult(result, page)
+    }
+}
+
+/// Why a flusher is poisoned when the runtime cancels a flush's task after its I/O began.
+const ABANDONED: &str = "a flush was cancelled with its I/O in flight (its runtime shut down)";
+
+/// A claimed flush, from its claim until its task has recorded the outcome. The runtime drops a
+/// task unfinished when it shuts down; dropped so, this settles the claim, so the page is never
+/// left claimed (every later flush of it would wait for ever): before the task started, the
+/// claim is released and the page goes back (nothing was written); after, what the page's I/O
+/// did is unknown, and a write still in the kernel could land over a later flush of the page,
+/// so the flusher is poisoned.
+struct Flight<E: IoEngine, S: Submittable> {
+    core: Arc<Core<E>>,
+    address: u64,
+    /// The page until the task starts, and where to send it back if it never does.
+    unrun: Option<(Buf<S>, tokio::sync::oneshot::Sender<Buf<Completed>>)>,
+    recorded: bool,
+}
+
+impl<E: IoEngine, S: Submittable> Flight<E, S> {
+    /// The task has started: the page is its own now.
+    fn start(&mut self) -> Buf<S> {
+        let (page, _) = self.unrun.take().expect("a flight starts once");
+        page
+    }
+
+    /// The task has recorded the outcome: nothing is left to settle.
+    fn recorded(&mut self) {
+        self.recorded = true;
+    }
+}
+
+impl<E: IoEngine, S: Submittable> Drop for Flight<E, S> {
+    fn drop(&mut self) {
+        if self.recorded {
+            return;
+        }
+        let address = self.address;
+        match self.unrun.take() {
+            Some((page, back)) => {
+                self.core.record(address, |entry| entry.closing = false);
+                let _ = back.send(page.into_in_flight().into_failed());
+            }
+            None => {
+                tracing::error!(address, "{ABANDONED}; the page flusher is poisoned");
+                self.core.lock().poisoned.get_or_insert((address, ABANDONED.into()));
+                self.core.record(address, |entry| {
+                    entry.failed = true;
+                    entry.closing = false;
+                });
+            }
+        }
+    }
+}
+
+/// A group sync, from its spawn until it has recorded its outcome. Dropped unfinished (its
+/// runtime shut down): before it started, no sync ran and the next waiter may start one; after,
+/// its outcome (and maybe the file's write-back error) is lost, so the flusher is poisoned.
+struct SyncRun<E> {
+    core: Arc<Core<E>>,
+    generation: u64,
+    address: u64,
+    started: bool,
+    recorded: bool,
+}
+
+impl<E> Drop for SyncRun<E> {
+    fn drop(&mut self) {
+        if self.recorded {
+            return;
+        }
+        {
+            let mut state = self.core.lock();
+            state.syncing = false;
+            if self.started {
+                tracing::error!(address = self.address, "{ABANDONED}; the page flusher is poisoned");
+                state.poisoned.get_or_insert((self.address, ABANDONED.into()));
+            }
+        }
+        self.core.changed.notify_waiters();
+    }
+}
+
+impl<E> Core<E> {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -552,11 +681,19 @@ impl<E: IoEngine> Core<E> {
                 }
             };
             if let Some(generation) = generation {
-                let core = self.clone();
+                let mut run = SyncRun { core: self.clone(), generation, address, started: false, recorded: false };
                 runtime.spawn(async move {
-                    let result = core.engine.sync_data(&core.file).await;
-                    core.finish_sync(generation, address, result);
+                    run.started = true;
+                    let result = run.core.engine.sync_data(&run.core.file).await;
+                    run.recorded = true;
+                    run.core.finish_sync(run.generation, run.address, result);
                 });
+                let state = self.lock();
+                if !state.syncing && state.synced < wanted && state.poisoned.is_none() {
+                    // The runtime dropped the sync unstarted: it is shutting down. Nothing synced,
+                    // and waiting here would only spawn it again.
+                    return Err(Error::Cancelled { op: Op::SyncData, offset: address });
+                }
             }
             changed.await;
         }
@@ -631,10 +768,6 @@ impl<E: IoEngine> Core<E> {
 
     fn check_poison(&self) -> Result<()> {
         self.poison_error().map_or(Ok(()), Err)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
