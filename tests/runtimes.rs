@@ -263,6 +263,7 @@ fn engine_used_from_plain_threads_and_runtimes_at_once() {
 // or returns a typed error, and nothing waits for ever.
 
 type Flusher = PageFlusher<FaultyEngine<Engine>>;
+type Build = fn() -> tokio::runtime::Runtime;
 
 fn flush_config(sync: SyncPolicy) -> FlusherConfig {
     FlusherConfig { page_size: PAGE, depth: 4, sync, ..FlusherConfig::default() }
@@ -394,7 +395,7 @@ fn a_flush_outside_any_runtime_is_refused_with_its_page() {
 #[test]
 fn the_flusher_works_without_a_time_or_an_io_driver() {
     let dir = common::tempdir();
-    let builders: [(&str, fn() -> tokio::runtime::Runtime); 3] = [
+    let builders: [(&str, Build); 3] = [
         ("no time", || tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap()),
         ("no io", || tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap()),
         ("neither", || tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap()),
@@ -427,4 +428,25 @@ fn the_flusher_works_without_a_time_or_an_io_driver() {
             wait_pool_full(&what, &flusher);
         }
     }
+}
+
+#[test]
+fn file_calls_outside_any_runtime_are_refused_typed() {
+    let dir = common::tempdir();
+    let path = data_file(&dir);
+    let open = block_on(File::open(&path, &OpenOptions::new()));
+    assert!(matches!(open, Err(Error::NoRuntime(_))), "{open:?}");
+    let file = current_thread().block_on(File::open(&path, &OpenOptions::new())).unwrap();
+    // It used to panic here: `spawn_blocking` outside a runtime.
+    let reserved = block_on(file.preallocate(1 << 20));
+    assert!(matches!(reserved, Err(Error::NoRuntime(_))), "{reserved:?}");
+    // Under `Handle::block_on` of a runtime that has shut down: an error, never a hang.
+    let rt = multi_thread();
+    let handle = rt.handle().clone();
+    drop(rt);
+    let (path2, file2, handle2) = (path.clone(), file.clone(), handle.clone());
+    let open = on_a_thread("open", move || handle2.block_on(File::open(&path2, &OpenOptions::new())).map(drop));
+    assert!(matches!(open, Err(Error::Open { .. })), "{open:?}");
+    let reserved = on_a_thread("preallocate", move || handle.block_on(file2.preallocate(1 << 20)));
+    assert!(matches!(reserved, Err(Error::File { op: ferrite_io::Op::Allocate, .. })), "{reserved:?}");
 }

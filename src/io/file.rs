@@ -459,19 +459,31 @@ impl File {
     ///
     /// # Errors
     ///
-    /// [`Error::File`] with the length for any other failure (e.g. `ENOSPC`).
+    /// [`Error::File`] with the length for any other failure (e.g. `ENOSPC`, or the runtime
+    /// having shut down, as [`open`](Self::open) gives [`Error::Open`] then);
+    /// [`Error::NoRuntime`] outside a tokio runtime (it runs on tokio's blocking pool, as
+    /// [`open`](Self::open)).
     ///
     /// ```
-    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use std::future::Future;
+    /// use std::task::{Context, Poll, Waker};
     /// # let dir = tempfile::tempdir().unwrap();
-    /// let file = ferrite_io::File::open(dir.path().join("log"), &ferrite_io::OpenOptions::new().create(true)).await?;
-    /// let reserved = file.preallocate(1 << 20).await?;
+    /// let runtime = tokio::runtime::Runtime::new().unwrap();
+    /// let options = ferrite_io::OpenOptions::new().create(true);
+    /// let file = runtime.block_on(ferrite_io::File::open(dir.path().join("log"), &options))?;
+    /// let reserved = runtime.block_on(file.preallocate(1 << 20))?;
     /// assert_eq!(file.size()?, if reserved { 1 << 20 } else { 0 });
-    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
+    ///
+    /// // Outside a runtime: refused at the first poll, typed.
+    /// let mut call = std::pin::pin!(file.preallocate(1 << 21));
+    /// let polled = call.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+    /// assert!(matches!(polled, Poll::Ready(Err(ferrite_io::Error::NoRuntime(_)))));
+    /// # Ok::<(), ferrite_io::Error>(())
     /// ```
     pub async fn preallocate(&self, len: u64) -> Result<bool> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime("File::preallocate"))?;
         let file = self.inner.clone();
-        let done = tokio::task::spawn_blocking(move || preallocate(&file.std, len)).await;
+        let done = handle.spawn_blocking(move || preallocate(&file.std, len)).await;
         let result = done.unwrap_or_else(|join| Err(io::Error::other(join)));
         result.map_err(|source| self.error(Op::Allocate, Some(len), source))
     }
