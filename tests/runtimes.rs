@@ -299,7 +299,11 @@ fn on_a_thread<T: Send + 'static>(what: &str, work: impl FnOnce() -> T + Send + 
     std::thread::spawn(move || {
         let _ = tx.send(work());
     });
-    rx.recv_timeout(WATCHDOG).unwrap_or_else(|_| panic!("{what}: never completed (watchdog)"))
+    match rx.recv_timeout(WATCHDOG) {
+        Ok(done) => done,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{what}: never completed (watchdog)"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: panicked (see above)"),
+    }
 }
 
 /// Waits until every buffer of the flusher's pool is back (some return when the kernel is done).
@@ -449,4 +453,83 @@ fn file_calls_outside_any_runtime_are_refused_typed() {
     assert!(matches!(open, Err(Error::Open { .. })), "{open:?}");
     let reserved = on_a_thread("preallocate", move || handle.block_on(file2.preallocate(1 << 20)));
     assert!(matches!(reserved, Err(Error::File { op: ferrite_io::Op::Allocate, .. })), "{reserved:?}");
+}
+
+/// Every way a caller can poll: `None` is no runtime at all (a bare executor on this thread).
+fn runtime_states() -> Vec<(&'static str, Option<tokio::runtime::Handle>, Option<tokio::runtime::Runtime>)> {
+    let mut states = Vec::new();
+    let builders: [(&str, Build); 4] = [
+        ("current-thread without timers", || {
+            tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap()
+        }),
+        ("multi-thread without drivers", || {
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap()
+        }),
+        ("current-thread", current_thread),
+        ("multi-thread", multi_thread),
+    ];
+    for (what, build) in builders {
+        let rt = build();
+        states.push((what, Some(rt.handle().clone()), Some(rt)));
+    }
+    let gone = multi_thread();
+    states.push(("block_on of a shut-down runtime", Some(gone.handle().clone()), None));
+    states.push(("no runtime", None, None));
+    states
+}
+
+#[test]
+fn the_pool_waits_and_times_out_in_every_runtime_state() {
+    for (what, handle, runtime) in runtime_states() {
+        let pool = ferrite_io::BufPool::new(1, PAGE).unwrap();
+        let held = pool.try_acquire().unwrap();
+        let pool2 = pool.clone();
+        let wait = async move {
+            let buf = pool2.acquire().await; // comes back while this waits
+            // Held again: the next wait times out.
+            let started = Instant::now();
+            let none = pool2.acquire_timeout(Duration::from_millis(20)).await.is_none();
+            drop(buf);
+            none && started.elapsed() >= Duration::from_millis(20)
+        };
+        let got = on_a_thread(what, move || {
+            let giver = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                drop(held);
+            });
+            let got = match &handle {
+                Some(handle) => handle.block_on(wait),
+                None => block_on(wait),
+            };
+            giver.join().unwrap();
+            got
+        });
+        assert!(got, "{what}: acquired, then timed out after 20 ms");
+        assert_eq!(pool.available(), 1, "{what}");
+        drop(runtime);
+    }
+}
+
+#[test]
+fn fault_delays_work_in_every_runtime_state() {
+    let dir = common::tempdir();
+    let path = data_file(&dir);
+    for (what, handle, runtime) in runtime_states() {
+        // The fault answers without reaching the wrapped engine, so this needs nothing of it.
+        let engine = FaultyEngine::new(ferrite_io::TokioEngine::new(&config(EngineChoice::Tokio)).unwrap());
+        engine.delay_syncs(Duration::from_millis(20));
+        engine.fail_syncs_from(1, libc::EIO);
+        let file = File::from_std(std::fs::File::open(&path).unwrap(), false);
+        let sync = async move {
+            let started = Instant::now();
+            let failed = engine.sync_data(&file).await.err().and_then(|e| e.raw_os_error());
+            (failed, started.elapsed() >= Duration::from_millis(20))
+        };
+        let done = on_a_thread(what, move || match &handle {
+            Some(handle) => handle.block_on(sync),
+            None => block_on(sync),
+        });
+        assert_eq!(done, (Some(libc::EIO), true), "{what}: (the fault, after the delay)");
+        drop(runtime);
+    }
 }

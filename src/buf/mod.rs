@@ -65,6 +65,7 @@
 //!   kernel, and caller memory counts only its initialized length (`Vec::len`, not its
 //!   capacity), so any range of a buffer is a valid `[u8]`.
 
+pub(crate) mod clock;
 mod owned;
 mod pool;
 mod state;

@@ -3,15 +3,17 @@
 //! This file and the ring code are the only places that hold raw pointers into buffer memory.
 //! Slot `i` starts at `base + i * slot_size` for the life of the arena ([I4](super#invariants)).
 
+use std::future::Future;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use memmap2::MmapMut;
 use tokio::sync::Notify;
 
-use super::{Buf, Free};
+use super::{Buf, Free, clock};
 use crate::config::{BUFFER_ALIGN, MAX_BUFFER_SIZE, MAX_REGISTERED_BUFFERS};
 use crate::error::{Error, Result};
 
@@ -120,11 +122,9 @@ impl BufPool {
     /// acquire that had to wait counts in [`waits`](Self::waits). Use
     /// [`acquire_timeout`](Self::acquire_timeout) to bound the wait.
     ///
-    /// # Panics
-    ///
-    /// When it has to wait inside a tokio runtime built without timers (`#[tokio::main]`,
-    /// `#[tokio::test]` and `Runtime::new` enable them): the long-wait warning uses tokio's
-    /// timer. Outside tokio it waits without the warning.
+    /// Needs no runtime: it waits the same way in a tokio runtime with or without its time
+    /// driver, under another executor, and with none (the warning's deadline is kept by the
+    /// crate's own clock thread, not tokio's timer).
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -139,24 +139,77 @@ impl BufPool {
     /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
     /// ```
     pub async fn acquire(&self) -> Buf<Free> {
+        match self.wait(None).await {
+            Some(buf) => buf,
+            None => unreachable!("a wait without a deadline ends only with a buffer"),
+        }
+    }
+
+    /// A buffer, or `None` when none came back within `timeout`.
+    ///
+    /// Needs no runtime, as [`acquire`](Self::acquire): the deadline is kept by the crate's own
+    /// clock thread, so it works without tokio's time driver too. (On a system that refuses to
+    /// start that thread, it does not wait: `None` unless a buffer is free at once.)
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let pool = ferrite_io::BufPool::new(1, 4096)?;
+    /// // A runtime without timers, and none at all: both wait and time out.
+    /// let no_timers = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// let held = no_timers.block_on(pool.acquire_timeout(Duration::from_millis(10)));
+    /// assert!(held.is_some());
+    /// assert!(no_timers.block_on(pool.acquire_timeout(Duration::from_millis(10))).is_none()); // all out
+    /// let elsewhere = std::thread::spawn(move || {
+    ///     let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    ///     let mut cx = std::task::Context::from_waker(&waker);
+    ///     let mut wait = std::pin::pin!(pool.acquire_timeout(Duration::from_millis(10)));
+    ///     loop {
+    ///         match wait.as_mut().poll(&mut cx) {
+    ///             std::task::Poll::Ready(got) => return got.is_none(),
+    ///             std::task::Poll::Pending => std::thread::park(),
+    ///         }
+    ///     }
+    /// });
+    /// assert!(elsewhere.join().unwrap());
+    /// # use std::future::Future;
+    /// # struct Unpark(std::thread::Thread);
+    /// # impl std::task::Wake for Unpark {
+    /// #     fn wake(self: std::sync::Arc<Self>) { self.0.unpark() }
+    /// # }
+    /// # Ok::<(), ferrite_io::Error>(())
+    /// ```
+    pub async fn acquire_timeout(&self, timeout: Duration) -> Option<Buf<Free>> {
+        self.wait(Some(Instant::now() + timeout)).await
+    }
+
+    /// A buffer, waiting until `deadline` (if any) for one to come back.
+    async fn wait(&self, deadline: Option<Instant>) -> Option<Buf<Free>> {
         if let Some(buf) = self.try_acquire() {
-            return buf;
+            return Some(buf);
         }
         self.inner.waits.fetch_add(1, Ordering::Relaxed);
-        let warn_at = tokio::time::Instant::now() + LONG_WAIT;
-        // Outside tokio (another executor) there is no timer: wait without the warning.
-        let mut warned = tokio::runtime::Handle::try_current().is_err();
+        let warn_at = Instant::now() + LONG_WAIT;
+        // Rung by the clock at either deadline; each wake-up looks at the time.
+        let alarms = Arc::new(Notify::new());
+        let warning = clock::alarm(warn_at, alarms.clone());
+        let mut warned = warning.is_none();
+        let _expiry = match deadline.map(|at| clock::alarm(at, alarms.clone())) {
+            Some(None) => return self.try_acquire(), // no clock: nothing would end the wait
+            expiry => expiry,
+        };
         loop {
             let returned = self.inner.returned.notified();
             tokio::pin!(returned);
             // Register before looking, so a buffer returned in between wakes us.
             returned.as_mut().enable();
             if let Some(buf) = self.try_acquire() {
-                return buf;
+                return Some(buf);
             }
-            if warned {
-                returned.await;
-            } else if tokio::time::timeout_at(warn_at, returned).await.is_err() {
+            let now = Instant::now();
+            if deadline.is_some_and(|at| now >= at) {
+                return None;
+            }
+            if !warned && now >= warn_at {
                 warned = true;
                 tracing::warn!(
                     pool = self.inner.id,
@@ -166,26 +219,14 @@ impl BufPool {
                      or make the pool larger)"
                 );
             }
+            let rung = alarms.notified();
+            tokio::pin!(rung);
+            std::future::poll_fn(|cx| match (returned.as_mut().poll(cx), rung.as_mut().poll(cx)) {
+                (Poll::Pending, Poll::Pending) => Poll::Pending,
+                _ => Poll::Ready(()),
+            })
+            .await;
         }
-    }
-
-    /// A buffer, or `None` when none came back within `timeout`.
-    ///
-    /// # Panics
-    ///
-    /// Outside a tokio runtime with timers enabled, as `tokio::time::timeout`.
-    ///
-    /// ```
-    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-    /// use std::time::Duration;
-    /// let pool = ferrite_io::BufPool::new(1, 4096)?;
-    /// let held = pool.acquire_timeout(Duration::from_millis(10)).await;
-    /// assert!(held.is_some());
-    /// assert!(pool.acquire_timeout(Duration::from_millis(10)).await.is_none()); // all out
-    /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
-    /// ```
-    pub async fn acquire_timeout(&self, timeout: Duration) -> Option<Buf<Free>> {
-        tokio::time::timeout(timeout, self.acquire()).await.ok()
     }
 
     /// How many acquires so far found every buffer out and had to wait (including those that

@@ -2,7 +2,9 @@
 //! above the engine (the page flusher's poisoning, out-of-order completion, recovery).
 //!
 //! Faults are real errors of the kinds the kernel returns (`EIO` from `fdatasync`, say); the
-//! operations that are not faulted run on the wrapped engine for real.
+//! operations that are not faulted run on the wrapped engine for real. Delays are kept by the
+//! crate's own clock, not tokio's timer, so a delayed operation behaves in every runtime state
+//! (no time driver, no runtime, a runtime that has shut down) as the wrapped engine does.
 //!
 //! [`powerloss`] records writes and syncs to build the files a power loss may leave.
 
@@ -118,7 +120,7 @@ impl<E: IoEngine> FaultyEngine<E> {
     async fn write_fault(&self, offset: u64) -> Option<i32> {
         let delay = self.lock().write_delays.get(&offset).copied();
         if let Some(delay) = delay {
-            tokio::time::sleep(delay).await;
+            crate::buf::clock::sleep(delay).await;
         }
         self.lock().failing_writes.get(&offset).copied()
     }
@@ -132,7 +134,7 @@ impl<E: IoEngine> FaultyEngine<E> {
         let fault = self.sync_fault();
         let delay = self.lock().sync_delay;
         if let Some(delay) = delay {
-            tokio::time::sleep(delay).await;
+            crate::buf::clock::sleep(delay).await;
         }
         match (fault, op) {
             (Some(errno), _) => Err(self.error(op, file, 0, errno)),
