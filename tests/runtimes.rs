@@ -533,3 +533,58 @@ fn fault_delays_work_in_every_runtime_state() {
         drop(runtime);
     }
 }
+
+#[test]
+fn reading_and_recovering_a_log_in_every_runtime_state() {
+    let dir = common::tempdir();
+    let rt = multi_thread();
+    // A log of 8 pages on each engine, flushed (group commit) on a live runtime.
+    let flushers: Vec<_> = flushers_on(&rt, &dir).into_iter().filter(|(name, _)| name.ends_with("Group")).collect();
+    for (name, flusher) in &flushers {
+        rt.block_on(async {
+            for page in 0..8 {
+                assert_eq!(flush_page(flusher, page).await.0.map_err(|e| e.to_string()), Ok(()), "{name}");
+            }
+        });
+    }
+    drop(rt);
+    for (what, handle, runtime) in runtime_states() {
+        for (name, flusher) in &flushers {
+            let what = format!("{name}, {what}");
+            let works = flusher.engine().backend() == ferrite_io::Backend::Uring || runtime.is_some();
+            let (flusher2, handle2) = (flusher.clone(), handle.clone());
+            let (recovered, read) = on_a_thread(&what, move || {
+                let work = async {
+                    let (engine, file) = (flusher2.engine().as_ref(), flusher2.file());
+                    let recovered = ferrite_io::hybridlog::recover(engine, file, PAGE, 8 * PAGE as u64).await;
+                    let buf = engine.pool().try_acquire().unwrap();
+                    let (read, buf) =
+                        ferrite_io::hybridlog::read_page(engine, file, buf, 5 * PAGE as u64).await.into_parts();
+                    drop(buf);
+                    // A scan dropped after its first poll gives its buffers back.
+                    let mut scan = Box::pin(ferrite_io::hybridlog::recover(engine, file, PAGE, 8 * PAGE as u64));
+                    std::future::poll_fn(|cx| Poll::Ready(scan.as_mut().poll(cx).is_ready())).await;
+                    drop(scan);
+                    (recovered.map(|r| (r.durable_until, r.pages)), read.map(|info| info.payload().len()))
+                };
+                match &handle2 {
+                    Some(handle) => handle.block_on(work),
+                    None => block_on(work),
+                }
+            });
+            // Without a live runtime the tokio engine may still serve a cached read inline (the
+            // RWF_NOWAIT fast path); what it cannot do is a typed error, never a hang or panic.
+            let typed = |e: &Error| matches!(e, Error::NoRuntime(_) | Error::Cancelled { .. });
+            match recovered {
+                Ok(found) => assert_eq!(found, (8 * PAGE as u64, 8), "{what}"),
+                Err(e) => assert!(!works && typed(&e), "{what}: {e}"),
+            }
+            match read {
+                Ok(len) => assert_eq!(len, 10, "{what}"),
+                Err(e) => assert!(!works && typed(&e), "{what}: {e}"),
+            }
+            wait_pool_full(&what, flusher);
+        }
+        drop(runtime);
+    }
+}
