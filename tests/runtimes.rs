@@ -588,3 +588,80 @@ fn reading_and_recovering_a_log_in_every_runtime_state() {
         drop(runtime);
     }
 }
+
+#[test]
+fn runtimes_shut_down_at_random_moments_of_a_flush_leave_nothing_waiting() {
+    let mut rng = common::Rng(0x5eed_f1u64);
+    for round in 0..6 {
+        let dir = common::tempdir();
+        let rt = multi_thread();
+        let handle = rt.handle().clone();
+        let flushers = flushers_on(&rt, &dir);
+        // Four pages per flusher, each awaited by a thread of its own through the runtime's handle.
+        let mut waiters = Vec::new();
+        for (name, flusher) in &flushers {
+            for page in 0..4 {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let (flusher2, handle2) = (flusher.clone(), handle.clone());
+                std::thread::spawn(move || {
+                    let _ = tx.send(handle2.block_on(flush_page(&flusher2, page)).0.map_err(|e| e.to_string()));
+                });
+                waiters.push((format!("round {round}, {name}, page {page}"), rx));
+            }
+        }
+        std::thread::sleep(Duration::from_micros(rng.below(3000)));
+        drop(rt);
+        for (what, rx) in waiters {
+            let outcome = rx.recv_timeout(WATCHDOG).unwrap_or_else(|_| panic!("{what}: never completed"));
+            if let Err(e) = outcome {
+                let known = ["cancelled", "poisoned", "not acknowledged", "refused"];
+                assert!(known.iter().any(|k| e.contains(k)), "{what}: {e}");
+            }
+        }
+        // Every page resolves again on a live runtime: acknowledged, refused as a rewrite, a gap,
+        // or poisoned; none waits for a claim or a sync that no task will ever finish.
+        for (name, flusher) in &flushers {
+            let flusher2 = flusher.clone();
+            on_a_thread(&format!("round {round}, {name}, after"), move || {
+                current_thread().block_on(async {
+                    for page in 0..4 {
+                        let _ = flush_page(&flusher2, page).await;
+                    }
+                })
+            });
+        }
+        // Every buffer is back once the engines are gone (an engine drains what it holds).
+        let pools: Vec<_> = flushers.iter().map(|(name, f)| (name.clone(), f.engine().pool().clone())).collect();
+        drop(flushers);
+        for (name, pool) in pools {
+            assert_eq!(pool.available(), pool.capacity(), "round {round}, {name}: {pool:?}");
+        }
+    }
+}
+
+#[test]
+fn a_flush_cancelled_by_a_shut_down_runtime_resolves_the_pages_after_it_with_a_gap() {
+    let dir = common::tempdir();
+    let live = multi_thread();
+    for (name, flusher) in flushers_on(&live, &dir) {
+        // Page 1 is written and waits for page 0, which a caller flushes through a dead runtime.
+        let waiter = live.spawn({
+            let flusher = flusher.clone();
+            async move { flush_page(&flusher, 1).await.0 }
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let dead = multi_thread().handle().clone();
+        let flusher2 = flusher.clone();
+        let (result, _) = on_a_thread(&name, move || dead.block_on(flush_page(&flusher2, 0)));
+        assert!(matches!(result, Err(Error::Cancelled { .. })), "{name}: {result:?}");
+        let page1 = on_a_thread(&name, move || block_on(waiter).expect("the task ends"));
+        assert!(
+            matches!(page1, Err(Error::Gap { address, blocked_by: 0 }) if address == PAGE as u64),
+            "{name}: {page1:?}"
+        );
+        // Flushing page 0 again acknowledges both.
+        assert_eq!(live.block_on(flush_page(&flusher, 0)).0.map_err(|e| e.to_string()), Ok(()), "{name}");
+        assert_eq!(flusher.flushed_until(), 2 * PAGE as u64, "{name}");
+        wait_pool_full(&name, &flusher);
+    }
+}

@@ -17,7 +17,8 @@
 //!   to its own `fdatasync` (one submission on io_uring); [`SyncPolicy::None`] counts a page as
 //!   durable on write completion (for logs made durable by other means: no crash guarantee).
 //! - Pages may complete in any order; `flushed_until` advances only over a contiguous prefix,
-//!   and a flush waits for it. A page whose earlier neighbour's write failed resolves with
+//!   and a flush waits for it. A page whose earlier neighbour's write failed (or whose flush
+//!   was cancelled, below) resolves with
 //!   [`Error::Gap`] (it is durable, and is acknowledged once the earlier page is flushed again).
 //! - **No overwrite of acknowledged data.** A page is written whole once ([`PageFlusher::flush`]
 //!   closes it; flushing it again is [`Error::Rewrite`]). The log's tail page may be flushed
@@ -39,8 +40,9 @@
 //! - A runtime that shuts down drops its tasks unfinished, so a flush's task may never record
 //!   its outcome; then the flush's claim is settled as the task is dropped, and no page is left
 //!   claimed. A task dropped before it started wrote nothing: the flush fails with
-//!   [`Error::Cancelled`] and its buffer comes back (this is what a flush gets under
-//!   `Handle::block_on` of a runtime that has shut down). A task (or a group sync) dropped after
+//!   [`Error::Cancelled`], its buffer comes back, and it counts as a failed write for the pages
+//!   after it ([`Error::Gap`]); this is what a flush gets under `Handle::block_on` of a runtime
+//!   that has shut down. A task (or a group sync) dropped after
 //!   its I/O began leaves that I/O's outcome unknown, a write still in the kernel could land over
 //!   a later flush of the page, and a sync's error could be lost: it poisons the flusher.
 //! - Concurrent per-page syncs share the file's error state too: a page whose own sync passed is
@@ -235,7 +237,7 @@ impl<E: IoEngine> PageFlusher<E> {
     /// [`Error::Page`] when the payload does not fit, [`Error::Rewrite`] for a page already
     /// closed (or an open page's acknowledged payload shortened), the write's I/O error (the page
     /// is not acknowledged; flushing it again is safe), [`Error::Gap`] when an earlier page's
-    /// write failed, [`Error::Poisoned`] once a sync failed (or a shutting-down runtime dropped
+    /// write failed (or its flush was cancelled), [`Error::Poisoned`] once a sync failed (or a shutting-down runtime dropped
     /// a flush with its I/O in flight; the buffer that comes back is then an empty one, the
     /// page's own returns to its pool when the kernel is done with it), [`Error::NoRuntime`]
     /// outside a tokio runtime, and [`Error::Cancelled`] (buffer back, nothing written) when the
@@ -365,7 +367,8 @@ const ABANDONED: &str = "a flush was cancelled with its I/O in flight (its runti
 /// A claimed flush, from its claim until its task has recorded the outcome. The runtime drops a
 /// task unfinished when it shuts down; dropped so, this settles the claim, so the page is never
 /// left claimed (every later flush of it would wait for ever): before the task started, the
-/// claim is released and the page goes back (nothing was written); after, what the page's I/O
+/// claim is released, the page goes back (nothing was written) and the flush counts as failed
+/// (later pages resolve with [`Error::Gap`] until it is flushed again); after, what the page's I/O
 /// did is unknown, and a write still in the kernel could land over a later flush of the page,
 /// so the flusher is poisoned.
 struct Flight<E: IoEngine, S: Submittable> {
@@ -397,7 +400,12 @@ impl<E: IoEngine, S: Submittable> Drop for Flight<E, S> {
         let address = self.address;
         match self.unrun.take() {
             Some((page, back)) => {
-                self.core.record(address, |entry| entry.closing = false);
+                // Counted as a failed flush, so later pages waiting for this one resolve with
+                // `Error::Gap` instead of waiting for a flush that may never come.
+                self.core.record(address, |entry| {
+                    entry.failed = true;
+                    entry.closing = false;
+                });
                 let _ = back.send(page.into_in_flight().into_failed());
             }
             None => {
