@@ -591,7 +591,7 @@ fn reading_and_recovering_a_log_in_every_runtime_state() {
 
 #[test]
 fn runtimes_shut_down_at_random_moments_of_a_flush_leave_nothing_waiting() {
-    let mut rng = common::Rng(0x5eed_f1u64);
+    let mut rng = common::Rng(0x5eed);
     for round in 0..6 {
         let dir = common::tempdir();
         let rt = multi_thread();

@@ -18,8 +18,8 @@
 //!   durable on write completion (for logs made durable by other means: no crash guarantee).
 //! - Pages may complete in any order; `flushed_until` advances only over a contiguous prefix,
 //!   and a flush waits for it. A page whose earlier neighbour's write failed (or whose flush
-//!   was cancelled, below) resolves with
-//!   [`Error::Gap`] (it is durable, and is acknowledged once the earlier page is flushed again).
+//!   was cancelled, below) resolves with [`Error::Gap`] (it is durable, and is acknowledged
+//!   once the earlier page is flushed again).
 //! - **No overwrite of acknowledged data.** A page is written whole once ([`PageFlusher::flush`]
 //!   closes it; flushing it again is [`Error::Rewrite`]). The log's tail page may be flushed
 //!   while it fills with [`PageFlusher::flush_partial`]: each partial flush appends payload and
