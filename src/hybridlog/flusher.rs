@@ -229,7 +229,9 @@ impl<E: IoEngine> PageFlusher<E> {
     /// [`PAYLOAD_START`] are the payload), writes it, and gives it back once it is acknowledged:
     /// durable under the sync policy, and `flushed_until` past it. This closes the page: it
     /// cannot be flushed again. Waits while `depth` pages are in flight. Must run on a tokio
-    /// runtime.
+    /// runtime that runs its tasks: the write runs in a task of that runtime (see the module
+    /// docs), so under `Handle::block_on` of a current-thread runtime that no thread drives, the
+    /// flush waits until one does.
     ///
     /// # Errors
     ///
