@@ -33,23 +33,27 @@
 //!   write-back error, so retrying the sync could "succeed" without the data. Every waiter at or
 //!   before the failure, and every later flush, fails with [`Error::Poisoned`].
 //! - A failed write fails that page only (its buffer comes back); the caller may flush it again.
-//! - Dropping a flush future never loses a result: the write and its sync run in a task of their
-//!   own, which records the outcome (and returns the buffer to the pool) even when nobody waits
-//!   for it any more. A sync whose error nobody recorded could otherwise have taken the
-//!   write-back error from the file (Linux reports it once), and the next sync would pass.
-//! - A runtime that shuts down drops its tasks unfinished, so a flush's task may never record
-//!   its outcome; then the flush's claim is settled as the task is dropped, and no page is left
-//!   claimed. A task dropped before it started wrote nothing: the flush fails with
-//!   [`Error::Cancelled`], its buffer comes back, and it counts as a failed write for the pages
-//!   after it ([`Error::Gap`]); this is what a flush gets under `Handle::block_on` of a runtime
-//!   that has shut down. A task (or a group sync) dropped after
-//!   its I/O began leaves that I/O's outcome unknown, a write still in the kernel could land over
-//!   a later flush of the page, and a sync's error could be lost: it poisons the flusher.
+//! - Dropping a flush future never loses a result: the write and the sync it runs go on in a
+//!   task of the runtime the flush was called on, which records the outcome (and returns the
+//!   buffer to the pool) even when nobody waits for it any more. A sync whose error nobody
+//!   recorded could otherwise have taken the write-back error from the file (Linux reports it
+//!   once), and the next sync would pass. Until then the flush future does the work itself, so
+//!   a flush needs no task of its own to run: it works wherever its engine does, under
+//!   `Handle::block_on` of a current-thread runtime no thread drives, or of one that has shut
+//!   down, too.
+//! - A runtime that shuts down drops its tasks unfinished, so a dropped flush's work may never
+//!   record its outcome. Its I/O has begun, and what it did is unknown: a write still in the
+//!   kernel could land over a later flush of the page, a sync's error could be lost. Then the
+//!   flusher is poisoned as the work is dropped, which also settles the page's claim, so no
+//!   later flush waits for it.
 //! - Concurrent per-page syncs share the file's error state too: a page whose own sync passed is
 //!   durable only after every sync that overlapped it has reported, and none failed.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 
 use tokio::sync::{Notify, Semaphore};
 
@@ -228,27 +232,24 @@ impl<E: IoEngine> PageFlusher<E> {
     /// Seals `page` as the page at `address` (its first `payload_len` bytes from
     /// [`PAYLOAD_START`] are the payload), writes it, and gives it back once it is acknowledged:
     /// durable under the sync policy, and `flushed_until` past it. This closes the page: it
-    /// cannot be flushed again. Waits while `depth` pages are in flight. Must run on a tokio
-    /// runtime that runs its tasks: the write runs in a task of that runtime (see the module
-    /// docs), so under `Handle::block_on` of a current-thread runtime that no thread drives, the
-    /// flush waits until one does.
+    /// cannot be flushed again. Waits while `depth` pages are in flight. Must be called inside a
+    /// tokio runtime, where a dropped flush's work goes on (see the module docs); the runtime
+    /// need not run its tasks for the flush itself, nor be alive.
     ///
     /// # Errors
     ///
     /// [`Error::Unaligned`] for an address or buffer length that is not the page size,
     /// [`Error::Page`] when the payload does not fit, [`Error::Rewrite`] for a page already
     /// closed (or an open page's acknowledged payload shortened), the write's I/O error (the page
-    /// is not acknowledged; flushing it again is safe), [`Error::Gap`] when an earlier page's
-    /// write failed (or its flush was cancelled), [`Error::Poisoned`] once a sync failed (or a shutting-down runtime dropped
-    /// a flush with its I/O in flight; the buffer that comes back is then an empty one, the
-    /// page's own returns to its pool when the kernel is done with it), [`Error::NoRuntime`]
-    /// outside a tokio runtime, and [`Error::Cancelled`] (buffer back, nothing written) when the
-    /// runtime has shut down, as under `Handle::block_on` after it was dropped (see the module
-    /// docs). None of these waits for ever.
+    /// is not acknowledged; flushing it again is safe; under `Handle::block_on` of a runtime that
+    /// has shut down, the tokio engine's [`Error::Cancelled`]), [`Error::Gap`] when an earlier
+    /// page's write failed, [`Error::Poisoned`] once a sync failed (or a runtime shutting down
+    /// dropped a flush's work with its I/O in flight), and [`Error::NoRuntime`] outside a tokio
+    /// runtime. None of these waits for ever.
     ///
     /// ```
     /// use ferrite_io::hybridlog::{FlusherConfig, PageFlusher};
-    /// use ferrite_io::{Error, IoEngine, IoEngineConfig, OpenOptions};
+    /// use ferrite_io::{Backend, Error, IoEngine, IoEngineConfig, OpenOptions};
     /// # let dir = tempfile::tempdir().unwrap();
     /// let runtime = tokio::runtime::Runtime::new().unwrap();
     /// let handle = runtime.handle().clone();
@@ -256,10 +257,14 @@ impl<E: IoEngine> PageFlusher<E> {
     /// let file = runtime.block_on(engine.open(dir.path().join("log"), &OpenOptions::new().create(true)))?;
     /// let flusher = PageFlusher::new(engine.clone(), file, FlusherConfig::default());
     /// drop(runtime);
-    /// // The runtime is gone: the flush fails, typed, with the page back.
+    /// // The runtime is gone: io_uring still flushes; the tokio engine, which needs the
+    /// // runtime's blocking pool, fails typed, with the page back.
     /// let page = engine.pool().try_acquire().unwrap();
     /// let (done, page) = handle.block_on(flusher.flush(page, 0, 0)).into_parts();
-    /// assert!(matches!(done, Err(Error::Cancelled { .. })), "{done:?}");
+    /// match engine.backend() {
+    ///     Backend::Uring => assert_eq!(flusher.flushed_until(), 65536),
+    ///     Backend::Tokio => assert!(matches!(done, Err(Error::Cancelled { .. })), "{done:?}"),
+    /// }
     /// assert_eq!(page.len(), 65536);
     /// # Ok::<(), ferrite_io::Error>(())
     /// ```
@@ -328,32 +333,16 @@ impl<E: IoEngine> PageFlusher<E> {
             Ok(claim) => claim,
             Err(e) => return refuse(page, e),
         };
-        // From the claim on, the outcome is recorded by the task, whatever happens to this future.
-        let (back, returned) = tokio::sync::oneshot::channel();
-        let mut flight = Flight { core: self.core.clone(), address, unrun: Some((page, back)), recorded: false };
-        let task = runtime.clone().spawn(async move {
-            let page = flight.start();
-            let done = flight.core.write(page, address, payload_len, open, claim, &runtime).await;
-            flight.recorded();
-            drop(slot);
+        // From the claim on, the outcome is recorded whatever happens to this future: the write
+        // runs here, and moves to a task of its own if this future is dropped before it is done.
+        let mut flight = Flight { core: self.core.clone(), address, recorded: false };
+        let work = Detach::new(runtime, async move {
+            let done = flight.core.write(page, address, payload_len, open, claim).await;
+            flight.recorded = true;
+            drop((flight, slot));
             done
         });
-        let BufResult(result, page) = match task.await {
-            Ok(done) => done,
-            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
-            // The runtime cancelled the task (it has shut down, or is shutting down); the task's
-            // `Flight` settled the claim when it was dropped, before the cancellation reported.
-            Err(_) => {
-                return match returned.await {
-                    Ok(page) => BufResult(Err(Error::Cancelled { op: Op::Write, offset: address }), page),
-                    // The page's buffer is with the engine until its write completes, then in its pool.
-                    Err(_) => BufResult(
-                        Err(self.core.poison_error().unwrap_or_else(|| poisoned(address, ABANDONED))),
-                        Buf::from(Vec::new()).into_in_flight().into_failed(),
-                    ),
-                };
-            }
-        };
+        let BufResult(result, page) = work.await;
         let end = if open { address + (PAYLOAD_START + payload_len) as u64 } else { address + size as u64 };
         let result = match result {
             Ok(()) => self.core.covered(address, end).await,
@@ -366,70 +355,71 @@ impl<E: IoEngine> PageFlusher<E> {
 /// Why a flusher is poisoned when the runtime cancels a flush's task after its I/O began.
 const ABANDONED: &str = "a flush was cancelled with its I/O in flight (its runtime shut down)";
 
-/// A claimed flush, from its claim until its task has recorded the outcome. The runtime drops a
-/// task unfinished when it shuts down; dropped so, this settles the claim, so the page is never
-/// left claimed (every later flush of it would wait for ever): before the task started, the
-/// claim is released, the page goes back (nothing was written) and the flush counts as failed
-/// (later pages resolve with [`Error::Gap`] until it is flushed again); after, what the page's I/O
-/// did is unknown, and a write still in the kernel could land over a later flush of the page,
-/// so the flusher is poisoned.
-struct Flight<E: IoEngine, S: Submittable> {
+/// A claimed flush, from its claim until its outcome is recorded. Its work is dropped unfinished
+/// only when a runtime that shuts down drops the task it was moved to (see [`Detach`]), or when
+/// it panics; by then its I/O has begun, and what it did is unknown: a write still in the kernel
+/// could land over a later flush of the page. Dropped so, this poisons the flusher and settles
+/// the claim, so the page is never left claimed (every later flush of it would wait for ever).
+struct Flight<E: IoEngine> {
     core: Arc<Core<E>>,
     address: u64,
-    /// The page until the task starts, and where to send it back if it never does.
-    unrun: Option<(Buf<S>, tokio::sync::oneshot::Sender<Buf<Completed>>)>,
     recorded: bool,
 }
 
-impl<E: IoEngine, S: Submittable> Flight<E, S> {
-    /// The task has started: the page is its own now.
-    fn start(&mut self) -> Buf<S> {
-        let (page, _) = self.unrun.take().expect("a flight starts once");
-        page
-    }
-
-    /// The task has recorded the outcome: nothing is left to settle.
-    fn recorded(&mut self) {
-        self.recorded = true;
-    }
-}
-
-impl<E: IoEngine, S: Submittable> Drop for Flight<E, S> {
+impl<E: IoEngine> Drop for Flight<E> {
     fn drop(&mut self) {
         if self.recorded {
             return;
         }
         let address = self.address;
-        match self.unrun.take() {
-            Some((page, back)) => {
-                // Counted as a failed flush, so later pages waiting for this one resolve with
-                // `Error::Gap` instead of waiting for a flush that may never come.
-                self.core.record(address, |entry| {
-                    entry.failed = true;
-                    entry.closing = false;
-                });
-                let _ = back.send(page.into_in_flight().into_failed());
-            }
-            None => {
-                tracing::error!(address, "{ABANDONED}; the page flusher is poisoned");
-                self.core.lock().poisoned.get_or_insert((address, ABANDONED.into()));
-                self.core.record(address, |entry| {
-                    entry.failed = true;
-                    entry.closing = false;
-                });
-            }
+        tracing::error!(address, "{ABANDONED}; the page flusher is poisoned");
+        self.core.lock().poisoned.get_or_insert((address, ABANDONED.into()));
+        self.core.record(address, |entry| {
+            entry.failed = true;
+            entry.closing = false;
+        });
+    }
+}
+
+/// A flush's work: polled by the flush future, and moved to a task of `runtime` when that future
+/// is dropped before the work is done, so the outcome is recorded even when nobody waits for it.
+struct Detach<F: Future<Output: Send> + Send + 'static> {
+    runtime: tokio::runtime::Handle,
+    work: Option<Pin<Box<F>>>,
+}
+
+impl<F: Future<Output: Send> + Send + 'static> Detach<F> {
+    fn new(runtime: tokio::runtime::Handle, work: F) -> Self {
+        Detach { runtime, work: Some(Box::pin(work)) }
+    }
+}
+
+impl<F: Future<Output: Send> + Send + 'static> Future for Detach<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let work = self.work.as_mut().expect("polled after it finished");
+        let done = std::task::ready!(work.as_mut().poll(cx));
+        self.work = None;
+        Poll::Ready(done)
+    }
+}
+
+impl<F: Future<Output: Send> + Send + 'static> Drop for Detach<F> {
+    fn drop(&mut self) {
+        if let Some(work) = self.work.take() {
+            // A runtime that has shut down drops the task at once, and `Flight` settles the claim.
+            drop(self.runtime.spawn(work));
         }
     }
 }
 
-/// A group sync, from its spawn until it has recorded its outcome. Dropped unfinished (its
-/// runtime shut down): before it started, no sync ran and the next waiter may start one; after,
-/// its outcome (and maybe the file's write-back error) is lost, so the flusher is poisoned.
+/// A group sync, from its start until it has recorded its outcome. Dropped unfinished (a runtime
+/// shutting down dropped the work running it), its outcome, and maybe the file's write-back
+/// error, is lost: the flusher is poisoned.
 struct SyncRun<E> {
     core: Arc<Core<E>>,
-    generation: u64,
     address: u64,
-    started: bool,
     recorded: bool,
 }
 
@@ -438,13 +428,11 @@ impl<E> Drop for SyncRun<E> {
         if self.recorded {
             return;
         }
+        tracing::error!(address = self.address, "{ABANDONED}; the page flusher is poisoned");
         {
             let mut state = self.core.lock();
             state.syncing = false;
-            if self.started {
-                tracing::error!(address = self.address, "{ABANDONED}; the page flusher is poisoned");
-                state.poisoned.get_or_insert((self.address, ABANDONED.into()));
-            }
+            state.poisoned.get_or_insert((self.address, ABANDONED.into()));
         }
         self.core.changed.notify_waiters();
     }
@@ -510,7 +498,6 @@ impl<E: IoEngine> Core<E> {
         len: usize,
         open: bool,
         claim: Claim,
-        runtime: &tokio::runtime::Handle,
     ) -> BufResult<(), Buf<Completed>> {
         let size = self.config.page_size;
         let mut repaired = Ok(());
@@ -521,7 +508,7 @@ impl<E: IoEngine> Core<E> {
             if let Err(e) = page::seal(&mut page, address, claim.sequence, claim.prev_len, claim.prev_len, true) {
                 return self.failed(address, page.into_in_flight().into_failed(), e.into());
             }
-            let BufResult(result, done) = self.durable(page, address, runtime).await;
+            let BufResult(result, done) = self.durable(page, address).await;
             let mut back = done.into_free();
             back.set_len_unchecked(size);
             back[PAYLOAD_START + claim.prev_len..PAYLOAD_START + len].copy_from_slice(&aside);
@@ -541,7 +528,7 @@ impl<E: IoEngine> Core<E> {
             // Only the sectors that hold the header and payload, in whole 4 KiB blocks (O_DIRECT).
             page.set_len_unchecked((PAYLOAD_START + len).next_multiple_of(4096).min(size));
         }
-        let BufResult(result, page) = self.durable(page, address, runtime).await;
+        let BufResult(result, page) = self.durable(page, address).await;
         let mut page = page.into_free();
         page.set_len_unchecked(size);
         if let Some(bytes) = unflushed {
@@ -622,12 +609,7 @@ impl<E: IoEngine> Core<E> {
     }
 
     /// Writes `page` at `address` and makes it durable under the policy.
-    async fn durable<S: Submittable>(
-        self: &Arc<Self>,
-        page: Buf<S>,
-        address: u64,
-        runtime: &tokio::runtime::Handle,
-    ) -> BufResult<(), Buf<Completed>> {
+    async fn durable<S: Submittable>(self: &Arc<Self>, page: Buf<S>, address: u64) -> BufResult<(), Buf<Completed>> {
         match self.config.sync {
             SyncPolicy::PerPage => {
                 let ticket = self.open_ticket();
@@ -653,7 +635,7 @@ impl<E: IoEngine> Core<E> {
             SyncPolicy::Group => {
                 let (result, page) = self.engine.write_all_at(&self.file, page, address).await.into_parts();
                 let result = match result {
-                    Ok(()) => self.group_sync(address, runtime).await,
+                    Ok(()) => self.group_sync(address).await,
                     Err(e) => Err(e),
                 };
                 BufResult(result, page)
@@ -665,10 +647,11 @@ impl<E: IoEngine> Core<E> {
         }
     }
 
-    /// Waits for a sync that starts after now (this page's write has completed), starting it if
-    /// no sync is running; one sync covers every page that waits for it. The sync runs in a task
-    /// of its own, so its result is recorded even if every waiter is dropped.
-    async fn group_sync(self: &Arc<Self>, address: u64, runtime: &tokio::runtime::Handle) -> Result<()> {
+    /// Waits for a sync that starts after now (this page's write has completed), running it if
+    /// no sync is running; one sync covers every page that waits for it. The sync runs inside
+    /// this page's work, which is never dropped unfinished but by a runtime shutting down (see
+    /// [`Detach`]); then [`SyncRun`] records the loss.
+    async fn group_sync(self: &Arc<Self>, address: u64) -> Result<()> {
         let wanted = self.lock().next_sync;
         loop {
             let changed = self.changed.notified();
@@ -690,22 +673,15 @@ impl<E: IoEngine> Core<E> {
                     Some(state.next_sync - 1)
                 }
             };
-            if let Some(generation) = generation {
-                let mut run = SyncRun { core: self.clone(), generation, address, started: false, recorded: false };
-                runtime.spawn(async move {
-                    run.started = true;
-                    let result = run.core.engine.sync_data(&run.core.file).await;
+            match generation {
+                Some(generation) => {
+                    let mut run = SyncRun { core: self.clone(), address, recorded: false };
+                    let result = self.engine.sync_data(&self.file).await;
                     run.recorded = true;
-                    run.core.finish_sync(run.generation, run.address, result);
-                });
-                let state = self.lock();
-                if !state.syncing && state.synced < wanted && state.poisoned.is_none() {
-                    // The runtime dropped the sync unstarted: it is shutting down. Nothing synced,
-                    // and waiting here would only spawn it again.
-                    return Err(Error::Cancelled { op: Op::SyncData, offset: address });
+                    self.finish_sync(generation, address, result);
                 }
+                None => changed.await,
             }
-            changed.await;
         }
     }
 
