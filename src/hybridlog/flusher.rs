@@ -40,7 +40,10 @@
 //!   once), and the next sync would pass. Until then the flush future does the work itself, so
 //!   a flush needs no task of its own to run: it works wherever its engine does, under
 //!   `Handle::block_on` of a current-thread runtime no thread drives, or of one that has shut
-//!   down, too.
+//!   down, too. The other side of it: a flush future that is kept but not polled holds up its
+//!   own work, and with it the pages that wait for it (the pages after it, and those whose sync
+//!   it runs). Poll every flush future you hold (`join!`, `FuturesUnordered`, a task each), or
+//!   drop it.
 //! - A runtime that shuts down drops its tasks unfinished, so a dropped flush's work may never
 //!   record its outcome. Its I/O has begun, and what it did is unknown: a write still in the
 //!   kernel could land over a later flush of the page, a sync's error could be lost. Then the
