@@ -117,19 +117,6 @@ async fn create(engine: &SharedIoEngine, dir: &tempfile::TempDir, name: &str) ->
     engine.open(dir.path().join(name), &OpenOptions::new().create(true).truncate(true)).await.expect("open")
 }
 
-/// The read and write ends of a new pipe, the read end as a `File`.
-fn pipe() -> (File, std::fs::File) {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into `fds`, a live array of two ints.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0, "pipe2");
-    // SAFETY: pipe2 just opened this descriptor, and nothing else owns it.
-    let reader = unsafe { OwnedFd::from_raw_fd(fds[0]) };
-    // SAFETY: as for the read end.
-    let writer = unsafe { OwnedFd::from_raw_fd(fds[1]) };
-    (File::from_std(std::fs::File::from(reader), false), std::fs::File::from(writer))
-}
-
 /// Whether `fd` still names the file with inode `ino` (monoio's check that a descriptor was
 /// closed: the number may have been reused since, by another file).
 fn still_open(fd: i32, ino: u64) -> bool {
@@ -496,7 +483,7 @@ async fn pipe_steps(engines: Vec<(&'static str, SharedIoEngine)>) -> Vec<(&'stat
     use std::io::Write;
     let mut all = Vec::new();
     for (name, engine) in engines {
-        let (reader, mut writer) = pipe();
+        let (reader, mut writer) = common::pipe();
         writer.write_all(b"through the pipe").unwrap();
         let mut lines = Vec::new();
         lines.push(seen(watchdog(name, engine.read_at(&reader, Buf::from(vec![0; 7]), 0)).await));
@@ -546,7 +533,7 @@ impl std::task::Wake for Woken {
 async fn file_dropped_while_an_operation_is_in_flight() {
     use std::io::Write;
     for (name, engine) in waiting_engines() {
-        let (reader, mut writer) = pipe();
+        let (reader, mut writer) = common::pipe();
         let fd = reader.std().as_raw_fd();
         // SAFETY: `stat` is plain integers; all zeros is a valid value.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -579,7 +566,7 @@ async fn file_dropped_while_an_operation_is_in_flight() {
 async fn timeouts_and_select_leave_no_buffer_behind() {
     use std::io::Write;
     for (name, engine) in waiting_engines() {
-        let (reader, mut writer) = pipe();
+        let (reader, mut writer) = common::pipe();
         let mut buf = engine.acquire().await;
         buf.set_len(16).unwrap();
         let timed = tokio::time::timeout(Duration::from_millis(5), engine.read_at(&reader, buf, 0)).await;
@@ -657,7 +644,7 @@ async fn completed_then_dropped_before_the_next_poll() {
         for round in 0..64u64 {
             let mut buf = engine.acquire().await;
             buf.set_len(16).unwrap();
-            let (reader, mut writer) = pipe();
+            let (reader, mut writer) = common::pipe();
             let piped = waits && round % 2 == 1;
             let file = if piped { &reader } else { &file };
             let woken = Arc::new(Woken(std::sync::atomic::AtomicUsize::new(0)));
@@ -1046,7 +1033,7 @@ async fn dropped_at_every_await_point() {
     for (name, engine) in waiting_engines() {
         let file = create(&engine, &dir, name).await;
         for polls in 0..8 {
-            let (reader, mut writer) = pipe();
+            let (reader, mut writer) = common::pipe();
             let (exact, vectored) = {
                 let mut exact = Box::pin(engine.read_exact_at(&reader, Buf::from(vec![0; 32]), 0));
                 let members = vec![Buf::from(vec![0; 4]), Buf::from(vec![0; 4])];
@@ -1123,7 +1110,7 @@ async fn nonblocking_pipes_and_sockets() {
     let mut all = Vec::new();
     for (name, engine) in waiting_engines() {
         let mut lines = Vec::new();
-        let (reader, mut writer) = pipe();
+        let (reader, mut writer) = common::pipe();
         // SAFETY: fcntl(F_SETFL) takes an integer argument; the descriptor is open (`reader`).
         assert_eq!(unsafe { libc::fcntl(reader.std().as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) }, 0);
         let mut read = Box::pin(engine.read_at(&reader, Buf::from(vec![0; 8]), 0));

@@ -705,3 +705,37 @@ fn a_flush_needs_no_task_of_its_runtime_to_run() {
         wait_pool_full(&name, &flusher);
     }
 }
+
+/// Other tokio resources polled earlier in the same poll can spend the task's cooperative
+/// budget; an operation that then goes pending still arms its ring's watcher, and tokio's
+/// answer to a spent budget (wake the waker at once, where it cannot defer the wake) must not
+/// run the watcher inside its own registration. It did, under the watcher's lock: a deadlock
+/// in `Runtime::block_on` on a thread that is not a worker (found in the crash test's parent).
+#[cfg(unix)]
+#[test]
+fn a_spent_cooperative_budget_does_not_stall_the_watcher() {
+    use std::io::Write;
+    on_a_thread("an operation after the budget is spent", || {
+        let rt = multi_thread();
+        for (name, engine) in engines_on(&rt) {
+            rt.block_on(async {
+                let (reader, mut writer) = common::pipe();
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                for i in 0..1000 {
+                    tx.send(i).unwrap();
+                }
+                let mut read = std::pin::pin!(engine.read_at(&reader, ferrite_io::Buf::from(vec![0; 4]), 0));
+                std::future::poll_fn(|cx| {
+                    // Receive until tokio refuses: the budget is spent.
+                    while let Poll::Ready(Some(_)) = rx.poll_recv(cx) {}
+                    assert!(read.as_mut().poll(cx).is_pending(), "{name}: nothing to read yet");
+                    Poll::Ready(())
+                })
+                .await;
+                writer.write_all(b"data").unwrap();
+                let (n, _) = read.await.into_parts();
+                assert_eq!(n.unwrap(), 4, "{name}");
+            });
+        }
+    });
+}

@@ -62,3 +62,18 @@ impl Rng {
         self.next() % n
     }
 }
+
+/// The read and write ends of a new pipe, the read end as a `File`: a read of it waits in the
+/// kernel until something is written, as long as a test needs.
+#[cfg(unix)]
+pub fn pipe() -> (ferrite_io::File, std::fs::File) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`, a live array of two ints.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0, "pipe2");
+    // SAFETY: pipe2 just opened this descriptor, and nothing else owns it.
+    let reader = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+    // SAFETY: as for the read end.
+    let writer = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+    (ferrite_io::File::from_std(std::fs::File::from(reader), false), std::fs::File::from(writer))
+}

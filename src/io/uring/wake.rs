@@ -31,6 +31,7 @@
 //! uses the completion thread there.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once, PoisonError, Weak};
@@ -137,15 +138,18 @@ impl Watcher {
                     return self.hand_over(&shared);
                 };
                 let waker = Waker::from(self.clone());
-                match registration.poll_read_ready(&mut Context::from_waker(&waker)) {
+                // Outside the polling task's cooperative budget: this is the engine's upkeep,
+                // not the task's work, and with the budget spent tokio would refuse the poll and
+                // wake this watcher at once, from inside this call, under this lock.
+                let ready = std::future::poll_fn(|cx| {
+                    registration.poll_read_ready(cx).map(|ready| ready.map(|mut guard| guard.clear_ready()))
+                });
+                match std::pin::pin!(tokio::task::unconstrained(ready)).poll(&mut Context::from_waker(&waker)) {
                     Poll::Pending => {
                         self.armed.store(true, Ordering::Release);
                         return;
                     }
-                    Poll::Ready(Ok(mut guard)) => {
-                        guard.clear_ready();
-                        true
-                    }
+                    Poll::Ready(Ok(())) => true,
                     Poll::Ready(Err(_)) => {
                         // The runtime is shutting down: retire. Its waiters are dropped with
                         // it; a future that outlives it picks its path again when next polled.
