@@ -711,7 +711,7 @@ fn a_flush_needs_no_task_of_its_runtime_to_run() {
 /// answer to a spent budget (wake the waker at once, where it cannot defer the wake) must not
 /// run the watcher inside its own registration. It did, under the watcher's lock: a deadlock
 /// in `Runtime::block_on` on a thread that is not a worker (found in the crash test's parent).
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 #[test]
 fn a_spent_cooperative_budget_does_not_stall_the_watcher() {
     use std::io::Write;

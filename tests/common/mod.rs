@@ -64,8 +64,8 @@ impl Rng {
 }
 
 /// The read and write ends of a new pipe, the read end as a `File`: a read of it waits in the
-/// kernel until something is written, as long as a test needs.
-#[cfg(unix)]
+/// kernel until something is written, as long as a test needs. (Linux: `pipe2`; macOS has none.)
+#[cfg(target_os = "linux")]
 pub fn pipe() -> (ferrite_io::File, std::fs::File) {
     use std::os::fd::{FromRawFd, OwnedFd};
     let mut fds = [0; 2];
