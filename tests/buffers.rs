@@ -232,3 +232,19 @@ fn acquire_waits_outside_a_tokio_runtime() {
     assert_eq!((buf.index(), pool.waits()), (0, 1));
     returner.join().unwrap();
 }
+
+/// `acquire_timeout` with the largest timeout a caller can type is a wait without a deadline:
+/// no overflow panic, and the buffer that comes back ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_timeout_waits_without_a_deadline() {
+    let pool = ferrite_io::BufPool::new(1, 4096).unwrap();
+    let held = pool.acquire_timeout(std::time::Duration::MAX).await.expect("a free buffer");
+    let giver = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        drop(held);
+    });
+    let waited =
+        tokio::time::timeout(std::time::Duration::from_secs(20), pool.acquire_timeout(std::time::Duration::MAX));
+    assert!(waited.await.expect("watchdog").is_some(), "the returned buffer ends the wait");
+    giver.await.unwrap();
+}

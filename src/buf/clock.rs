@@ -42,10 +42,14 @@ pub(crate) fn alarm(deadline: Instant, notify: Arc<Notify>) -> Option<Alarm> {
     Some(Alarm { key })
 }
 
-/// Waits `duration` on any executor, or none. Returns at once when the clock cannot run.
+/// Waits `duration` on any executor, or none (for ever when it is past the clock's range).
+/// Returns at once when the clock cannot run.
 pub(crate) async fn sleep(duration: Duration) {
+    let Some(deadline) = Instant::now().checked_add(duration) else {
+        return std::future::pending().await;
+    };
     let woken = Arc::new(Notify::new());
-    if let Some(_alarm) = alarm(Instant::now() + duration, woken.clone()) {
+    if let Some(_alarm) = alarm(deadline, woken.clone()) {
         woken.notified().await;
     }
 }

@@ -179,7 +179,8 @@ impl BufPool {
     /// # Ok::<(), ferrite_io::Error>(())
     /// ```
     pub async fn acquire_timeout(&self, timeout: Duration) -> Option<Buf<Free>> {
-        self.wait(Some(Instant::now() + timeout)).await
+        // A timeout past the clock's range (`Duration::MAX`) is no deadline at all.
+        self.wait(Instant::now().checked_add(timeout)).await
     }
 
     /// A buffer, waiting until `deadline` (if any) for one to come back.
