@@ -16,7 +16,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ferrite_io::{
@@ -699,6 +699,38 @@ fn check<T>(result: BufResult<T, Buf<Completed>>) -> ferrite_io::Result<Buf<Comp
     result.map(|_| buf)
 }
 
+/// The offsets of one measurement, handed to its submitters (tasks or threads) a chunk at a time
+/// as each asks for more, as a work queue hands out work. A submitter that starts late, or runs
+/// on a CPU the hypervisor gives less time, takes fewer: the measurement times the row's
+/// operations on every submitter together, not twice the slower of two fixed halves. On this
+/// 2-vCPU machine the two halves of a cached-read row differed by up to 20%, which showed as
+/// lost scaling in every backend alike.
+struct Feed {
+    offsets: Vec<u64>,
+    taken: AtomicUsize,
+    chunk: usize,
+}
+
+impl Feed {
+    /// Splits `offsets` for `submitters`: about 16 chunks each, of at most 64 operations (one
+    /// shared counter update per chunk, not per operation).
+    fn new(offsets: Vec<u64>, submitters: usize) -> Feed {
+        let chunk = (offsets.len() / (submitters.max(1) * 16)).clamp(1, 64);
+        Feed { offsets, taken: AtomicUsize::new(0), chunk }
+    }
+
+    /// The next chunk nobody has taken, or `None` once all are.
+    fn take(&self) -> Option<&[u64]> {
+        let start = self.taken.fetch_add(self.chunk, Ordering::Relaxed);
+        self.offsets.get(start..(start + self.chunk).min(self.offsets.len()))
+    }
+
+    /// The offsets one submitter gets, taken a chunk at a time as it goes.
+    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        std::iter::from_fn(|| self.take()).flatten().copied()
+    }
+}
+
 /// One operation of `row` through an engine; hands the buffer back for reuse.
 async fn engine_op(
     engine: &Engine,
@@ -781,9 +813,9 @@ async fn engine_loop(
         }
         return Ok(start.elapsed());
     }
-    // Queue depth: `depth` tasks on the runtime, each with its own buffer and share of offsets.
+    // Queue depth: `depth` tasks on the runtime, each with its own buffer, fed from one `Feed`.
     let mut tasks = tokio::task::JoinSet::new();
-    let per_task = offsets.len().div_ceil(depth);
+    let feed = Arc::new(Feed::new(offsets.to_vec(), depth));
     let mut bufs = Vec::with_capacity(depth);
     for _ in 0..depth {
         let mut buf = engine.acquire().await;
@@ -791,11 +823,11 @@ async fn engine_loop(
         bufs.push(buf);
     }
     let start = Instant::now();
-    for (chunk, buf) in offsets.chunks(per_task.max(1)).zip(bufs) {
-        let (engine, file, chunk) = (engine.clone(), file.clone(), chunk.to_vec());
+    for buf in bufs {
+        let (engine, file, feed) = (engine.clone(), file.clone(), feed.clone());
         tasks.spawn(async move {
             let mut buf = buf;
-            for offset in chunk {
+            for offset in feed.iter() {
                 buf = engine_op(&engine, &file, row, buf, offset, fixed).await?;
             }
             Ok::<_, ferrite_io::Error>(())
@@ -827,12 +859,13 @@ async fn futures_run(
         bufs.push(buf);
     }
     let mut set = tokio::task::JoinSet::new();
+    let feed = Arc::new(Feed::new(offsets.to_vec(), tasks));
     let start = Instant::now();
-    for chunk in offsets.chunks(offsets.len().div_ceil(tasks).max(1)) {
-        let (engine, file, chunk) = (engine.clone(), file.clone(), chunk.to_vec());
+    for _ in 0..tasks {
+        let (engine, file, feed) = (engine.clone(), file.clone(), feed.clone());
         let mine: Vec<_> = bufs.drain(..per_task.min(bufs.len())).collect();
         set.spawn(async move {
-            let mut next = chunk.into_iter();
+            let mut next = feed.iter();
             let mut flight = FuturesUnordered::new();
             for (buf, offset) in mine.into_iter().zip(next.by_ref()) {
                 flight.push(engine_op(&engine, &file, row, buf, offset, fixed));
@@ -901,15 +934,15 @@ fn pread_run(file: &std::fs::File, row: Row, offsets: &[u64]) -> std::io::Result
         }
         return Ok(start.elapsed());
     }
-    let per_thread = offsets.len().div_ceil(depth).max(1);
+    let feed = Feed::new(offsets.to_vec(), depth);
     let start = Instant::now();
     std::thread::scope(|scope| {
-        let workers: Vec<_> = offsets
-            .chunks(per_thread)
-            .map(|chunk| {
+        let workers: Vec<_> = (0..depth)
+            .map(|_| {
+                let feed = &feed;
                 scope.spawn(move || {
                     let mut buf = aligned(len)?;
-                    chunk.iter().try_for_each(|&offset| sync_op(file, row, &mut buf, offset))
+                    feed.iter().try_for_each(|offset| sync_op(file, row, &mut buf, offset))
                 })
             })
             .collect();
@@ -965,13 +998,13 @@ async fn blocking_run(file: &Arc<std::fs::File>, row: Row, offsets: &[u64]) -> s
         }
         return Ok(start.elapsed());
     }
-    let per_task = offsets.len().div_ceil(depth).max(1);
+    let feed = Arc::new(Feed::new(offsets.to_vec(), depth));
     let mut tasks = tokio::task::JoinSet::new();
-    for chunk in offsets.chunks(per_task) {
-        let (file, chunk) = (file.clone(), chunk.to_vec());
+    for _ in 0..depth {
+        let (file, feed) = (file.clone(), feed.clone());
         tasks.spawn(async move {
             let mut buf = aligned(len)?;
-            for offset in chunk {
+            for offset in feed.iter() {
                 let file = file.clone();
                 buf = tokio::task::spawn_blocking(move || sync_op(&file, row, &mut buf, offset).map(|()| buf))
                     .await
@@ -1018,7 +1051,7 @@ pub mod raw {
 
     use io_uring::{IoUring, opcode, types};
 
-    use super::{BATCH, PAGE, Row, batch_offset, is_write};
+    use super::{BATCH, Feed, PAGE, Row, batch_offset, is_write};
 
     /// Runs `row` on one thread per submitter, each with a ring of its own and its share of the
     /// operations in flight.
@@ -1026,14 +1059,16 @@ pub mod raw {
         let threads = row.submitters();
         let depth = row.depth() / threads;
         if threads == 1 {
-            return rings[0].run(fd, row, offsets, depth);
+            return rings[0].run(fd, row, offsets.iter().copied(), depth);
         }
+        let feed = Feed::new(offsets.to_vec(), threads);
         let start = Instant::now();
         std::thread::scope(|scope| {
+            let feed = &feed;
             let workers: Vec<_> = rings
                 .iter_mut()
-                .zip(offsets.chunks(offsets.len().div_ceil(threads).max(1)))
-                .map(|(ring, chunk)| scope.spawn(move || ring.run(fd, row, chunk, depth)))
+                .take(threads)
+                .map(|ring| scope.spawn(move || ring.run(fd, row, feed.iter(), depth)))
                 .collect();
             workers
                 .into_iter()
@@ -1120,60 +1155,66 @@ pub mod raw {
             }
         }
 
-        fn reap(&mut self) -> io::Result<Vec<usize>> {
-            self.ring
-                .completion()
-                .map(|cqe| {
-                    if cqe.result() < 0 {
-                        Err(io::Error::from_raw_os_error(-cqe.result()))
-                    } else {
-                        Ok(cqe.user_data() as usize)
-                    }
-                })
-                .collect()
+        /// Reaps every completion into `done`, cleared first and reused: the baseline allocates
+        /// nothing per operation, as the engine does not.
+        fn reap(&mut self, done: &mut Vec<usize>) -> io::Result<()> {
+            done.clear();
+            for cqe in self.ring.completion() {
+                if cqe.result() < 0 {
+                    return Err(io::Error::from_raw_os_error(-cqe.result()));
+                }
+                done.push(cqe.user_data() as usize);
+            }
+            Ok(())
         }
 
-        fn run(&mut self, fd: RawFd, row: Row, offsets: &[u64], depth: usize) -> io::Result<Duration> {
+        fn run(
+            &mut self,
+            fd: RawFd,
+            row: Row,
+            mut offsets: impl Iterator<Item = u64>,
+            depth: usize,
+        ) -> io::Result<Duration> {
             let len = row.bytes().min(self.slot);
+            let mut done = Vec::with_capacity(depth.max(BATCH));
             let start = Instant::now();
             match row {
                 Row::Batch8 => {
-                    for &offset in offsets {
+                    for offset in offsets {
                         for i in 0..BATCH {
                             self.push(fd, row, i, PAGE, batch_offset(offset, i))?;
                         }
                         self.ring.submit_and_wait(BATCH)?;
-                        self.reap()?;
+                        self.reap(&mut done)?;
                     }
                 }
                 Row::Fdatasync4k => {
-                    for &offset in offsets {
+                    for offset in offsets {
                         self.push(fd, row, 0, len, offset)?;
                         self.ring.submit_and_wait(1)?;
-                        self.reap()?;
+                        self.reap(&mut done)?;
                         let sync = opcode::Fsync::new(types::Fd(fd)).flags(types::FsyncFlags::DATASYNC).build();
                         // SAFETY: an fsync entry points at no memory.
                         unsafe { self.ring.submission().push(&sync) }
                             .map_err(|_| io::Error::other("submission queue full"))?;
                         self.ring.submit_and_wait(1)?;
-                        self.reap()?;
+                        self.reap(&mut done)?;
                     }
                 }
                 _ => {
-                    let depth = depth.min(offsets.len().max(1));
-                    let mut next = offsets.iter();
                     let mut in_flight = 0;
                     for slot in 0..depth {
-                        if let Some(&offset) = next.next() {
+                        if let Some(offset) = offsets.next() {
                             self.push(fd, row, slot, len, offset)?;
                             in_flight += 1;
                         }
                     }
                     while in_flight > 0 {
                         self.ring.submit_and_wait(1)?;
-                        for slot in self.reap()? {
+                        self.reap(&mut done)?;
+                        for &slot in &done {
                             in_flight -= 1;
-                            if let Some(&offset) = next.next() {
+                            if let Some(offset) = offsets.next() {
                                 self.push(fd, row, slot, len, offset)?;
                                 in_flight += 1;
                             }
