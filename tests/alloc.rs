@@ -376,6 +376,19 @@ async fn measure<S>(
     for i in 0..WARMUP {
         state = round(fx, state, i, &went_async).await;
     }
+    // The first completion that arrives after its submit registers the ring's watcher with this
+    // runtime's reactor: once per runtime and ring, not per operation. Whether any warm-up
+    // round did depends on the kernel (a buffered write completes inside its submit while its
+    // pages are dirty, and goes to io-wq once writeback runs), so syncs, which always go to
+    // io-wq, make sure of it before the measurement.
+    let warm = Cell::new(0);
+    for _ in 0..100 {
+        track(fx.engine.sync_data(&fx.file), &warm).await.expect("warm-up sync_data");
+        if warm.get() > 0 {
+            break;
+        }
+    }
+    assert!(warm.get() > 0, "no warm-up sync completed after its submit");
     went_async.set(0);
     let label = format!("{what} [{:?} path]", fx.mode);
     let probe = Probe::arm(label);

@@ -136,7 +136,7 @@ pub(crate) fn is_fixed<S: Submittable>(buf: &Buf<S>, pool: &BufPool) -> bool {
 }
 
 /// A fixed-buffer operation's refusal of a buffer registered elsewhere: the buffer comes back.
-pub(crate) fn foreign(buf: Buf<Registered>, pool: &BufPool) -> BufResult<usize, Buf<Completed>> {
+pub(crate) fn foreign<S: Submittable>(buf: Buf<S>, pool: &BufPool) -> BufResult<usize, Buf<Completed>> {
     let e = crate::Error::ForeignBuffer { buf_pool: buf.pool_id(), engine_pool: pool.id() };
     BufResult(Err(e), buf.into_in_flight().into_failed())
 }
