@@ -380,7 +380,8 @@ async fn measure<S>(
     // runtime's reactor: once per runtime and ring, not per operation. Whether any warm-up
     // round did depends on the kernel (a buffered write completes inside its submit while its
     // pages are dirty, and goes to io-wq once writeback runs), so syncs, which always go to
-    // io-wq, make sure of it before the measurement.
+    // io-wq, make sure of it before the measurement (retried: a sync of a clean file can finish
+    // on io-wq before its submit has reaped).
     let warm = Cell::new(0);
     for _ in 0..100 {
         track(fx.engine.sync_data(&fx.file), &warm).await.expect("warm-up sync_data");

@@ -62,6 +62,11 @@ enum Filter {
     Enosys,
     /// `io_uring_setup` kills the process with `SIGSYS`.
     Kill,
+    /// `io_uring_setup`, `preadv2` and `pwritev2` return `ENOSYS`: a kernel before 4.6, or a
+    /// seccomp profile that knows neither io_uring nor the `RWF_*` calls.
+    OldKernel,
+    /// Only `preadv2` and `pwritev2` return `ENOSYS`; io_uring works.
+    NoRwf,
 }
 
 impl Filter {
@@ -70,7 +75,9 @@ impl Filter {
             "eperm" => Filter::Eperm,
             "enosys" => Filter::Enosys,
             "kill" => Filter::Kill,
-            other => panic!("{FILTER_ENV}={other}: expected eperm, enosys or kill"),
+            "old-kernel" => Filter::OldKernel,
+            "no-rwf" => Filter::NoRwf,
+            other => panic!("{FILTER_ENV}={other}: expected eperm, enosys, kill, old-kernel or no-rwf"),
         }
     }
 
@@ -79,15 +86,26 @@ impl Filter {
             Filter::Eperm => "eperm",
             Filter::Enosys => "enosys",
             Filter::Kill => "kill",
+            Filter::OldKernel => "old-kernel",
+            Filter::NoRwf => "no-rwf",
         }
     }
 
-    /// The seccomp return value for `io_uring_setup`.
+    /// The syscalls the filter acts on.
+    fn syscalls(self) -> &'static [libc::c_long] {
+        match self {
+            Filter::Eperm | Filter::Enosys | Filter::Kill => &[libc::SYS_io_uring_setup],
+            Filter::OldKernel => &[libc::SYS_io_uring_setup, libc::SYS_preadv2, libc::SYS_pwritev2],
+            Filter::NoRwf => &[libc::SYS_preadv2, libc::SYS_pwritev2],
+        }
+    }
+
+    /// The seccomp return value for the filtered syscalls.
     fn action(self) -> u32 {
         let errno = |e: i32| libc::SECCOMP_RET_ERRNO | (e as u32 & libc::SECCOMP_RET_DATA);
         match self {
             Filter::Eperm => errno(libc::EPERM),
-            Filter::Enosys => errno(libc::ENOSYS),
+            Filter::Enosys | Filter::OldKernel | Filter::NoRwf => errno(libc::ENOSYS),
             Filter::Kill => libc::SECCOMP_RET_KILL_PROCESS,
         }
     }
@@ -107,17 +125,19 @@ fn install_seccomp(filter: Filter) {
     use libc::{BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
     let arch_offset = std::mem::offset_of!(libc::seccomp_data, arch) as u32;
     let nr_offset = std::mem::offset_of!(libc::seccomp_data, nr) as u32;
-    let mut program = [
+    let mut program = vec![
         // A foreign-architecture syscall's number means something else: kill, as is customary.
         bpf_stmt(BPF_LD | BPF_W | BPF_ABS, arch_offset),
         bpf_jump(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH, 1, 0),
         bpf_stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_KILL_PROCESS),
-        // io_uring_setup gets the action; everything else is allowed.
         bpf_stmt(BPF_LD | BPF_W | BPF_ABS, nr_offset),
-        bpf_jump(BPF_JMP | BPF_JEQ | BPF_K, libc::SYS_io_uring_setup as u32, 0, 1),
-        bpf_stmt(BPF_RET | BPF_K, filter.action()),
-        bpf_stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ALLOW),
     ];
+    // The filter's syscalls get its action; everything else is allowed.
+    for &nr in filter.syscalls() {
+        program.push(bpf_jump(BPF_JMP | BPF_JEQ | BPF_K, nr as u32, 0, 1));
+        program.push(bpf_stmt(BPF_RET | BPF_K, filter.action()));
+    }
+    program.push(bpf_stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ALLOW));
     let fprog = libc::sock_fprog { len: program.len() as libc::c_ushort, filter: program.as_mut_ptr() };
 
     // A SIGSYS death must not leave a core file behind.
@@ -358,6 +378,36 @@ mod child_noop_unless_spawned {
         report("DONE", "auto");
     }
 
+    /// Under a filter that refuses `preadv2`/`pwritev2` (`ENOSYS`): `engine = "auto"` (the
+    /// tokio engine when io_uring is refused too), a round trip and cached reads, whose fast
+    /// path must turn itself off instead of failing the reads.
+    #[test]
+    fn without_rwf() {
+        let Some(_filter) = enter_child() else {
+            return;
+        };
+        let rt = runtime();
+        let dir = tempdir();
+        rt.block_on(async {
+            let engine = create_engine(IoEngineConfig::default()).expect("an engine");
+            report("BACKEND", format_args!("{:?}", engine.backend()));
+            round_trip(&engine, dir.path()).await;
+            let file = engine.open(dir.path().join("round-trip"), &OpenOptions::new()).await.expect("open");
+            let mut page = engine.acquire().await.into_free();
+            for _ in 0..3 {
+                let read = engine.read_at(&file, page, 4096).await;
+                assert_eq!(read.0.expect("a cached read with the fast path refused"), read.1.len());
+                page = read.1.into_free();
+            }
+            let stats = engine.stats();
+            report("FAST_HITS", stats.fast_path_hits);
+            report("FAST_REFUSALS", stats.fast_path_refusals);
+            report("ROUNDTRIP", "ok");
+        });
+        drop(rt);
+        report("DONE", "without_rwf");
+    }
+
     /// `engine = "tokio"` under the filter, with a write/sync/read round trip.
     #[test]
     fn tokio_engine() {
@@ -549,6 +599,22 @@ fn tokio_engine_never_touches_io_uring() {
     assert_eq!(child.value("BACKEND"), format!("{:?}", Backend::Tokio), "{child}");
     assert_eq!(child.value("REASON"), format!("{:?}", Reason::Requested(EngineChoice::Tokio)), "{child}");
     assert_eq!(child.value("ROUNDTRIP"), "ok", "{child}");
+}
+
+/// Test 4c. `preadv2` and `pwritev2` refused with `ENOSYS`, as by a kernel before 4.6 (with
+/// io_uring refused too) or a seccomp profile without them: on either engine the fast path
+/// turns itself off at the first refusal (once per direction) and every read and write goes
+/// the normal way, instead of failing with `ENOSYS`.
+#[test]
+fn enosys_from_rwf_calls_turns_the_fast_path_off() {
+    for (filter, backend) in [(Filter::OldKernel, Backend::Tokio), (Filter::NoRwf, Backend::Uring)] {
+        let child = run_child("without_rwf", filter);
+        child.assert_completed();
+        assert_eq!(child.value("BACKEND"), format!("{backend:?}"), "{child}");
+        assert_eq!(child.value("ROUNDTRIP"), "ok", "{child}");
+        assert_eq!(child.value("FAST_HITS"), "0", "{child}");
+        assert_eq!(child.value("FAST_REFUSALS"), "2", "one refusal per direction\n{child}");
+    }
 }
 
 /// Test 5a. No filter, in this process: `engine = "uring"` gives the io_uring engine, chosen

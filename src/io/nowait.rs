@@ -64,12 +64,20 @@ impl FastPath {
             Nowait::WouldBlock => counters.fast_path(false),
             Nowait::Unsupported => {
                 counters.fast_path(false);
-                tracing::debug!(?rw, "RWF_NOWAIT unsupported here; fast path off for this direction");
-                switch.store(false, Ordering::Relaxed);
+                switch_off(rw, switch);
             }
         }
         outcome
     }
+}
+
+/// Turns the fast path off for `rw` for the engine's lifetime: the kernel or the filesystem does
+/// not support it. Out of line, so that `attempt`, inlined into every read and write, stays short.
+#[cold]
+#[inline(never)]
+fn switch_off(rw: Rw, switch: &AtomicBool) {
+    tracing::debug!(?rw, "RWF_NOWAIT unsupported here; fast path off for this direction");
+    switch.store(false, Ordering::Relaxed);
 }
 
 /// What the attempt came to.
@@ -88,14 +96,15 @@ pub(crate) enum Nowait {
 /// Tries `buf[start..]` at `offset` without blocking. Never used on `O_DIRECT` files, whose
 /// reads always wait for the device.
 ///
-/// Issued through `rustix`, whose Linux calls are inline `syscall` instructions, and inlined
-/// into the engine's future with `attempt`: the kernel returns straight into the engine's poll.
-/// On the 2-vCPU test VM the first `ret` after a syscall is expensive: the same `preadv2`
-/// through `rustix` took 1,566-1,681 ns written inline in a loop and 1,741-1,856 ns inside an
-/// `#[inline(never)]` function, as much as glibc's `preadv2` (alternating chunks, medians). Any
-/// library call pays that return once; the old path (glibc's wrapper inside `attempt` inside
-/// the future) paid it plus two more frames. Paired with glibc's `preadv2` (the `nowait`
-/// baseline: the syscall behind one function call), a cached read went from 1.08x to 1.04x.
+/// Issued through `rustix`, whose Linux calls (on x86_64 and aarch64) are inline `syscall`
+/// instructions, and inlined into the engine's future with `attempt`: the kernel returns
+/// straight into the engine's poll. On the 2-vCPU test VM the first `ret` after a syscall is
+/// expensive: the same `preadv2` through `rustix` took 1,566-1,681 ns written inline in a loop
+/// and 1,741-1,856 ns inside an `#[inline(never)]` function, as much as glibc's `preadv2`
+/// (alternating chunks, medians). Any library call pays that return once; the old path
+/// (glibc's wrapper inside `attempt` inside the future) paid it plus two more frames. Paired
+/// with glibc's `preadv2` (the `nowait` baseline: the syscall behind one function call), a
+/// cached read went from 1.08x to 1.04x.
 #[cfg(target_os = "linux")]
 #[inline(always)]
 fn try_rw(rw: Rw, file: &File, buf: &mut Buf<InFlight>, start: usize, offset: u64) -> Nowait {
@@ -112,7 +121,9 @@ fn try_rw(rw: Rw, file: &File, buf: &mut Buf<InFlight>, start: usize, offset: u6
     match result {
         Ok(n) => Nowait::Done(n),
         Err(Errno::AGAIN | Errno::INTR) => Nowait::WouldBlock,
-        Err(Errno::OPNOTSUPP) => Nowait::Unsupported,
+        // `ENOSYS`: a kernel older than 4.6 or a seccomp profile without these calls (glibc's
+        // wrapper reported that as `ENOTSUP`, rustix passes it on).
+        Err(Errno::OPNOTSUPP | Errno::NOSYS) => Nowait::Unsupported,
         Err(e) => Nowait::Failed(e.into()),
     }
 }

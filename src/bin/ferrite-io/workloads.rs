@@ -699,12 +699,12 @@ fn check<T>(result: BufResult<T, Buf<Completed>>) -> ferrite_io::Result<Buf<Comp
     result.map(|_| buf)
 }
 
-/// The offsets of one measurement, handed to its submitters (tasks or threads) a chunk at a time
-/// as each asks for more, as a work queue hands out work. A submitter that starts late, or runs
-/// on a CPU the hypervisor gives less time, takes fewer: the measurement times the row's
-/// operations on every submitter together, not twice the slower of two fixed halves. On this
-/// 2-vCPU machine the two halves of a cached-read row differed by up to 20%, which showed as
-/// lost scaling in every backend alike.
+/// The offsets of one measurement, handed to its submitters (tasks or threads) as each asks for
+/// more, as a work queue hands out work. A submitter that starts late, or runs on a CPU the
+/// hypervisor gives less time, takes fewer: the measurement times the row's operations on every
+/// submitter together, not twice the slower of two fixed halves. On this 2-vCPU machine the two
+/// halves of a cached-read row differed by up to 20%, which showed as lost scaling in every
+/// backend alike.
 struct Feed {
     offsets: Vec<u64>,
     taken: AtomicUsize,
@@ -712,10 +712,12 @@ struct Feed {
 }
 
 impl Feed {
-    /// Splits `offsets` for `submitters`: about 16 chunks each, of at most 64 operations (one
-    /// shared counter update per chunk, not per operation).
-    fn new(offsets: Vec<u64>, submitters: usize) -> Feed {
-        let chunk = (offsets.len() / (submitters.max(1) * 16)).clamp(1, 64);
+    /// One offset at a time, except on the CPU-bound scaling rows, whose submitters take 64: a
+    /// counter updated per 2 us read would bounce between the cores and cost what is measured.
+    /// A device operation takes tens of microseconds, so there the counter costs nothing, and
+    /// the sequential write stays one sequential stream with 8 in flight, as fio's iodepth=8.
+    fn new(offsets: Vec<u64>, row: Row) -> Feed {
+        let chunk = if matches!(row, Row::ScaleCached(_)) { 64 } else { 1 };
         Feed { offsets, taken: AtomicUsize::new(0), chunk }
     }
 
@@ -815,7 +817,7 @@ async fn engine_loop(
     }
     // Queue depth: `depth` tasks on the runtime, each with its own buffer, fed from one `Feed`.
     let mut tasks = tokio::task::JoinSet::new();
-    let feed = Arc::new(Feed::new(offsets.to_vec(), depth));
+    let feed = Arc::new(Feed::new(offsets.to_vec(), row));
     let mut bufs = Vec::with_capacity(depth);
     for _ in 0..depth {
         let mut buf = engine.acquire().await;
@@ -859,7 +861,7 @@ async fn futures_run(
         bufs.push(buf);
     }
     let mut set = tokio::task::JoinSet::new();
-    let feed = Arc::new(Feed::new(offsets.to_vec(), tasks));
+    let feed = Arc::new(Feed::new(offsets.to_vec(), row));
     let start = Instant::now();
     for _ in 0..tasks {
         let (engine, file, feed) = (engine.clone(), file.clone(), feed.clone());
@@ -934,7 +936,7 @@ fn pread_run(file: &std::fs::File, row: Row, offsets: &[u64]) -> std::io::Result
         }
         return Ok(start.elapsed());
     }
-    let feed = Feed::new(offsets.to_vec(), depth);
+    let feed = Feed::new(offsets.to_vec(), row);
     let start = Instant::now();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..depth)
@@ -979,8 +981,8 @@ async fn blocking_run(file: &Arc<std::fs::File>, row: Row, offsets: &[u64]) -> s
     let depth = row.depth();
     let len = row.bytes().min(SEQ_BLOCK);
     let join = |e: tokio::task::JoinError| std::io::Error::other(e);
-    let start = Instant::now();
     if row == Row::Batch8 {
+        let start = Instant::now();
         // The naive way: one blocking task per read, all awaited together.
         for &offset in offsets {
             let reads: Vec<_> = (0..BATCH)
@@ -998,8 +1000,9 @@ async fn blocking_run(file: &Arc<std::fs::File>, row: Row, offsets: &[u64]) -> s
         }
         return Ok(start.elapsed());
     }
-    let feed = Arc::new(Feed::new(offsets.to_vec(), depth));
+    let feed = Arc::new(Feed::new(offsets.to_vec(), row));
     let mut tasks = tokio::task::JoinSet::new();
+    let start = Instant::now();
     for _ in 0..depth {
         let (file, feed) = (file.clone(), feed.clone());
         tasks.spawn(async move {
@@ -1061,7 +1064,7 @@ pub mod raw {
         if threads == 1 {
             return rings[0].run(fd, row, offsets.iter().copied(), depth);
         }
-        let feed = Feed::new(offsets.to_vec(), threads);
+        let feed = Feed::new(offsets.to_vec(), row);
         let start = Instant::now();
         std::thread::scope(|scope| {
             let feed = &feed;
