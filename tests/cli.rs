@@ -325,7 +325,7 @@ fn config_applies_to_every_command() {
     let out = run(&[&args[..], &["--json", "--chart", path(&chart)]].concat());
     assert_exit(&out, 0);
     let report = json(&out);
-    assert_eq!((report["version"].clone(), report["engine_requested"].clone()), (4.into(), "tokio".into()));
+    assert_eq!((report["version"].clone(), report["engine_requested"].clone()), (5.into(), "tokio".into()));
     let row = &report["rows"][0];
     assert_eq!(row["row"], "direct_randread_qd1");
     let backends: Vec<&str> = row["us_per_op"].as_object().expect("us_per_op").keys().map(String::as_str).collect();
@@ -428,15 +428,28 @@ fn bench_pairs_qd1_with_the_raw_ring() {
     let out = run(&[&args[..], &["--json", "--chart", path(&chart)]].concat());
     assert_exit(&out, 0);
     let report = json(&out);
-    assert_eq!(report["version"], 4);
+    assert_eq!(report["version"], 5);
     let paired = &report["qd1_paired"];
     assert_eq!(paired["pairs"], 2000, "{report}");
-    for key in ["uring_fixed_p50_us", "raw_ring_p50_us", "uring_fixed_mean_us", "raw_ring_mean_us", "ratio_p50"] {
+    let keys = [
+        "uring_fixed_p50_us",
+        "raw_ring_p50_us",
+        "uring_fixed_mean_us",
+        "raw_ring_mean_us",
+        "ratio_p50",
+        "raw_ring_tokio_p50_us",
+        "raw_ring_tokio_mean_us",
+        "tokio_floor_p50",
+        "ratio_to_floor_p50",
+    ];
+    for key in keys {
         assert!(paired[key].as_f64().is_some_and(|v| v.is_finite() && v > 0.0), "{key}: {paired}");
     }
-    // Both sides read the same disk in the same moments: their ratio cannot be far from 1.
-    let ratio = paired["ratio_p50"].as_f64().unwrap_or(0.0);
-    assert!((0.5..2.0).contains(&ratio), "engine and raw ring measured different things: {paired}");
+    // All sides read the same disk in the same moments: their ratios cannot be far from 1.
+    for key in ["ratio_p50", "tokio_floor_p50", "ratio_to_floor_p50"] {
+        let ratio = paired[key].as_f64().unwrap_or(0.0);
+        assert!((0.5..2.0).contains(&ratio), "{key}: the sides measured different things: {paired}");
+    }
     let row = &report["rows"][0];
     assert!(row["us_per_op"]["raw_sqpoll"].as_f64().is_some_and(|v| v > 0.0), "{row}");
     assert!(!bench_dir.exists(), "bench left {:?}", entries(&bench_dir));

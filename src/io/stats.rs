@@ -118,7 +118,10 @@ impl Counters {
     /// `n` operations went in flight; keeps the high-water mark.
     pub(crate) fn start(&self, n: u64) {
         let now = self.in_flight.fetch_add(n, Relaxed) + n;
-        self.high_water.fetch_max(now, Relaxed);
+        // A read first: the mark rarely moves, and a read costs no locked instruction.
+        if now > self.high_water.load(Relaxed) {
+            self.high_water.fetch_max(now, Relaxed);
+        }
     }
 
     /// One operation was pushed to a ring (and went in flight).

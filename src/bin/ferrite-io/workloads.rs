@@ -577,28 +577,32 @@ impl Bench {
     }
 }
 
-/// Latencies of O_DIRECT 4 KiB random reads at queue depth 1, one per operation, alternating
-/// between the io_uring engine (fixed buffer) and the raw ring, operation by operation.
+/// Latencies of O_DIRECT 4 KiB random reads at queue depth 1, one per operation, rotating
+/// operation by operation between the io_uring engine (fixed buffer), the raw ring waited for in
+/// the kernel, and the raw ring waited for through tokio's reactor ([`raw::OnTokio`]).
 #[cfg(uring)]
 pub struct Paired {
     pub uring_fixed: Vec<f64>,
     pub raw_ring: Vec<f64>,
+    pub raw_ring_tokio: Vec<f64>,
 }
 
 #[cfg(uring)]
 impl Bench {
-    /// Runs `pairs` pairs of queue-depth-1 O_DIRECT reads, one through the engine and one through
-    /// the raw ring, alternating which goes first, in one task on the runtime. A device whose
-    /// latency drifts over seconds (a shared virtual disk) moves both sides of every pair alike,
-    /// so the ratio of their medians shows the engine's own cost, which per-round ratios of
+    /// Runs `pairs` triples of queue-depth-1 O_DIRECT reads, one through the engine, one through
+    /// the raw ring waited for in the kernel, and one through the raw ring waited for through
+    /// the runtime's reactor, rotating which goes first, in one task on the runtime. A device
+    /// whose latency drifts over seconds (a shared virtual disk) moves all three sides alike, so
+    /// the ratios of their medians show the engine's own cost, which per-round ratios of
     /// separate runs bury under the drift. The raw ring blocks the task's worker while it waits,
-    /// as a raw loop does.
+    /// as a raw loop does; the third side is what any library on tokio pays at least (see
+    /// [`raw::OnTokio`]).
     ///
     /// # Errors
     ///
     /// The first operation that fails.
     pub async fn paired_qd1(&mut self, pairs: usize) -> ferrite_io::Result<Paired> {
-        let offsets = self.offsets(Row::DirectRandread(1), 2 * pairs as u64);
+        let offsets = self.offsets(Row::DirectRandread(1), 3 * pairs as u64);
         let file = self.direct.engine.clone();
         let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.direct.std);
         let uring = self.ring()?;
@@ -607,19 +611,31 @@ impl Bench {
         let mut ring =
             std::mem::replace(&mut uring.raw[0], raw::Ring::new(1, PAGE, raw::Setup::Plain).map_err(io_error)?);
         let task = tokio::spawn(async move {
-            let mut paired = Paired { uring_fixed: Vec::with_capacity(pairs), raw_ring: Vec::with_capacity(pairs) };
+            let mut paired = Paired {
+                uring_fixed: Vec::with_capacity(pairs),
+                raw_ring: Vec::with_capacity(pairs),
+                raw_ring_tokio: Vec::with_capacity(pairs),
+            };
             let result = async {
+                let mut on_tokio = raw::OnTokio::new().map_err(io_error)?;
                 let mut buf = engine.acquire().await;
                 buf.set_len(PAGE)?;
-                for (i, pair) in offsets.chunks_exact(2).enumerate() {
-                    for side in [i % 2, 1 - i % 2] {
+                for (i, three) in offsets.chunks_exact(3).enumerate() {
+                    for side in [i % 3, (i + 1) % 3, (i + 2) % 3] {
                         let start = Instant::now();
-                        if side == 0 {
-                            buf = engine_op(&engine, &file, Row::DirectRandread(1), buf, pair[0], true).await?;
-                            paired.uring_fixed.push(start.elapsed().as_secs_f64() * 1e6);
-                        } else {
-                            ring.one(fd, pair[1]).map_err(io_error)?;
-                            paired.raw_ring.push(start.elapsed().as_secs_f64() * 1e6);
+                        match side {
+                            0 => {
+                                buf = engine_op(&engine, &file, Row::DirectRandread(1), buf, three[0], true).await?;
+                                paired.uring_fixed.push(start.elapsed().as_secs_f64() * 1e6);
+                            }
+                            1 => {
+                                ring.one(fd, three[1]).map_err(io_error)?;
+                                paired.raw_ring.push(start.elapsed().as_secs_f64() * 1e6);
+                            }
+                            _ => {
+                                on_tokio.one(fd, three[2]).await.map_err(io_error)?;
+                                paired.raw_ring_tokio.push(start.elapsed().as_secs_f64() * 1e6);
+                            }
                         }
                     }
                 }
@@ -1049,10 +1065,13 @@ async fn tokio_fs_run(mut file: tokio::fs::File, row: Row, offsets: &[u64]) -> s
 #[cfg(uring)]
 pub mod raw {
     use std::io;
-    use std::os::fd::RawFd;
+    use std::os::fd::{AsRawFd, OwnedFd, RawFd};
     use std::time::{Duration, Instant};
 
     use io_uring::{IoUring, opcode, types};
+    use rustix::event::{EventfdFlags, eventfd};
+    use tokio::io::Interest;
+    use tokio::io::unix::AsyncFd;
 
     use super::{BATCH, Feed, PAGE, Row, batch_offset, is_write};
 
@@ -1078,6 +1097,49 @@ pub mod raw {
                 .try_for_each(|w| w.join().unwrap_or_else(|_| Err(io::Error::other("raw ring panicked"))).map(drop))
         })?;
         Ok(start.elapsed())
+    }
+
+    /// A raw ring waited for through tokio's reactor instead of in the kernel: the ring signals
+    /// an eventfd, which sits in an `AsyncFd`, and the task that submitted reaps the ring itself
+    /// when the reactor wakes it. No locks, slots, relays or counters: the least a library on
+    /// tokio can do for one operation at queue depth 1, so the floor under the engine's figure.
+    /// What it pays over [`Ring::one`] is the runtime's: the wait in `epoll_wait` instead of in
+    /// `io_uring_enter`, and the wake-up of the task.
+    pub struct OnTokio {
+        ring: Ring,
+        ready: AsyncFd<OwnedFd>,
+    }
+
+    impl OnTokio {
+        /// A ring of its own with one fixed buffer and an eventfd in the current runtime's
+        /// reactor.
+        pub fn new() -> io::Result<OnTokio> {
+            let ring = Ring::new(1, PAGE, Setup::Plain)?;
+            let eventfd = eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)?;
+            ring.ring.submitter().register_eventfd(eventfd.as_raw_fd())?;
+            // SAFETY: the `AsyncFd` takes ownership of the `OwnedFd`, so the descriptor stays
+            // open and names this eventfd for as long as it is registered.
+            let ready = unsafe { AsyncFd::register_with_interest(eventfd, Interest::READABLE) }?;
+            Ok(OnTokio { ring, ready })
+        }
+
+        /// One 4 KiB read into the fixed buffer at `offset`; the task sleeps until the reactor
+        /// reports the eventfd (allocates nothing).
+        pub async fn one(&mut self, fd: RawFd, offset: u64) -> io::Result<()> {
+            self.ring.push(fd, Row::DirectRandread(1), 0, PAGE, offset)?;
+            self.ring.ring.submit()?;
+            loop {
+                if let Some(cqe) = self.ring.ring.completion().next() {
+                    return match cqe.result() {
+                        n if n >= 0 => Ok(()),
+                        errno => Err(io::Error::from_raw_os_error(-errno)),
+                    };
+                }
+                // Readiness is cleared before the CQ is looked at again: a completion after
+                // the clear signals the eventfd again, so none is slept through.
+                self.ready.readable().await?.clear_ready();
+            }
+        }
     }
 
     pub struct Ring {

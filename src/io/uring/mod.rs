@@ -43,7 +43,7 @@ pub(super) use files::Fixed;
 mod wake;
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -531,14 +531,10 @@ fn unsupported(stage: &'static str, e: &io::Error) -> Unsupported {
     detect::classify(stage, e, None, 0)
 }
 
+/// A non-blocking, close-on-exec eventfd with a zero counter.
 pub(super) fn new_eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: eventfd(2) takes no pointers; it returns a new descriptor or -1.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    use rustix::event::{EventfdFlags, eventfd};
+    Ok(eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)?)
 }
 
 /// How many picks reuse a thread's last answer from the kernel about its CPU.
@@ -663,9 +659,15 @@ impl std::future::Future for OpFuture<'_> {
         let Some(key) = self.key else { return Poll::Pending };
         let core = &self.shared.rings[self.ring];
         let mut ring = core.lock();
-        ring.unwait(key);
-        ring.progress(&core.counters);
-        if let Some((result, payload)) = ring.take_done(key) {
+        // Woken for its completion, which the watcher reaped: nothing else to do. Otherwise
+        // reap (and submit what a transient failure left queued) before deciding to wait.
+        let mut done = ring.take_done(key);
+        if done.is_none() {
+            ring.unwait(key);
+            ring.progress(&core.counters);
+            done = ring.take_done(key);
+        }
+        if let Some((result, payload)) = done {
             drop(ring);
             core.counters.later.fetch_add(1, Relaxed);
             self.key = None;

@@ -54,6 +54,8 @@ pub(super) struct Watcher {
     fd: Mutex<Option<AsyncFd<OwnedFd>>>,
     /// Whether the reactor holds this watcher as the eventfd's waker now.
     armed: AtomicBool,
+    /// Set once `fd` is `None` for good: read on every wait without taking `fd`'s lock.
+    gone: AtomicBool,
 }
 
 /// How a pending future on `ring` gets woken, chosen for the runtime polling it.
@@ -81,6 +83,7 @@ pub(super) fn path(shared: &Arc<Shared>, index: usize, ring: &mut Locked<'_>) ->
                 runtime: id,
                 shared: Arc::downgrade(shared),
                 ring: index,
+                gone: AtomicBool::new(!reactor),
                 fd: Mutex::new(fd),
                 armed: AtomicBool::new(false),
             });
@@ -109,7 +112,13 @@ impl Watcher {
 
     /// Whether this runtime has no reactor (any more).
     fn retired(&self) -> bool {
-        self.lock().is_none()
+        self.gone.load(Ordering::Acquire)
+    }
+
+    /// Drops the registration, under its lock.
+    fn forget(&self, fd: &mut Option<AsyncFd<OwnedFd>>) {
+        *fd = None;
+        self.gone.store(true, Ordering::Release);
     }
 
     /// Makes sure the reactor will call this watcher at the next signal.
@@ -129,15 +138,15 @@ impl Watcher {
     /// abandoned theirs, which must still be reaped (their buffers come back then), and no
     /// future is left to choose another path for them.
     fn turn(self: &Arc<Self>) {
+        let Some(shared) = self.shared.upgrade() else { return };
+        let waker = Waker::from(self.clone());
         loop {
-            let Some(shared) = self.shared.upgrade() else { return };
             let ready = {
                 let mut fd = self.lock();
                 let Some(registration) = fd.as_ref() else {
                     drop(fd);
                     return self.hand_over(&shared);
                 };
-                let waker = Waker::from(self.clone());
                 // Outside the polling task's cooperative budget: this is the engine's upkeep,
                 // not the task's work, and with the budget spent tokio would refuse the poll and
                 // wake this watcher at once, from inside this call, under this lock.
@@ -153,7 +162,7 @@ impl Watcher {
                     Poll::Ready(Err(_)) => {
                         // The runtime is shutting down: retire. Its waiters are dropped with
                         // it; a future that outlives it picks its path again when next polled.
-                        *fd = None;
+                        self.forget(&mut fd);
                         false
                     }
                 }
@@ -182,7 +191,7 @@ impl Watcher {
 
     /// Drops the registration (the engine is going away); the reactor forgets this waker.
     pub(super) fn retire(&self) {
-        drop(self.lock().take());
+        self.forget(&mut self.lock());
     }
 }
 
