@@ -379,7 +379,7 @@ fn warm(path: &Path) -> std::io::Result<()> {
 struct Uring {
     engine: SharedIoEngine,
     ring_only: SharedIoEngine,
-    raw: [raw::Ring; 2],
+    raw: Vec<raw::Ring>,
     /// `None` where the kernel refuses SQPOLL (before 5.11 without privileges, or a container's
     /// policy): the column is left out then.
     sqpoll: Option<raw::Ring>,
@@ -398,7 +398,7 @@ fn uring(config: &IoEngineConfig) -> ferrite_io::Result<Option<Uring>> {
     };
     let ring_only = IoEngineConfig { nowait_fast_path: false, ..config.clone().with_engine(EngineChoice::Uring) };
     let ring = |setup| raw::Ring::new(32, SEQ_BLOCK, setup).map_err(io_error);
-    let raw = [ring(raw::Setup::Plain)?, ring(raw::Setup::Plain)?];
+    let raw = vec![ring(raw::Setup::Plain)?, ring(raw::Setup::Plain)?];
     let sqpoll = ring(raw::Setup::Sqpoll)
         .inspect_err(|e| tracing::warn!(error = %e, "no SQPOLL ring here: the raw_sqpoll column is left out"))
         .ok();
@@ -549,21 +549,16 @@ impl Bench {
             }
             Backend::Tokio => engine_run(&self.tokio, self.files(row), row, &offsets, true).await,
             #[cfg(uring)]
-            Backend::RawRing => {
-                let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.files(row).std);
-                raw::run(&mut self.ring()?.raw, fd, row, &offsets).map_err(self.failed(row))
+            Backend::RawRing | Backend::RawSqpoll => self.raw_run(row, backend, offsets).await,
+            Backend::Pread => {
+                let (file, failed) = (self.files(row).std.clone(), self.failed(row));
+                in_task(async move { pread_run(&file, row, &offsets).map_err(failed) }).await
             }
-            #[cfg(uring)]
-            Backend::RawSqpoll => {
-                let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.files(row).std);
-                let failed = self.failed(row);
-                let missing = || io_error(std::io::Error::other("no SQPOLL ring here (see Bench::runs)"));
-                let ring = self.ring()?.sqpoll.as_mut().ok_or_else(missing)?;
-                raw::run(std::slice::from_mut(ring), fd, row, &offsets).map_err(failed)
-            }
-            Backend::Pread => pread_run(&self.files(row).std, row, &offsets).map_err(self.failed(row)),
             #[cfg(target_os = "linux")]
-            Backend::Nowait => nowait_run(&self.files(row).std, row, &offsets).map_err(self.failed(row)),
+            Backend::Nowait => {
+                let (file, failed) = (self.files(row).std.clone(), self.failed(row));
+                in_task(async move { nowait_run(&file, row, &offsets).map_err(failed) }).await
+            }
             Backend::SpawnBlocking => {
                 let (file, failed) = (self.files(row).std.clone(), self.failed(row));
                 in_task(async move { blocking_run(&file, row, &offsets).await.map_err(failed) }).await
@@ -574,6 +569,32 @@ impl Bench {
                 in_task(async move { tokio_fs_run(file, row, &offsets).await.map_err(failed) }).await
             }
         }
+    }
+}
+
+#[cfg(uring)]
+impl Bench {
+    /// Runs `row` on the raw rings (`RawRing`) or the SQPOLL ring (`RawSqpoll`) in a task, as
+    /// every backend runs (see [`in_task`]): the rings move into the task and back.
+    async fn raw_run(&mut self, row: Row, backend: Backend, offsets: Vec<u64>) -> ferrite_io::Result<Duration> {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.files(row).std);
+        let failed = self.failed(row);
+        let uring = self.ring()?;
+        let mut rings = match backend {
+            Backend::RawSqpoll => uring.sqpoll.take().into_iter().collect(),
+            _ => std::mem::take(&mut uring.raw),
+        };
+        if rings.is_empty() {
+            return Err(io_error(std::io::Error::other("no raw ring here (see Bench::runs)")));
+        }
+        let task = tokio::spawn(async move { (raw::run(&mut rings, fd, row, &offsets), rings) });
+        let (elapsed, mut rings) = task.await.map_err(|e| io_error(std::io::Error::other(e)))?;
+        let uring = self.ring()?;
+        match backend {
+            Backend::RawSqpoll => uring.sqpoll = rings.pop(),
+            _ => uring.raw = rings,
+        }
+        elapsed.map_err(failed)
     }
 }
 
@@ -605,11 +626,7 @@ impl Bench {
         let offsets = self.offsets(Row::DirectRandread(1), 3 * pairs as u64);
         let file = self.direct.engine.clone();
         let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.direct.std);
-        let uring = self.ring()?;
-        let engine = uring.engine.clone();
-        // The raw ring moves into the task and back: it is used by one thread at a time.
-        let mut ring =
-            std::mem::replace(&mut uring.raw[0], raw::Ring::new(1, PAGE, raw::Setup::Plain).map_err(io_error)?);
+        let engine = self.ring()?.engine.clone();
         let task = tokio::spawn(async move {
             let mut paired = Paired {
                 uring_fixed: Vec::with_capacity(pairs),
@@ -617,6 +634,7 @@ impl Bench {
                 raw_ring_tokio: Vec::with_capacity(pairs),
             };
             let result = async {
+                let mut ring = raw::Ring::new(1, PAGE, raw::Setup::Plain).map_err(io_error)?;
                 let mut on_tokio = raw::OnTokio::new().map_err(io_error)?;
                 let mut buf = engine.acquire().await;
                 buf.set_len(PAGE)?;
@@ -642,11 +660,9 @@ impl Bench {
                 Ok::<_, ferrite_io::Error>(())
             }
             .await;
-            (result.map(|()| paired), ring)
+            result.map(|()| paired)
         });
-        let (paired, ring) = task.await.map_err(|e| io_error(std::io::Error::other(e)))?;
-        self.ring()?.raw[0] = ring;
-        paired
+        task.await.map_err(|e| io_error(std::io::Error::other(e)))?
     }
 }
 
@@ -772,7 +788,8 @@ async fn engine_op(
 
 /// Runs `work` as a task on the runtime's workers, as application code runs, instead of on the
 /// thread that called `block_on`: completions then wake it on the same worker, with no
-/// cross-thread unpark in the measured path.
+/// cross-thread unpark in the measured path. Every backend runs its loop this way, the
+/// baselines too, so that no backend is measured on another kind of thread than the others.
 async fn in_task(
     work: impl std::future::Future<Output = ferrite_io::Result<Duration>> + Send + 'static,
 ) -> ferrite_io::Result<Duration> {
