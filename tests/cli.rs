@@ -415,8 +415,9 @@ fn output_off_a_terminal_is_plain_and_complete() {
     assert!(stdout(&run(&["flush", "--help"])).contains("Exit codes"));
 }
 
-/// On io_uring, the O_DIRECT QD1 row also runs the paired comparison (engine and raw ring
-/// alternating per operation) and the raw SQPOLL baseline, and both reach the JSON report.
+/// On io_uring, the O_DIRECT QD1 row also runs the paired comparison (engine, raw ring, and raw
+/// ring waited for through tokio's reactor, rotating per operation) and the raw SQPOLL
+/// baseline, and both reach the JSON report.
 #[cfg(all(feature = "io-uring", target_os = "linux"))]
 #[test]
 fn bench_pairs_qd1_with_the_raw_ring() {

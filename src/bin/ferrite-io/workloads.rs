@@ -15,8 +15,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ferrite_io::{
@@ -379,10 +379,12 @@ fn warm(path: &Path) -> std::io::Result<()> {
 struct Uring {
     engine: SharedIoEngine,
     ring_only: SharedIoEngine,
-    raw: Vec<raw::Ring>,
+    /// Behind a lock the measuring task takes (see [`Bench::raw_run`]): a task that panics
+    /// leaves them poisoned, not gone.
+    raw: Arc<Mutex<Vec<raw::Ring>>>,
     /// `None` where the kernel refuses SQPOLL (before 5.11 without privileges, or a container's
     /// policy): the column is left out then.
-    sqpoll: Option<raw::Ring>,
+    sqpoll: Option<Arc<Mutex<Vec<raw::Ring>>>>,
 }
 
 #[cfg(uring)]
@@ -398,10 +400,11 @@ fn uring(config: &IoEngineConfig) -> ferrite_io::Result<Option<Uring>> {
     };
     let ring_only = IoEngineConfig { nowait_fast_path: false, ..config.clone().with_engine(EngineChoice::Uring) };
     let ring = |setup| raw::Ring::new(32, SEQ_BLOCK, setup).map_err(io_error);
-    let raw = vec![ring(raw::Setup::Plain)?, ring(raw::Setup::Plain)?];
+    let raw = Arc::new(Mutex::new(vec![ring(raw::Setup::Plain)?, ring(raw::Setup::Plain)?]));
     let sqpoll = ring(raw::Setup::Sqpoll)
         .inspect_err(|e| tracing::warn!(error = %e, "no SQPOLL ring here: the raw_sqpoll column is left out"))
-        .ok();
+        .ok()
+        .map(|ring| Arc::new(Mutex::new(vec![ring])));
     Ok(Some(Uring { engine, ring_only: ferrite_io::create_engine(ring_only)?, raw, sqpoll }))
 }
 
@@ -575,26 +578,23 @@ impl Bench {
 #[cfg(uring)]
 impl Bench {
     /// Runs `row` on the raw rings (`RawRing`) or the SQPOLL ring (`RawSqpoll`) in a task, as
-    /// every backend runs (see [`in_task`]): the rings move into the task and back.
+    /// every backend runs (see [`in_task`]). The task holds the rings' lock and a handle of the
+    /// file: the descriptor it submits on stays this file's even if the bench is dropped
+    /// meanwhile (Ctrl-C), as the other baselines' tasks hold theirs.
     async fn raw_run(&mut self, row: Row, backend: Backend, offsets: Vec<u64>) -> ferrite_io::Result<Duration> {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.files(row).std);
-        let failed = self.failed(row);
+        let (file, failed) = (self.files(row).std.clone(), self.failed(row));
         let uring = self.ring()?;
-        let mut rings = match backend {
-            Backend::RawSqpoll => uring.sqpoll.take().into_iter().collect(),
-            _ => std::mem::take(&mut uring.raw),
+        let rings = match backend {
+            Backend::RawSqpoll => uring.sqpoll.clone(),
+            _ => Some(uring.raw.clone()),
         };
-        if rings.is_empty() {
-            return Err(io_error(std::io::Error::other("no raw ring here (see Bench::runs)")));
-        }
-        let task = tokio::spawn(async move { (raw::run(&mut rings, fd, row, &offsets), rings) });
-        let (elapsed, mut rings) = task.await.map_err(|e| io_error(std::io::Error::other(e)))?;
-        let uring = self.ring()?;
-        match backend {
-            Backend::RawSqpoll => uring.sqpoll = rings.pop(),
-            _ => uring.raw = rings,
-        }
-        elapsed.map_err(failed)
+        let rings = rings.ok_or_else(|| io_error(std::io::Error::other("no SQPOLL ring here (see Bench::runs)")))?;
+        in_task(async move {
+            let mut rings = rings.lock().unwrap_or_else(PoisonError::into_inner);
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&*file);
+            raw::run(&mut rings, fd, row, &offsets).map_err(failed)
+        })
+        .await
     }
 }
 
@@ -625,9 +625,10 @@ impl Bench {
     pub async fn paired_qd1(&mut self, pairs: usize) -> ferrite_io::Result<Paired> {
         let offsets = self.offsets(Row::DirectRandread(1), 3 * pairs as u64);
         let file = self.direct.engine.clone();
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.direct.std);
+        let direct = self.direct.std.clone();
         let engine = self.ring()?.engine.clone();
         let task = tokio::spawn(async move {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&*direct);
             let mut paired = Paired {
                 uring_fixed: Vec::with_capacity(pairs),
                 raw_ring: Vec::with_capacity(pairs),
@@ -1125,6 +1126,8 @@ pub mod raw {
     pub struct OnTokio {
         ring: Ring,
         ready: AsyncFd<OwnedFd>,
+        /// A read was submitted and its completion not yet taken (its `one` was dropped).
+        pending: bool,
     }
 
     impl OnTokio {
@@ -1137,20 +1140,31 @@ pub mod raw {
             // SAFETY: the `AsyncFd` takes ownership of the `OwnedFd`, so the descriptor stays
             // open and names this eventfd for as long as it is registered.
             let ready = unsafe { AsyncFd::register_with_interest(eventfd, Interest::READABLE) }?;
-            Ok(OnTokio { ring, ready })
+            Ok(OnTokio { ring, ready, pending: false })
         }
 
         /// One 4 KiB read into the fixed buffer at `offset`; the task sleeps until the reactor
         /// reports the eventfd (allocates nothing).
         pub async fn one(&mut self, fd: RawFd, offset: u64) -> io::Result<()> {
+            if self.pending {
+                // The completion of a read whose `one` was dropped: not this read's result.
+                let _ = self.reap().await;
+            }
             self.ring.push(fd, Row::DirectRandread(1), 0, PAGE, offset)?;
             self.ring.ring.submit()?;
+            self.pending = true;
+            match self.reap().await? {
+                n if n >= 0 => Ok(()),
+                errno => Err(io::Error::from_raw_os_error(-errno)),
+            }
+        }
+
+        /// Waits for the one read in flight and returns its result.
+        async fn reap(&mut self) -> io::Result<i32> {
             loop {
                 if let Some(cqe) = self.ring.ring.completion().next() {
-                    return match cqe.result() {
-                        n if n >= 0 => Ok(()),
-                        errno => Err(io::Error::from_raw_os_error(-errno)),
-                    };
+                    self.pending = false;
+                    return Ok(cqe.result());
                 }
                 // Readiness is cleared before the CQ is looked at again: a completion after
                 // the clear signals the eventfd again, so none is slept through.
@@ -1195,8 +1209,10 @@ pub mod raw {
                 .map(|i| libc::iovec { iov_base: base.wrapping_add(i * slot).cast(), iov_len: slot })
                 .collect();
             // SAFETY: the iovecs cover `arena`, which `Ring` owns and drops after `ring` (fields
-            // drop in declaration order, and nothing is in flight when `Ring` drops: `run`
-            // waits for every completion).
+            // drop in declaration order). `run` and `one` wait for every completion; a read of
+            // `OnTokio::one` dropped mid-wait may still be in flight when the ring closes, and
+            // the kernel's pin on registered pages (taken here, released when the closed ring's
+            // last request is done) keeps those pages from being reused until then.
             unsafe { ring.submitter().register_buffers(&iovecs) }?;
             Ok(Ring { ring, arena, slot, fixed_file: None })
         }

@@ -659,13 +659,16 @@ impl std::future::Future for OpFuture<'_> {
         let Some(key) = self.key else { return Poll::Pending };
         let core = &self.shared.rings[self.ring];
         let mut ring = core.lock();
-        // Woken for its completion, which the watcher reaped: nothing else to do. Otherwise
-        // reap (and submit what a transient failure left queued) before deciding to wait.
+        // Woken for its completion, which the watcher reaped: no reap needed, but entries a
+        // partial submit left queued still go to the kernel (their futures may be waiting on
+        // them with nothing else in flight to signal). Otherwise reap, then decide to wait.
         let mut done = ring.take_done(key);
         if done.is_none() {
             ring.unwait(key);
             ring.progress(&core.counters);
             done = ring.take_done(key);
+        } else if ring.sq_pending() {
+            ring.progress(&core.counters);
         }
         if let Some((result, payload)) = done {
             drop(ring);

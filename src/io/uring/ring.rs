@@ -435,10 +435,15 @@ impl Ring {
         }
     }
 
+    /// Whether entries wait in the submission queue (a partial or failed submit left them).
+    pub(super) fn sq_pending(&mut self) -> bool {
+        !self.uring.submission().is_empty()
+    }
+
     /// Submits entries still queued (a transient failure can leave some), then reaps: a waiting
     /// future never depends on some other operation being submitted after it.
     pub(super) fn progress(&mut self, counters: &Counters) {
-        if !self.uring.submission().is_empty() {
+        if self.sq_pending() {
             self.submit_and_reap(counters);
         } else {
             self.reap(counters);
