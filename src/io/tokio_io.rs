@@ -79,14 +79,22 @@ impl TokioEngine {
         })
     }
 
+    /// One read or write of all of `buf` at `offset`; `fixed_only` refuses a buffer that is not
+    /// this engine's (the `*_fixed_at` calls). The trait's methods return this future itself:
+    /// each `async fn` layer above it would copy the buffer and arguments first.
     async fn rw<S: Submittable>(
         &self,
         rw: Rw,
+        fixed_only: bool,
         file: &File,
         buf: Buf<S>,
         offset: u64,
     ) -> BufResult<usize, Buf<Completed>> {
-        let op = rw.op(is_fixed(&buf, &self.pool), false);
+        let fixed = is_fixed(&buf, &self.pool);
+        if fixed_only && !fixed {
+            return foreign(buf, &self.pool);
+        }
+        let op = rw.op(fixed, false);
         let mut buf = buf.into_in_flight();
         // Page-cache hits finish inline, without a trip through the blocking pool.
         let inline = match self.fast.attempt(rw, file, &mut buf, 0, offset, &self.counters) {
@@ -126,19 +134,6 @@ impl TokioEngine {
             self.counters.done(rw, n);
         }
         complete(op, file, offset, result, buf)
-    }
-
-    async fn rw_fixed(
-        &self,
-        rw: Rw,
-        file: &File,
-        buf: Buf<Registered>,
-        offset: u64,
-    ) -> BufResult<usize, Buf<Completed>> {
-        if !is_fixed(&buf, &self.pool) {
-            return foreign(buf, &self.pool);
-        }
-        self.rw(rw, file, buf, offset).await
     }
 
     async fn exact<S: Submittable>(
@@ -554,25 +549,40 @@ impl IoEngine for TokioEngine {
         stats
     }
 
-    async fn read_at<S: Submittable>(&self, file: &File, buf: Buf<S>, offset: u64) -> BufResult<usize, Buf<Completed>> {
-        self.rw(Rw::Read, file, buf, offset).await
-    }
-
-    async fn write_at<S: Submittable>(
+    fn read_at<S: Submittable>(
         &self,
         file: &File,
         buf: Buf<S>,
         offset: u64,
-    ) -> BufResult<usize, Buf<Completed>> {
-        self.rw(Rw::Write, file, buf, offset).await
+    ) -> impl Future<Output = BufResult<usize, Buf<Completed>>> + Send {
+        self.rw(Rw::Read, false, file, buf, offset)
     }
 
-    async fn read_fixed_at(&self, file: &File, buf: Buf<Registered>, offset: u64) -> BufResult<usize, Buf<Completed>> {
-        self.rw_fixed(Rw::Read, file, buf, offset).await
+    fn write_at<S: Submittable>(
+        &self,
+        file: &File,
+        buf: Buf<S>,
+        offset: u64,
+    ) -> impl Future<Output = BufResult<usize, Buf<Completed>>> + Send {
+        self.rw(Rw::Write, false, file, buf, offset)
     }
 
-    async fn write_fixed_at(&self, file: &File, buf: Buf<Registered>, offset: u64) -> BufResult<usize, Buf<Completed>> {
-        self.rw_fixed(Rw::Write, file, buf, offset).await
+    fn read_fixed_at(
+        &self,
+        file: &File,
+        buf: Buf<Registered>,
+        offset: u64,
+    ) -> impl Future<Output = BufResult<usize, Buf<Completed>>> + Send {
+        self.rw(Rw::Read, true, file, buf, offset)
+    }
+
+    fn write_fixed_at(
+        &self,
+        file: &File,
+        buf: Buf<Registered>,
+        offset: u64,
+    ) -> impl Future<Output = BufResult<usize, Buf<Completed>>> + Send {
+        self.rw(Rw::Write, true, file, buf, offset)
     }
 
     async fn read_exact_at<S: Submittable>(

@@ -15,8 +15,10 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+#[cfg(uring)]
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ferrite_io::{
