@@ -533,7 +533,11 @@ impl File {
     }
 
     /// [`check_direct`](Self::check_direct) for `buf[start..]` at `offset`.
+    #[inline]
     pub(crate) fn check_buf(&self, buf: &Buf<InFlight>, start: usize, offset: u64) -> io::Result<()> {
+        if self.alignment.is_none() {
+            return Ok(());
+        }
         self.check_direct(offset, [(buf.as_ptr() as usize + start, buf.len() - start)])
     }
 

@@ -293,7 +293,7 @@ pub async fn run(options: Options) -> Result<(), Failure> {
 /// Chunk pairs of the cached-read comparison (`Bench::paired_cached`): 2 x 400,000 reads, about
 /// 1.5 s.
 #[cfg(uring)]
-const CACHED_CHUNKS: usize = 2000;
+const CACHED_CHUNKS: usize = 200;
 
 /// The cached-read comparison in chunks, when the cached row is among `rows` and the io_uring
 /// engine runs.
