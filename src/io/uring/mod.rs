@@ -198,7 +198,7 @@ impl UringEngine {
         if n == 1 {
             return 0;
         }
-        // One ring per CPU by default: no division then (a `div` is a tenth of this path).
+        // One ring per CPU by default: then no division on the path of every operation.
         let cpu = current_cpu();
         if cpu < n { cpu } else { cpu % n }
     }
