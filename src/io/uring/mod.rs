@@ -1094,3 +1094,48 @@ fn fail_rest(slots: &mut [BatchSlot], pool: u64, error: &io::Error) {
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+
+    use super::*;
+
+    /// A submit the kernel takes only part of (it stops at an entry it refuses while reading
+    /// it) leaves the rest queued. The future of the refused entry is ready at its next poll;
+    /// that poll must still hand the rest to the kernel: with nothing else in flight, no
+    /// signal would ever come for them.
+    #[test]
+    fn a_ready_future_submits_what_a_partial_submit_left_queued() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let engine = UringEngine::new(&IoEngineConfig { rings: 1, ..IoEngineConfig::default() }).unwrap();
+            let file = File::from_std(tempfile::tempfile().unwrap(), false);
+            let core = &engine.shared.rings[0];
+            core.room(2).await.unwrap();
+            let (refused, queued) = {
+                let mut ring = core.lock();
+                ring.reserve(2, &core.counters).unwrap();
+                // Flag bit 7 is no flag: the kernel refuses the entry before issuing it and
+                // stops reading the submission queue there.
+                let bad = opcode::Nop::new().build().flags(squeue::Flags::from_bits_retain(1 << 7));
+                let refused = ring.push(bad, Payload::sync(), &core.counters).map_err(|(e, _)| e).unwrap();
+                let nop = opcode::Nop::new().build();
+                let queued = ring.push(nop, Payload::sync(), &core.counters).map_err(|(e, _)| e).unwrap();
+                ring.submit_and_reap(&core.counters);
+                assert!(ring.sq_pending(), "the kernel took the entry after the refused one");
+                (refused, queued)
+            };
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut first = std::pin::pin!(OpFuture::new(&engine.shared, 0, &file, refused));
+            let Poll::Ready((result, _)) = first.as_mut().poll(&mut cx) else { panic!("the refusal is reaped") };
+            assert_eq!(result.unwrap_err().raw_os_error(), Some(libc::EINVAL));
+            assert!(!core.lock().sq_pending(), "the entry left queued was not submitted");
+            let mut second = std::pin::pin!(OpFuture::new(&engine.shared, 0, &file, queued));
+            let Poll::Ready((result, _)) = second.as_mut().poll(&mut cx) else {
+                panic!("a nop completes in its submit")
+            };
+            assert_eq!(result.unwrap(), 0);
+        });
+    }
+}
