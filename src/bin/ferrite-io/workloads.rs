@@ -1213,11 +1213,11 @@ pub mod raw {
             let iovecs: Vec<libc::iovec> = (0..slots)
                 .map(|i| libc::iovec { iov_base: base.wrapping_add(i * slot).cast(), iov_len: slot })
                 .collect();
+            // A read of `OnTokio::one` dropped mid-wait may still be in flight when the ring
+            // closes: the kernel's pin on registered pages, taken here and released when the
+            // closed ring's last request is done, keeps those pages from reuse until then.
             // SAFETY: the iovecs cover `arena`, which `Ring` owns and drops after `ring` (fields
-            // drop in declaration order). `run` and `one` wait for every completion; a read of
-            // `OnTokio::one` dropped mid-wait may still be in flight when the ring closes, and
-            // the kernel's pin on registered pages (taken here, released when the closed ring's
-            // last request is done) keeps those pages from being reused until then.
+            // drop in declaration order); `run` and `one` wait for every completion.
             unsafe { ring.submitter().register_buffers(&iovecs) }?;
             Ok(Ring { ring, arena, slot, fixed_file: None })
         }
