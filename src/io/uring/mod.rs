@@ -211,11 +211,26 @@ impl UringEngine {
         file: &'a File,
         entry: squeue::Entry,
         payload: Payload,
-    ) -> std::result::Result<OpFuture<'a>, (io::Error, Payload)> {
-        let core = &self.shared.rings[index];
-        if let Err(e) = core.room(1).await {
+    ) -> std::result::Result<Started<'a>, (io::Error, Payload)> {
+        if let Err(e) = self.shared.rings[index].room(1).await {
             return Err((e, payload));
         }
+        Ok(match self.push(index, file, entry, payload)? {
+            Pushed::Done(done) => Started::Done(Some(done)),
+            Pushed::Later(key) => Started::Later(OpFuture::new(&self.shared, index, file, key)),
+        })
+    }
+
+    /// Pushes one entry on ring `index`, whose room for it the caller took, and submits it.
+    /// Gives the room back if the entry was refused.
+    fn push(
+        &self,
+        index: usize,
+        file: &File,
+        entry: squeue::Entry,
+        payload: Payload,
+    ) -> std::result::Result<Pushed, (io::Error, Payload)> {
+        let core = &self.shared.rings[index];
         let pushed = {
             let mut ring = core.lock();
             match ring.reserve(1, &core.counters) {
@@ -232,9 +247,9 @@ impl UringEngine {
         match pushed {
             Ok(Ok(done)) => {
                 core.counters.inline.fetch_add(1, Relaxed);
-                Ok(OpFuture::ready(&self.shared, index, file, done))
+                Ok(Pushed::Done(done))
             }
-            Ok(Err(key)) => Ok(OpFuture::new(&self.shared, index, file, key)),
+            Ok(Err(key)) => Ok(Pushed::Later(key)),
             Err(refused) => {
                 core.unroom(1);
                 Err(refused)
@@ -283,31 +298,33 @@ impl UringEngine {
 
     /// The rest of `buf[start..]`, after `inline` bytes the fast path moved, through ring `index`.
     #[allow(clippy::too_many_arguments)]
-    async fn on_ring(
-        &self,
+    fn on_ring<'a>(
+        &'a self,
         index: usize,
         rw: Rw,
         fixed: bool,
-        file: &File,
+        file: &'a File,
         buf: Buf<InFlight>,
         start: usize,
         inline: usize,
         offset: u64,
-    ) -> (io::Result<usize>, Buf<InFlight>) {
-        let on = On::file(&self.shared, file);
-        let entry = rw_entry(rw, fixed, on, &buf, start + inline, offset + inline as u64);
-        let (result, buf) = match self.start(index, file, entry, Payload::one(buf)).await {
-            Ok(op) => {
-                let (result, payload) = op.await;
-                (result, payload.into_one())
-            }
-            Err((e, payload)) => (Err(e), payload.into_one()),
-        };
-        match result {
-            Ok(n) => (Ok(inline + n), buf),
-            // Bytes already moved are a (short) result, as for a syscall.
-            Err(_) if inline > 0 => (Ok(inline), buf),
-            Err(e) => (Err(e), buf),
+    ) -> RingRw<'a, impl Future<Output = io::Result<()>> + Send + 'a> {
+        let core = &self.shared.rings[index];
+        RingRw {
+            engine: self,
+            file,
+            index,
+            rw,
+            fixed,
+            start,
+            inline,
+            offset,
+            buf: Some(buf),
+            op: None,
+            waiting: false,
+            // Not polled (and so not started) unless the ring is full: an `async fn` does nothing
+            // before its first poll.
+            room: core.room(1),
         }
     }
 
@@ -637,17 +654,11 @@ struct OpFuture<'a> {
     file: &'a File,
     /// The operation still in the slab, or `None` once taken.
     key: Option<Key>,
-    /// An operation that completed inside its submit: the result, to hand out on first poll.
-    ready: Option<(i32, Payload)>,
 }
 
 impl<'a> OpFuture<'a> {
     fn new(shared: &'a Arc<Shared>, ring: usize, file: &'a File, key: Key) -> Self {
-        OpFuture { shared, ring, file, key: Some(key), ready: None }
-    }
-
-    fn ready(shared: &'a Arc<Shared>, ring: usize, file: &'a File, done: (i32, Payload)) -> Self {
-        OpFuture { shared, ring, file, key: None, ready: Some(done) }
+        OpFuture { shared, ring, file, key: Some(key) }
     }
 }
 
@@ -655,9 +666,6 @@ impl std::future::Future for OpFuture<'_> {
     type Output = (io::Result<usize>, Payload);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some((result, payload)) = self.ready.take() {
-            return Poll::Ready((syscall_result(result), payload));
-        }
         let Some(key) = self.key else { return Poll::Pending };
         let core = &self.shared.rings[self.ring];
         let mut ring = core.lock();
@@ -697,6 +705,108 @@ impl Drop for OpFuture<'_> {
             if ring.abandon(key, Some(self.file)) {
                 watch_for_abandoned(self.shared, self.ring, ring);
             }
+        }
+    }
+}
+
+/// An operation [`UringEngine::start`] submitted: finished inside the submit, or in flight.
+enum Started<'a> {
+    /// The CQE's result and the payload, until handed out.
+    Done(Option<(i32, Payload)>),
+    Later(OpFuture<'a>),
+}
+
+impl std::future::Future for Started<'_> {
+    type Output = (io::Result<usize>, Payload);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Started::Done(done) => {
+                let Some((result, payload)) = done.take() else { panic!("Started polled after it finished") };
+                Poll::Ready((syscall_result(result), payload))
+            }
+            Started::Later(op) => Pin::new(op).poll(cx),
+        }
+    }
+}
+
+/// Where [`UringEngine::push`] left an entry.
+enum Pushed {
+    /// Finished inside the submit: the CQE's result and the payload.
+    Done((i32, Payload)),
+    /// In flight under this key.
+    Later(Key),
+}
+
+pin_project_lite::pin_project! {
+    /// One read or write of `buf[start + inline..]` through a ring, written out by hand rather
+    /// than as an `async fn`: nested `async fn`s each keep their own copy of the entry, the
+    /// payload and the arguments, and their state machine (856 bytes for a single read) was
+    /// copied into every caller's future even when a page-cache hit never reached the ring.
+    /// Yields the syscall-style result (counting the `inline` bytes the fast path moved) and the
+    /// buffer.
+    struct RingRw<'a, R> {
+        engine: &'a UringEngine,
+        file: &'a File,
+        index: usize,
+        rw: Rw,
+        fixed: bool,
+        start: usize,
+        inline: usize,
+        offset: u64,
+        // The buffer until it is pushed.
+        buf: Option<Buf<InFlight>>,
+        // The operation once pushed, unless it finished inside the submit.
+        op: Option<OpFuture<'a>>,
+        // The wait for ring room, polled only when there is none at once, and whether it began.
+        waiting: bool,
+        #[pin]
+        room: R,
+    }
+}
+
+impl<R: Future<Output = io::Result<()>>> Future for RingRw<'_, R> {
+    type Output = (io::Result<usize>, Buf<InFlight>);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let inline = *this.inline;
+        let end = |result: io::Result<usize>, buf| match result {
+            Ok(n) => (Ok(inline + n), buf),
+            // Bytes already moved are a (short) result, as for a syscall.
+            Err(_) if inline > 0 => (Ok(inline), buf),
+            Err(e) => (Err(e), buf),
+        };
+        if let Some(op) = this.op {
+            let (result, payload) = std::task::ready!(Pin::new(op).poll(cx));
+            *this.op = None;
+            return Poll::Ready(end(result, payload.into_one()));
+        }
+        let engine = *this.engine;
+        let Some(buf) = this.buf.take() else { panic!("RingRw polled after it finished") };
+        // Once the wait for room has begun, only it may take the room (the semaphore is fair).
+        if *this.waiting || !engine.shared.rings[*this.index].try_room(1) {
+            *this.waiting = true;
+            match this.room.poll(cx) {
+                Poll::Pending => {
+                    *this.buf = Some(buf);
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(end(Err(e), buf)),
+                Poll::Ready(Ok(())) => {}
+            }
+        }
+        let (at, offset) = (*this.start + inline, *this.offset + inline as u64);
+        let entry = rw_entry(*this.rw, *this.fixed, On::file(&engine.shared, this.file), &buf, at, offset);
+        match engine.push(*this.index, this.file, entry, Payload::one(buf)) {
+            Ok(Pushed::Done((result, payload))) => Poll::Ready(end(syscall_result(result), payload.into_one())),
+            Ok(Pushed::Later(key)) => {
+                let op = this.op.insert(OpFuture::new(&engine.shared, *this.index, this.file, key));
+                let (result, payload) = std::task::ready!(Pin::new(op).poll(cx));
+                *this.op = None;
+                Poll::Ready(end(result, payload.into_one()))
+            }
+            Err((e, payload)) => Poll::Ready(end(Err(e), payload.into_one())),
         }
     }
 }

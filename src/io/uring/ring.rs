@@ -188,10 +188,14 @@ impl RingCore {
         }
     }
 
+    /// Takes `n` permits of ring room if there are that many free now.
+    pub(super) fn try_room(&self, n: u32) -> bool {
+        self.room.try_acquire_many(n).map(tokio::sync::SemaphorePermit::forget).is_ok()
+    }
+
     /// Takes `n` permits of ring room, waiting while the ring is full. Counts a wait.
     pub(super) async fn room(&self, n: u32) -> io::Result<()> {
-        if let Ok(permit) = self.room.try_acquire_many(n) {
-            permit.forget();
+        if self.try_room(n) {
             return Ok(());
         }
         self.counters.ring_waits.fetch_add(1, Relaxed);
