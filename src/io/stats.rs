@@ -72,6 +72,32 @@ pub struct EngineStats {
     pub fallback_reason: Option<String>,
 }
 
+/// Counts of a batch's operations, added to its ring's [`Counters`] once per batch: a locked
+/// add per operation and counter cost about 3% of a batch of 8 page-cache reads.
+#[derive(Debug, Default)]
+#[cfg_attr(not(uring), allow(dead_code))]
+pub(crate) struct Tally {
+    reads: u64,
+    bytes_read: u64,
+    writes: u64,
+    bytes_written: u64,
+    pub(crate) inline: u64,
+    pub(crate) later: u64,
+}
+
+impl Tally {
+    /// A read or write finished, moving `bytes`.
+    #[cfg_attr(not(uring), allow(dead_code))]
+    pub(crate) fn done(&mut self, rw: Rw, bytes: usize) {
+        let (ops, total) = match rw {
+            Rw::Read => (&mut self.reads, &mut self.bytes_read),
+            Rw::Write => (&mut self.writes, &mut self.bytes_written),
+        };
+        *ops += 1;
+        *total += bytes as u64;
+    }
+}
+
 /// One group of counters, padded to its own cache lines.
 #[derive(Debug, Default)]
 #[repr(align(128))]
@@ -124,11 +150,28 @@ impl Counters {
         }
     }
 
-    /// One operation was pushed to a ring (and went in flight).
+    /// `n` operations were pushed to a ring (and went in flight).
     #[cfg_attr(not(uring), allow(dead_code))]
-    pub(crate) fn pushed(&self) {
-        self.submitted.fetch_add(1, Relaxed);
-        self.start(1);
+    pub(crate) fn pushed(&self, n: u64) {
+        self.submitted.fetch_add(n, Relaxed);
+        self.start(n);
+    }
+
+    /// Adds what a batch tallied.
+    #[cfg_attr(not(uring), allow(dead_code))]
+    pub(crate) fn add(&self, tally: &Tally) {
+        for (counter, n) in [
+            (&self.reads, tally.reads),
+            (&self.bytes_read, tally.bytes_read),
+            (&self.writes, tally.writes),
+            (&self.bytes_written, tally.bytes_written),
+            (&self.inline, tally.inline),
+            (&self.later, tally.later),
+        ] {
+            if n > 0 {
+                counter.fetch_add(n, Relaxed);
+            }
+        }
     }
 
     /// `n` operations left flight.

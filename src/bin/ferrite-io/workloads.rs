@@ -711,8 +711,11 @@ impl Bench {
                 for side in [i % 2, 1 - i % 2] {
                     let start = Instant::now();
                     if side == 0 {
+                        // The read itself, as an application's read loop awaits it: through
+                        // `engine_op` (which serves every row) the loop measured 2-4% more.
                         for &offset in ours {
-                            buf = engine_op(&engine, &file, Row::CachedRead4k, buf, offset, true).await?;
+                            let done = check(engine.read_fixed_at(&file, buf, offset).await)?;
+                            buf = registered(&engine, done, PAGE)?;
                         }
                         paired.uring_fixed.push(start.elapsed().as_secs_f64() * 1e6 / CHUNK as f64);
                     } else {
@@ -771,7 +774,10 @@ impl Feed {
     }
 }
 
-/// One operation of `row` through an engine; hands the buffer back for reuse.
+/// One read or write of `row` through an engine; hands the buffer back for reuse. The
+/// `fdatasync` row's sync is the caller's ([`synced`]): held in here, its future (over 600
+/// bytes) would be part of this one, which is built and moved for every operation of every row
+/// (measured on the cached row: 1.10x `nowait` with it in here, 1.05x without).
 async fn engine_op(
     engine: &Engine,
     file: &File,
@@ -786,10 +792,15 @@ async fn engine_op(
         (true, true) => check(engine.write_fixed_at(file, buf, offset).await)?,
         (true, false) => check(engine.write_at(file, buf.into_free(), offset).await)?,
     };
+    registered(engine, done, row.bytes().min(SEQ_BLOCK))
+}
+
+/// Ends an operation of `row`: the `fdatasync` row syncs after each write.
+async fn synced(engine: &Engine, file: &File, row: Row) -> ferrite_io::Result<()> {
     if row == Row::Fdatasync4k {
         engine.sync_data(file).await?;
     }
-    registered(engine, done, row.bytes().min(SEQ_BLOCK))
+    Ok(())
 }
 
 /// Runs `work` as a task on the runtime's workers, as application code runs, instead of on the
@@ -851,6 +862,7 @@ async fn engine_loop(
         let start = Instant::now();
         for &offset in offsets {
             buf = engine_op(engine, file, row, buf, offset, fixed).await?;
+            synced(engine, file, row).await?;
         }
         return Ok(start.elapsed());
     }
@@ -870,6 +882,7 @@ async fn engine_loop(
             let mut buf = buf;
             for offset in feed.iter() {
                 buf = engine_op(&engine, &file, row, buf, offset, fixed).await?;
+                synced(&engine, &file, row).await?;
             }
             Ok::<_, ferrite_io::Error>(())
         });

@@ -54,7 +54,7 @@ use io_uring::{IoUring, opcode, squeue, types};
 
 use super::detect::{self, Unsupported};
 use super::nowait::{FastPath, Nowait};
-use super::stats::EngineStats;
+use super::stats::{EngineStats, Tally};
 use super::tokio_io::check_offset;
 use super::{
     Batch, BatchResults, BatchSlot, BufResult, File, IoEngine, MAX_VECTORED, Reason, Rw, Selection, foreign, is_fixed,
@@ -235,7 +235,8 @@ impl UringEngine {
             let mut ring = core.lock();
             match ring.reserve(1, &core.counters) {
                 Err(e) => Err((e, payload)),
-                Ok(()) => ring.push(entry, payload, &core.counters).map(|key| {
+                Ok(()) => ring.push(entry, payload).map(|key| {
+                    core.counters.pushed(1);
                     ring.submit_and_reap(&core.counters);
                     ring.hold_if_queued(key, file);
                     // Work the kernel finished inside the submit (most page-cache reads) is
@@ -496,10 +497,11 @@ impl UringEngine {
             let mut ring = core.lock();
             match ring.reserve(2, &core.counters) {
                 Err(e) => Err((e, buf)),
-                Ok(()) => match ring.push(write, Payload::one(buf), &core.counters) {
+                Ok(()) => match ring.push(write, Payload::one(buf)) {
                     Err((e, payload)) => Err((e, payload.into_one())),
                     Ok(write) => {
-                        let sync = ring.push(sync_entry(on, true), Payload::sync(), &core.counters);
+                        let sync = ring.push(sync_entry(on, true), Payload::sync());
+                        core.counters.pushed(if sync.is_ok() { 2 } else { 1 });
                         ring.submit_and_reap(&core.counters);
                         ring.hold_if_queued(write, file);
                         if let Ok(sync) = sync {
@@ -847,18 +849,20 @@ impl std::future::Future for BatchWait<'_, '_> {
             }
         }
         ring.progress(&core.counters);
+        let mut tally = Tally::default();
         for slot in this.slots.iter_mut() {
             let BatchSlot::Submitted { code, offset, key, rw } = *slot else { continue };
             let key = Key::from_user_data(key);
             match ring.take_done(key) {
                 Some((result, payload)) => {
-                    core.counters.later.fetch_add(1, Relaxed);
-                    *slot = BatchSlot::Done(finish(&core.counters, rw, code, offset, syscall_result(result), payload));
+                    tally.later += 1;
+                    *slot = BatchSlot::Done(finish(&mut tally, rw, code, offset, syscall_result(result), payload));
                     this.left -= 1;
                 }
                 None => ring.wait(key, cx.waker()),
             }
         }
+        core.counters.add(&tally);
         if this.left == 0 {
             return Poll::Ready(());
         }
@@ -896,7 +900,7 @@ impl Drop for BatchWait<'_, '_> {
 
 /// A batch entry's result, counted.
 fn finish(
-    counters: &crate::io::stats::Counters,
+    tally: &mut Tally,
     rw: Rw,
     code: Op,
     offset: u64,
@@ -905,7 +909,7 @@ fn finish(
 ) -> BufResult<usize, Buf<Completed>> {
     match result {
         Ok(n) => {
-            counters.done(rw, n);
+            tally.done(rw, n);
             BufResult(Ok(n), payload.into_one().into_completed(n))
         }
         Err(e) => {
@@ -1125,26 +1129,31 @@ impl IoEngine for UringEngine {
         // Owns the batch's slots from here: dropped early (even while waiting for room), it
         // abandons every operation already in flight and empties the batch.
         let mut wait = BatchWait { shared: &self.shared, ring: index, slots: &mut batch.slots, left: 0 };
-        let mut next = 0;
+        let (mut next, mut tally) = (0, Tally::default());
         while next < wait.slots.len() {
-            let want = (wait.slots.len() - next).min(core.room.available_permits().max(1)) as u32;
+            // As much as there is ring room for (at least one, waited for) and fits the SQ.
+            let room = core.room.available_permits().clamp(1, core.sq_entries);
+            let want = (wait.slots.len() - next).min(room) as u32;
             if let Err(e) = core.room(want).await {
                 fail_rest(&mut wait.slots[next..], pool, &e);
                 break;
             }
             let end = next + want as usize;
             let mut ring = core.lock();
-            let mut unused = 0;
+            let (mut unused, mut pushed) = (0, 0);
+            // SQ room for the whole chunk at once; a refusal fails each of its operations.
+            let sq_room =
+                ring.reserve(want as usize, &core.counters).map_err(|e| e.raw_os_error().unwrap_or(libc::EBUSY));
             for slot in &mut wait.slots[next..end] {
                 let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { continue };
                 let fixed = op.fixed && op.buf.pool_id() == pool;
                 let code = op.rw.op(fixed, false);
                 let valid = check_offset(op.offset).and_then(|()| op.file.check_buf(&op.buf, 0, op.offset));
-                *slot = match valid.and_then(|()| ring.reserve(1, &core.counters)) {
+                *slot = match valid.and_then(|()| sq_room.map_err(io::Error::from_raw_os_error)) {
                     Err(e) => {
                         unused += 1;
                         BatchSlot::Done(finish(
-                            &core.counters,
+                            &mut tally,
                             op.rw,
                             code,
                             op.offset,
@@ -1156,29 +1165,32 @@ impl IoEngine for UringEngine {
                         let on = On::file(&self.shared, &op.file);
                         let entry = rw_entry(op.rw, fixed, on, &op.buf, 0, op.offset);
                         let (rw, offset) = (op.rw, op.offset);
-                        match ring.push(entry, Payload::owned(op.file, op.buf), &core.counters) {
+                        match ring.push(entry, Payload::owned(op.file, op.buf)) {
                             Ok(key) => {
                                 wait.left += 1;
+                                pushed += 1;
                                 BatchSlot::Submitted { rw, code, offset, key: key.user_data() }
                             }
                             Err((e, payload)) => {
                                 unused += 1;
-                                BatchSlot::Done(finish(&core.counters, rw, code, offset, Err(e), payload))
+                                BatchSlot::Done(finish(&mut tally, rw, code, offset, Err(e), payload))
                             }
                         }
                     }
                 };
             }
+            core.counters.pushed(pushed);
             ring.submit_and_reap(&core.counters);
             for slot in &mut wait.slots[next..end] {
                 let BatchSlot::Submitted { rw, code, offset, key } = *slot else { continue };
                 if let Some((result, payload)) = ring.take_done(Key::from_user_data(key)) {
-                    core.counters.inline.fetch_add(1, Relaxed);
-                    *slot = BatchSlot::Done(finish(&core.counters, rw, code, offset, syscall_result(result), payload));
+                    tally.inline += 1;
+                    *slot = BatchSlot::Done(finish(&mut tally, rw, code, offset, syscall_result(result), payload));
                     wait.left -= 1;
                 }
             }
             drop(ring);
+            core.counters.add(&std::mem::take(&mut tally));
             if unused > 0 {
                 core.unroom(unused);
             }
@@ -1229,9 +1241,9 @@ mod tests {
                 // Flag bit 7 is no flag: the kernel refuses the entry before issuing it and
                 // stops reading the submission queue there.
                 let bad = opcode::Nop::new().build().flags(squeue::Flags::from_bits_retain(1 << 7));
-                let refused = ring.push(bad, Payload::sync(), &core.counters).map_err(|(e, _)| e).unwrap();
+                let refused = ring.push(bad, Payload::sync()).map_err(|(e, _)| e).unwrap();
                 let nop = opcode::Nop::new().build();
-                let queued = ring.push(nop, Payload::sync(), &core.counters).map_err(|(e, _)| e).unwrap();
+                let queued = ring.push(nop, Payload::sync()).map_err(|(e, _)| e).unwrap();
                 ring.submit_and_reap(&core.counters);
                 assert!(ring.sq_pending(), "the kernel took the entry after the refused one");
                 (refused, queued)

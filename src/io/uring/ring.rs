@@ -318,12 +318,12 @@ impl Ring {
     }
 
     /// Queues `entry` with a new slot holding `payload`. The caller has reserved SQ room and
-    /// taken one permit of ring room, which the slot now holds.
+    /// taken one permit of ring room, which the slot now holds, and counts what it pushed
+    /// (`Counters::pushed`; a batch counts once for all its entries).
     pub(super) fn push(
         &mut self,
         entry: squeue::Entry,
         payload: Payload,
-        counters: &Counters,
     ) -> std::result::Result<Key, (io::Error, Payload)> {
         if let Some(errno) = self.broken {
             return Err((io::Error::from_raw_os_error(errno), payload));
@@ -339,7 +339,6 @@ impl Ring {
         let pushed = unsafe { self.uring.submission().push(&entry) };
         match pushed {
             Ok(()) => {
-                counters.pushed();
                 self.queued.push_back(key);
                 Ok(key)
             }
@@ -702,7 +701,7 @@ mod tests {
         let buf = pool.try_acquire().unwrap().into_in_flight();
         let entry = io_uring::opcode::Read::new(io_uring::types::Fd(file.fd()), buf.as_ptr(), 4096).build();
         let mut ring = core.lock();
-        let key = ring.push(entry, Payload::owned(file.clone(), buf), &core.counters).map_err(|(e, _)| e).unwrap();
+        let key = ring.push(entry, Payload::owned(file.clone(), buf)).map_err(|(e, _)| e).unwrap();
         assert!(ring.take_done(key).is_none(), "queued, not submitted");
         ring.break_with(libc::EBADF);
         let (result, payload) = ring.take_done(key).expect("completed by the failure");
@@ -711,7 +710,7 @@ mod tests {
         assert_eq!(pool.available(), 2, "the buffer is back");
         let again = pool.try_acquire().unwrap().into_in_flight();
         let entry = io_uring::opcode::Nop::new().build();
-        let refused = ring.push(entry, Payload::one(again), &core.counters);
+        let refused = ring.push(entry, Payload::one(again));
         assert_eq!(refused.err().map(|(e, _)| e.raw_os_error()), Some(Some(libc::EBADF)));
         assert_eq!(ring.submit(&core.counters).unwrap_err().raw_os_error(), Some(libc::EBADF));
     }
