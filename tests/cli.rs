@@ -325,7 +325,7 @@ fn config_applies_to_every_command() {
     let out = run(&[&args[..], &["--json", "--chart", path(&chart)]].concat());
     assert_exit(&out, 0);
     let report = json(&out);
-    assert_eq!((report["version"].clone(), report["engine_requested"].clone()), (5.into(), "tokio".into()));
+    assert_eq!((report["version"].clone(), report["engine_requested"].clone()), (6.into(), "tokio".into()));
     let row = &report["rows"][0];
     assert_eq!(row["row"], "direct_randread_qd1");
     let backends: Vec<&str> = row["us_per_op"].as_object().expect("us_per_op").keys().map(String::as_str).collect();
@@ -429,7 +429,7 @@ fn bench_pairs_qd1_with_the_raw_ring() {
     let out = run(&[&args[..], &["--json", "--chart", path(&chart)]].concat());
     assert_exit(&out, 0);
     let report = json(&out);
-    assert_eq!(report["version"], 5);
+    assert_eq!(report["version"], 6);
     let paired = &report["qd1_paired"];
     assert_eq!(paired["pairs"], 2000, "{report}");
     let keys = [
@@ -453,6 +453,38 @@ fn bench_pairs_qd1_with_the_raw_ring() {
     }
     let row = &report["rows"][0];
     assert!(row["us_per_op"]["raw_sqpoll"].as_f64().is_some_and(|v| v > 0.0), "{row}");
+    assert!(!bench_dir.exists(), "bench left {:?}", entries(&bench_dir));
+}
+
+/// On io_uring, the cached rows also run their paired comparisons in chunks: single reads
+/// against `preadv2(RWF_NOWAIT)` and batches of 8 against the raw ring; both reach the JSON
+/// report with every chunk counted.
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+#[test]
+fn bench_pairs_the_cached_rows_in_chunks() {
+    let dir = common::tempdir();
+    let bench_dir = dir.path().join("bench");
+    let chart = dir.path().join("chart.svg");
+    let args = ["bench", "--dir", path(&bench_dir), "--engine", "uring", "--only", "cached_read_4k", "--rounds", "1"];
+    let out = run(&[&args[..], &["--json", "--chart", path(&chart)]].concat());
+    assert_exit(&out, 0);
+    let report = json(&out);
+    let rows: Vec<&str> = report["rows"].as_array().expect("rows").iter().filter_map(|r| r["row"].as_str()).collect();
+    assert_eq!(rows, ["cached_read_4k", "batch8_cached_read_4k"], "{report}");
+    let (cached, batch) = (&report["cached_paired"], &report["batch_paired"]);
+    assert_eq!((cached["chunks"].clone(), cached["reads_per_chunk"].clone()), (200.into(), 2000.into()), "{cached}");
+    assert_eq!((batch["chunks"].clone(), batch["batches_per_chunk"].clone()), (100.into(), 250.into()), "{batch}");
+    for (paired, keys) in [
+        (cached, ["uring_fixed_p50_us", "nowait_p50_us", "ratio_p50"]),
+        (batch, ["uring_fixed_p50_us", "raw_ring_p50_us", "ratio_p50"]),
+    ] {
+        for key in keys {
+            assert!(paired[key].as_f64().is_some_and(|v| v.is_finite() && v > 0.0), "{key}: {paired}");
+        }
+        // Both sides read the same cached file in the same moments.
+        let ratio = paired["ratio_p50"].as_f64().unwrap_or(0.0);
+        assert!((0.5..2.0).contains(&ratio), "the sides measured different things: {paired}");
+    }
     assert!(!bench_dir.exists(), "bench left {:?}", entries(&bench_dir));
 }
 

@@ -18,7 +18,7 @@ use crate::workloads::{Backend, Bench, FILES, Row, allocations};
 /// How long one measurement (one backend, one round) should take.
 const SAMPLE: Duration = Duration::from_millis(60);
 /// Version of the `--json` report; raised when a field changes meaning or goes away.
-const REPORT_VERSION: u32 = 5;
+const REPORT_VERSION: u32 = 6;
 /// Rotations of the paired queue-depth-1 comparison: three reads each (engine, raw ring, raw
 /// ring on tokio), about 0.7 s on a disk.
 #[cfg(uring)]
@@ -107,6 +107,9 @@ struct Report {
     /// Cached 4 KiB reads, engine (fixed buffer) and `nowait` alternating in chunks (absent when
     /// the row did not run or io_uring is not in use).
     cached_paired: Option<CachedPairedReport>,
+    /// Batches of 8 cached reads, engine (fixed buffers) and raw ring alternating in chunks
+    /// (absent when the row did not run or io_uring is not in use). New in version 6.
+    batch_paired: Option<BatchPairedReport>,
     /// The io_uring engine's counters at the end of the run (absent when it did not run).
     uring_stats: Option<ferrite_io::EngineStats>,
     /// The counters of the io_uring engine without the fast path that the CPU-bound scaling
@@ -180,6 +183,33 @@ impl CachedPairedReport {
             reads_per_chunk: crate::workloads::CHUNK,
             uring_fixed_p50_us: Spread::of(paired.uring_fixed)?.median,
             nowait_p50_us: Spread::of(paired.nowait)?.median,
+            ratio_p50: Spread::of(ratios)?.median,
+        })
+    }
+}
+
+/// Batches of 8 cached 4 KiB reads, engine and raw ring alternating chunk by chunk (see
+/// `Bench::paired_batch`). New in version 6.
+#[derive(Serialize)]
+struct BatchPairedReport {
+    chunks: usize,
+    batches_per_chunk: usize,
+    /// Medians over chunks of the time per batch.
+    uring_fixed_p50_us: f64,
+    raw_ring_p50_us: f64,
+    /// The median over pairs of the ratio within a pair, ours / raw ring.
+    ratio_p50: f64,
+}
+
+impl BatchPairedReport {
+    #[cfg(uring)]
+    fn of(paired: crate::workloads::PairedBatch) -> Option<BatchPairedReport> {
+        let ratios = paired.uring_fixed.iter().zip(&paired.raw_ring).map(|(a, b)| a / b).collect();
+        Some(BatchPairedReport {
+            chunks: paired.uring_fixed.len(),
+            batches_per_chunk: crate::workloads::BATCH_CHUNK,
+            uring_fixed_p50_us: Spread::of(paired.uring_fixed)?.median,
+            raw_ring_p50_us: Spread::of(paired.raw_ring)?.median,
             ratio_p50: Spread::of(ratios)?.median,
         })
     }
@@ -272,6 +302,7 @@ pub async fn run(options: Options) -> Result<(), Failure> {
     phase.finish();
     let paired = qd1_paired(&mut bench, &rows).await?;
     let cached = cached_paired(&mut bench, &rows).await?;
+    let batch = batch_paired(&mut bench, &rows).await?;
     let title = format!(
         "ferrite-io bench: ours / baseline, median and range of {rounds} rounds; kernel {}",
         ferrite_io::io::detect::kernel_release()
@@ -280,12 +311,12 @@ pub async fn run(options: Options) -> Result<(), Failure> {
     eprintln!("chart: {}", chart.path().display());
     chart.keep();
     if json {
-        let report = report(&measured, rounds, &config, &source, &bench, paired, cached);
+        let report = report(&measured, rounds, &config, &source, &bench, Paired { qd1: paired, cached, batch });
         let text = serde_json::to_string_pretty(&report).map_err(|e| Failure::Run(format!("JSON report: {e}")))?;
         println!("{text}");
     } else {
         print_table(&measured, &backends, rounds, &config, &source);
-        print_extras(&measured, &bench, paired.as_ref(), cached.as_ref());
+        print_extras(&measured, &bench, &Paired { qd1: paired, cached, batch });
     }
     Ok(())
 }
@@ -308,6 +339,32 @@ async fn cached_paired(bench: &mut Bench, rows: &[Row]) -> Result<Option<CachedP
     }
     let _ = (bench, rows);
     Ok(None)
+}
+
+/// Chunk pairs of the batch comparison (`Bench::paired_batch`): 2 x 25,000 batches, about 0.5 s.
+#[cfg(uring)]
+const BATCH_CHUNKS: usize = 100;
+
+/// The batch comparison in chunks, when the batch row is among `rows` and the io_uring engine
+/// runs.
+async fn batch_paired(bench: &mut Bench, rows: &[Row]) -> Result<Option<BatchPairedReport>, Failure> {
+    #[cfg(uring)]
+    if rows.contains(&Row::Batch8) && bench.runs(Backend::UringFixed) {
+        let phase = Progress::start("batches of 8, engine and raw ring alternating", 1, "runs");
+        let paired = bench.paired_batch(BATCH_CHUNKS).await?;
+        phase.inc(1);
+        phase.finish();
+        return Ok(BatchPairedReport::of(paired));
+    }
+    let _ = (bench, rows);
+    Ok(None)
+}
+
+/// The paired comparisons that ran.
+struct Paired {
+    qd1: Option<PairedReport>,
+    cached: Option<CachedPairedReport>,
+    batch: Option<BatchPairedReport>,
 }
 
 /// The paired queue-depth-1 comparison, when the O_DIRECT QD1 row is among `rows` and the
@@ -383,12 +440,7 @@ fn print_table(
 }
 
 /// Allocations per operation, scaling with a second submitter, and the engines' counters.
-fn print_extras(
-    measured: &[Measured],
-    bench: &Bench,
-    paired: Option<&PairedReport>,
-    cached: Option<&CachedPairedReport>,
-) {
+fn print_extras(measured: &[Measured], bench: &Bench, paired: &Paired) {
     let engines = ["uring", "uring_fixed", "tokio_engine"];
     println!("heap allocations per operation (whole process, median of rounds):");
     for m in measured {
@@ -407,7 +459,7 @@ fn print_extras(
             println!("scaling, {label}, 2 submitters vs 1 (throughput): {}", gains.join(", "));
         }
     }
-    if let Some(p) = paired {
+    if let Some(p) = &paired.qd1 {
         println!(
             "O_DIRECT QD1, {} triples rotating per operation: uring_fixed p50 {} (mean {}), raw_ring p50 {} (mean {}): {:.3}x at p50, {:.3}x mean",
             p.pairs,
@@ -426,7 +478,7 @@ fn print_extras(
             p.ratio_to_floor_p50
         );
     }
-    if let Some(c) = cached {
+    if let Some(c) = &paired.cached {
         println!(
             "cached 4 KiB reads, {} chunks of {} alternating: uring_fixed p50 {}, nowait p50 {}: {:.3}x (median of the ratios within a pair)",
             c.chunks,
@@ -434,6 +486,16 @@ fn print_extras(
             micros(c.uring_fixed_p50_us),
             micros(c.nowait_p50_us),
             c.ratio_p50
+        );
+    }
+    if let Some(b) = &paired.batch {
+        println!(
+            "batches of 8 cached reads, {} chunks of {} alternating: uring_fixed p50 {} per batch, raw_ring p50 {}: {:.3}x (median of the ratios within a pair)",
+            b.chunks,
+            b.batches_per_chunk,
+            micros(b.uring_fixed_p50_us),
+            micros(b.raw_ring_p50_us),
+            b.ratio_p50
         );
     }
     if let Some(stats) = bench.uring_stats() {
@@ -450,8 +512,7 @@ fn report(
     config: &IoEngineConfig,
     source: &EngineSource,
     bench: &Bench,
-    qd1_paired: Option<PairedReport>,
-    cached_paired: Option<CachedPairedReport>,
+    paired: Paired,
 ) -> Report {
     let rows = measured
         .iter()
@@ -483,8 +544,9 @@ fn report(
         engine_requested_by: source.to_string(),
         rows,
         scaling,
-        qd1_paired,
-        cached_paired,
+        qd1_paired: paired.qd1,
+        cached_paired: paired.cached,
+        batch_paired: paired.batch,
         uring_stats: bench.uring_stats(),
         uring_ring_only_stats: bench.ring_only_stats(),
         tokio_stats: bench.tokio_stats(),

@@ -731,6 +731,60 @@ impl Bench {
     }
 }
 
+/// Per-batch times of batches of [`BATCH`] cached 4 KiB reads in chunks, alternating chunk by
+/// chunk between the io_uring engine (`submit_batch`, fixed buffers) and the raw ring
+/// (`READ_FIXED` entries, one `io_uring_enter` per batch).
+#[cfg(uring)]
+pub struct PairedBatch {
+    pub uring_fixed: Vec<f64>,
+    pub raw_ring: Vec<f64>,
+}
+
+/// Batches per chunk of [`Bench::paired_batch`]: about 2.5 ms.
+#[cfg(uring)]
+pub const BATCH_CHUNK: usize = 250;
+
+#[cfg(uring)]
+impl Bench {
+    /// Runs `chunks` pairs of [`BATCH_CHUNK`] batches, one chunk through the engine and one
+    /// through the raw ring, alternating which goes first, in one task, on different offsets.
+    /// The batch row's per-round ratios of separate 60 ms samples ranged over 1.13-1.38x in three
+    /// runs of one build on the shared 2-vCPU machine; both sides of a pair see the same moment.
+    ///
+    /// # Errors
+    ///
+    /// The first operation that fails.
+    pub async fn paired_batch(&mut self, chunks: usize) -> ferrite_io::Result<PairedBatch> {
+        let offsets = self.offsets(Row::Batch8, (2 * chunks * BATCH_CHUNK) as u64);
+        let (file, std) = (self.cached.engine.clone(), self.cached.std.clone());
+        let engine = self.ring()?.engine.clone();
+        let path = self.cached.path.clone();
+        let task = tokio::spawn(async move {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&*std);
+            let mut paired =
+                PairedBatch { uring_fixed: Vec::with_capacity(chunks), raw_ring: Vec::with_capacity(chunks) };
+            let mut ring = raw::Ring::new(BATCH, PAGE, raw::Setup::Plain).map_err(io_error)?;
+            let mut batches = Batches::new(&engine).await?;
+            for (i, pair) in offsets.chunks_exact(2 * BATCH_CHUNK).enumerate() {
+                let (ours, theirs) = pair.split_at(BATCH_CHUNK);
+                for side in [i % 2, 1 - i % 2] {
+                    let start = Instant::now();
+                    if side == 0 {
+                        batches.run(&engine, &file, ours).await?;
+                        paired.uring_fixed.push(start.elapsed().as_secs_f64() * 1e6 / BATCH_CHUNK as f64);
+                    } else {
+                        ring.run(fd, Row::Batch8, theirs.iter().copied(), 1)
+                            .map_err(io_error_at(ferrite_io::Op::Read, &path))?;
+                        paired.raw_ring.push(start.elapsed().as_secs_f64() * 1e6 / BATCH_CHUNK as f64);
+                    }
+                }
+            }
+            Ok::<_, ferrite_io::Error>(paired)
+        });
+        task.await.map_err(|e| io_error(std::io::Error::other(e)))?
+    }
+}
+
 fn is_write(row: Row) -> bool {
     matches!(row, Row::BufferedWrite4k | Row::Fdatasync4k | Row::DirectSeqwrite128k)
 }
@@ -795,6 +849,38 @@ async fn engine_op(
     registered(engine, done, row.bytes().min(SEQ_BLOCK))
 }
 
+/// The buffers and the reusable [`Batch`] of the batch row: refilled every round, so that steady
+/// state allocates nothing.
+struct Batches {
+    bufs: Vec<Buf<ferrite_io::Registered>>,
+    batch: Batch,
+}
+
+impl Batches {
+    async fn new(engine: &Engine) -> ferrite_io::Result<Batches> {
+        let mut bufs = Vec::with_capacity(BATCH);
+        for _ in 0..BATCH {
+            let mut buf = engine.acquire().await;
+            buf.set_len(PAGE)?;
+            bufs.push(buf);
+        }
+        Ok(Batches { bufs, batch: Batch::with_capacity(BATCH) })
+    }
+
+    /// One batch of [`BATCH`] reads per offset (see [`batch_offset`]), submitted and collected.
+    async fn run(&mut self, engine: &Engine, file: &File, offsets: &[u64]) -> ferrite_io::Result<()> {
+        for &offset in offsets {
+            for (i, buf) in self.bufs.drain(..).enumerate() {
+                self.batch.read_at(file, buf, batch_offset(offset, i));
+            }
+            for result in engine.submit_batch(&mut self.batch).await {
+                self.bufs.push(registered(engine, check(result)?, PAGE)?);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Ends an operation of `row`: the `fdatasync` row syncs after each write.
 async fn synced(engine: &Engine, file: &File, row: Row) -> ferrite_io::Result<()> {
     if row == Row::Fdatasync4k {
@@ -833,23 +919,9 @@ async fn engine_loop(
 ) -> ferrite_io::Result<Duration> {
     let single = row.bytes().min(SEQ_BLOCK);
     if row == Row::Batch8 {
-        let mut bufs = Vec::with_capacity(BATCH);
-        for _ in 0..BATCH {
-            let mut buf = engine.acquire().await;
-            buf.set_len(PAGE)?;
-            bufs.push(buf);
-        }
-        // One batch, refilled every round: steady state allocates nothing.
-        let mut batch = Batch::with_capacity(BATCH);
+        let mut batches = Batches::new(engine).await?;
         let start = Instant::now();
-        for &offset in offsets {
-            for (i, buf) in bufs.drain(..).enumerate() {
-                batch.read_at(file, buf, batch_offset(offset, i));
-            }
-            for result in engine.submit_batch(&mut batch).await {
-                bufs.push(registered(engine, check(result)?, PAGE)?);
-            }
-        }
+        batches.run(engine, file, offsets).await?;
         return Ok(start.elapsed());
     }
     if let Row::DirectOneTask32 | Row::ScaleDirect(_) = row {
@@ -1284,7 +1356,8 @@ pub mod raw {
             Ok(())
         }
 
-        fn run(
+        /// Runs `row` on this ring with `depth` operations in flight; the time it took.
+        pub fn run(
             &mut self,
             fd: RawFd,
             row: Row,
