@@ -311,12 +311,12 @@ pub async fn run(options: Options) -> Result<(), Failure> {
     eprintln!("chart: {}", chart.path().display());
     chart.keep();
     if json {
-        let report = report(&measured, rounds, &config, &source, &bench, Paired { qd1: paired, cached, batch });
+        let report = report(&measured, rounds, &config, &source, &bench, PairedReports { qd1: paired, cached, batch });
         let text = serde_json::to_string_pretty(&report).map_err(|e| Failure::Run(format!("JSON report: {e}")))?;
         println!("{text}");
     } else {
         print_table(&measured, &backends, rounds, &config, &source);
-        print_extras(&measured, &bench, &Paired { qd1: paired, cached, batch });
+        print_extras(&measured, &bench, &PairedReports { qd1: paired, cached, batch });
     }
     Ok(())
 }
@@ -361,7 +361,7 @@ async fn batch_paired(bench: &mut Bench, rows: &[Row]) -> Result<Option<BatchPai
 }
 
 /// The paired comparisons that ran.
-struct Paired {
+struct PairedReports {
     qd1: Option<PairedReport>,
     cached: Option<CachedPairedReport>,
     batch: Option<BatchPairedReport>,
@@ -440,7 +440,7 @@ fn print_table(
 }
 
 /// Allocations per operation, scaling with a second submitter, and the engines' counters.
-fn print_extras(measured: &[Measured], bench: &Bench, paired: &Paired) {
+fn print_extras(measured: &[Measured], bench: &Bench, paired: &PairedReports) {
     let engines = ["uring", "uring_fixed", "tokio_engine"];
     println!("heap allocations per operation (whole process, median of rounds):");
     for m in measured {
@@ -512,7 +512,7 @@ fn report(
     config: &IoEngineConfig,
     source: &EngineSource,
     bench: &Bench,
-    paired: Paired,
+    paired: PairedReports,
 ) -> Report {
     let rows = measured
         .iter()

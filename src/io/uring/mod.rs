@@ -1119,10 +1119,10 @@ impl IoEngine for UringEngine {
     }
 
     async fn submit_batch<'b>(&self, batch: &'b mut Batch) -> BatchResults<'b> {
-        // The whole batch goes to one ring in as few io_uring_enter calls as ring room allows
-        // (one, when it fits), not through the fast path: one syscall for the batch is cheaper
-        // than one per operation, and page-cache hits complete inside it anyway. What completed
-        // inside a submit is collected under the same lock.
+        // The whole batch goes to one ring in as few io_uring_enter calls as ring room and the
+        // SQ's size allow (one, when it fits), not through the fast path: one syscall for the
+        // batch is cheaper than one per operation, and page-cache hits complete inside it
+        // anyway. What completed inside a submit is collected under the same lock.
         let index = self.pick();
         let core = &self.shared.rings[index];
         let pool = self.shared.pool.id();
@@ -1142,14 +1142,16 @@ impl IoEngine for UringEngine {
             let mut ring = core.lock();
             let (mut unused, mut pushed) = (0, 0);
             // SQ room for the whole chunk at once; a refusal fails each of its operations.
-            let sq_room =
-                ring.reserve(want as usize, &core.counters).map_err(|e| e.raw_os_error().unwrap_or(libc::EBUSY));
+            // SQ room for the whole chunk at once; if a partial flush left too little, each entry
+            // asks for its own, as one at a time always did.
+            let whole = ring.reserve(want as usize, &core.counters).is_ok();
             for slot in &mut wait.slots[next..end] {
                 let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { continue };
                 let fixed = op.fixed && op.buf.pool_id() == pool;
                 let code = op.rw.op(fixed, false);
                 let valid = check_offset(op.offset).and_then(|()| op.file.check_buf(&op.buf, 0, op.offset));
-                *slot = match valid.and_then(|()| sq_room.map_err(io::Error::from_raw_os_error)) {
+                let room = valid.and_then(|()| if whole { Ok(()) } else { ring.reserve(1, &core.counters) });
+                *slot = match room {
                     Err(e) => {
                         unused += 1;
                         BatchSlot::Done(finish(
@@ -1179,7 +1181,9 @@ impl IoEngine for UringEngine {
                     }
                 };
             }
-            core.counters.pushed(pushed);
+            if pushed > 0 {
+                core.counters.pushed(pushed);
+            }
             ring.submit_and_reap(&core.counters);
             for slot in &mut wait.slots[next..end] {
                 let BatchSlot::Submitted { rw, code, offset, key } = *slot else { continue };
