@@ -1128,7 +1128,7 @@ impl IoEngine for UringEngine {
         // Owns the batch's slots from here: dropped early (even while waiting for room), it
         // abandons every operation already in flight and empties the batch.
         let mut wait = BatchWait { shared: &self.shared, ring: index, slots: &mut batch.slots, left: 0 };
-        let (mut next, mut tally) = (0, Tally::default());
+        let mut next = 0;
         while next < wait.slots.len() {
             // As much as there is ring room for (at least one, waited for) and fits the SQ.
             let room = core.room.available_permits().clamp(1, core.sq_entries);
@@ -1139,8 +1139,7 @@ impl IoEngine for UringEngine {
             }
             let end = next + want as usize;
             let mut ring = core.lock();
-            let (mut unused, mut pushed) = (0, 0);
-            // SQ room for the whole chunk at once; a refusal fails each of its operations.
+            let (mut unused, mut pushed, mut tally) = (0, 0, Tally::default());
             // SQ room for the whole chunk at once; if a partial flush left too little, each entry
             // asks for its own, as one at a time always did.
             let whole = ring.reserve(want as usize, &core.counters).is_ok();
@@ -1193,7 +1192,7 @@ impl IoEngine for UringEngine {
                 }
             }
             drop(ring);
-            core.counters.add(&std::mem::take(&mut tally));
+            core.counters.add(&tally);
             if unused > 0 {
                 core.unroom(unused);
             }
