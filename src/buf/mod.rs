@@ -150,12 +150,14 @@ impl<S: BufState> Buf<S> {
 
     /// Moves this handle into state `T`. Transitions in `state.rs` and the engines are the only
     /// callers; no memory is released or duplicated.
+    #[inline]
     pub(crate) fn cast<T: BufState>(self) -> Buf<T> {
         let (mem, start, len) = self.into_raw_parts();
         Buf { mem, start, len, state: PhantomData }
     }
 
     /// Takes the handle apart without running `Drop`: the caller now owns the memory (I1).
+    #[inline]
     fn into_raw_parts(self) -> (Mem, u32, u32) {
         let this = ManuallyDrop::new(self);
         // SAFETY: `this` is never used or dropped again, so moving `mem` out of it keeps exactly
@@ -174,6 +176,7 @@ impl<S: BufState> Buf<S> {
     /// assert_eq!(ferrite_io::Buf::from(vec![0; 10]).index(), u32::MAX);
     /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
     /// ```
+    #[inline]
     pub fn index(&self) -> u32 {
         match &self.mem {
             Mem::Slot { index, .. } => *index,
@@ -188,6 +191,7 @@ impl<S: BufState> Buf<S> {
     /// assert_eq!(buf.len(), 10);
     /// assert_eq!(buf.slice(2..5).len(), 3);
     /// ```
+    #[inline]
     pub fn len(&self) -> usize {
         self.len as usize
     }
@@ -219,6 +223,7 @@ impl<S: BufState> Buf<S> {
     /// let buf = ferrite_io::Buf::from(vec![0; 10]).slice(2..5);
     /// assert_eq!(buf.capacity(), 10);
     /// ```
+    #[inline]
     pub fn capacity(&self) -> usize {
         match &self.mem {
             Mem::Slot { pool, .. } => pool.slot_size(),
@@ -235,6 +240,7 @@ impl<S: BufState> Buf<S> {
     /// assert_eq!(ferrite_io::Buf::from(vec![0; 10]).pool_id(), 0);
     /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
     /// ```
+    #[inline]
     pub fn pool_id(&self) -> u64 {
         match &self.mem {
             Mem::Slot { pool, .. } => pool.id(),
@@ -242,12 +248,14 @@ impl<S: BufState> Buf<S> {
         }
     }
 
+    #[inline]
     pub(crate) fn set_len_unchecked(&mut self, len: usize) {
         debug_assert!(self.start as usize + len <= self.capacity());
         self.len = len as u32;
     }
 
     /// Start of the whole memory.
+    #[inline]
     fn base(&self) -> *mut u8 {
         match &self.mem {
             Mem::Slot { pool, index } => pool.slot_ptr(*index),
@@ -257,6 +265,7 @@ impl<S: BufState> Buf<S> {
 
     /// Start of the view: the bytes an operation covers. Only the pool and the engines use
     /// this pointer (I2).
+    #[inline]
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         // In bounds: `start <= capacity` always holds (slice, set_len and completions keep it).
         self.base().wrapping_add(self.start as usize)
@@ -376,6 +385,7 @@ impl<S: Submittable> Buf<S> {
     /// assert!(buf.set_len(11).is_err());
     /// # Ok::<(), ferrite_io::Error>(())
     /// ```
+    #[inline]
     pub fn set_len(&mut self, len: usize) -> Result<()> {
         let room = self.capacity() - self.start as usize;
         if len > room {

@@ -300,6 +300,7 @@ impl BufPool {
     /// assert_eq!(a.id(), a.clone().id()); // clones share the pool
     /// # Ok::<(), ferrite_io::Error>(())
     /// ```
+    #[inline]
     pub fn id(&self) -> u64 {
         self.inner.id
     }
@@ -327,15 +328,18 @@ impl std::fmt::Debug for BufPool {
 }
 
 impl PoolInner {
+    #[inline]
     pub(crate) fn id(&self) -> u64 {
         self.id
     }
 
+    #[inline]
     pub(crate) fn slot_size(&self) -> usize {
         self.slot_size
     }
 
     /// Start of slot `index`. The pointer is valid for `slot_size` bytes while the arena lives.
+    #[inline]
     pub(crate) fn slot_ptr(&self, index: u32) -> *mut u8 {
         debug_assert!(index < self.slots);
         // In bounds for every `index < slots`: the arena is `slots * slot_size` bytes. Wrapping

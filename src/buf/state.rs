@@ -154,6 +154,7 @@ impl Buf<Free> {
     /// assert!(vec.try_into_registered(&*engine).is_err()); // caller memory: plain ops only
     /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
     /// ```
+    #[inline]
     pub fn try_into_registered<E: IoEngine>(self, engine: &E) -> Result<Buf<Registered>, Self> {
         if engine.pool().id() == self.pool_id() {
             tracing::trace!(index = self.index(), "buf: Free -> Registered");
@@ -175,6 +176,7 @@ impl Buf<Registered> {
     /// # drop(free);
     /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
     /// ```
+    #[inline]
     pub fn into_free(self) -> Buf<Free> {
         tracing::trace!(index = self.index(), "buf: Registered -> Free");
         self.cast()
@@ -190,6 +192,7 @@ impl Buf<Registered> {
     /// assert_eq!((a.buf_index(), b.buf_index()), (0, 1));
     /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
     /// ```
+    #[inline]
     pub fn buf_index(&self) -> u16 {
         // Only pool slots become `Registered`, and pools hold at most 16384 slots (checked in
         // `BufPool::new`), so this never truncates.
@@ -199,6 +202,7 @@ impl Buf<Registered> {
 
 impl<S: Submittable> Buf<S> {
     /// Hands the buffer to an engine. Engine code only.
+    #[inline]
     pub(crate) fn into_in_flight(self) -> Buf<InFlight> {
         self.cast()
     }
@@ -207,6 +211,7 @@ impl<S: Submittable> Buf<S> {
 impl Buf<InFlight> {
     /// The engine's completion path: the kernel is done with the slot and `transferred` bytes
     /// moved.
+    #[inline]
     pub(crate) fn into_completed(mut self, transferred: usize) -> Buf<Completed> {
         let len = transferred.min(self.len());
         self.set_len_unchecked(len);
@@ -215,6 +220,7 @@ impl Buf<InFlight> {
 
     /// The engine's error path: nothing is known to have moved, and the length stays as it was
     /// submitted, so the buffer can be resubmitted after `into_free`.
+    #[inline]
     pub(crate) fn into_failed(self) -> Buf<Completed> {
         self.cast()
     }
@@ -225,6 +231,7 @@ impl Buf<InFlight> {
     ///
     /// No kernel operation may be using this slot (I2): only an engine that performs the I/O on
     /// this thread (the tokio engine's blocking task) may call it.
+    #[inline]
     pub(crate) unsafe fn bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: bounds, initialization and exclusivity as for `Deref` (I1, I4, I5); the caller
         // guarantees no kernel operation uses the slot.
@@ -248,6 +255,7 @@ impl Buf<Completed> {
     /// assert_eq!(file.size()?, 16);
     /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
     /// ```
+    #[inline]
     pub fn into_free(self) -> Buf<Free> {
         tracing::trace!(index = self.index(), "buf: Completed -> Free");
         self.cast()
@@ -270,7 +278,15 @@ impl Buf<Completed> {
     /// engine.write_fixed_at(&file, again, 65536).await.0?;
     /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
     /// ```
+    #[inline]
     pub fn try_into_registered<E: IoEngine>(self, engine: &E) -> Result<Buf<Registered>, Buf<Free>> {
-        self.into_free().try_into_registered(engine)
+        // Straight to `Registered`, not through `into_free`: the recycling step of every read
+        // loop, so one check and one trace event.
+        if engine.pool().id() == self.pool_id() {
+            tracing::trace!(index = self.index(), "buf: Completed -> Registered");
+            Ok(self.cast())
+        } else {
+            Err(self.cast())
+        }
     }
 }

@@ -389,6 +389,7 @@ impl File {
     /// assert!(!file.is_direct());
     /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
     /// ```
+    #[inline]
     pub fn is_direct(&self) -> bool {
         self.alignment.is_some()
     }
@@ -421,6 +422,7 @@ impl File {
     /// assert_eq!(file.size()?, 4096);
     /// # Ok::<(), ferrite_io::Error>(()) }).unwrap();
     /// ```
+    #[inline]
     pub fn std(&self) -> &std::fs::File {
         &self.inner.std
     }
@@ -514,6 +516,7 @@ impl File {
     /// the file: the kernel returns a count that breaks the alignment only where the file ends
     /// (its size is not a multiple: written buffered, or cut by a crash), and a read continued
     /// there would be refused. Both engines then end the read as at end of file.
+    #[inline]
     pub(crate) fn direct_read_ended(&self, offset: u64) -> bool {
         self.alignment.is_some_and(|alignment| offset % u64::from(alignment.offset) != 0)
     }
@@ -521,6 +524,7 @@ impl File {
     /// Whether the descriptor has no file position (a pipe, a socket, a terminal): `pread` on
     /// it fails with `ESPIPE`, while io_uring reads and writes it as a stream and ignores the
     /// offset. The tokio engine does as io_uring does, so the engines agree on such files.
+    #[inline]
     pub(crate) fn is_stream(&self) -> bool {
         self.inner.stream
     }
@@ -547,6 +551,7 @@ impl File {
     }
 
     #[cfg(uring)]
+    #[inline]
     pub(crate) fn fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
         self.inner.std.as_raw_fd()

@@ -63,6 +63,7 @@ impl<T, B> BufResult<T, B> {
     /// let (result, buf) = done.into_parts();
     /// assert_eq!((result.unwrap(), buf), (3, "buffer"));
     /// ```
+    #[inline]
     pub fn into_parts(self) -> (Result<T>, B) {
         (self.0, self.1)
     }
@@ -131,6 +132,7 @@ impl Rw {
 
 /// Whether `buf` may name a fixed-buffer index of `pool`'s engine: it claims registration and
 /// comes from that pool (the claim alone is not enough, see `buf::state`).
+#[inline]
 pub(crate) fn is_fixed<S: Submittable>(buf: &Buf<S>, pool: &BufPool) -> bool {
     S::FIXED && buf.pool_id() == pool.id()
 }
@@ -862,6 +864,7 @@ pin_project_lite::pin_project! {
 impl<U: Future, T: Future<Output = U::Output>> Future for Dispatch<U, T> {
     type Output = U::Output;
 
+    #[inline(always)]
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<U::Output> {
         match self.project() {
             DispatchProj::Uring { future } => future.poll(cx),

@@ -121,6 +121,7 @@ pub(crate) struct Counters {
 
 impl Counters {
     /// A read or write finished, moving `bytes`.
+    #[inline]
     pub(crate) fn done(&self, rw: Rw, bytes: usize) {
         let (ops, total) = match rw {
             Rw::Read => (&self.reads, &self.bytes_read),
@@ -136,6 +137,7 @@ impl Counters {
     }
 
     /// The fast path served an operation (`true`) or refused it (`false`).
+    #[inline]
     pub(crate) fn fast_path(&self, hit: bool) {
         let counter = if hit { &self.fast_hits } else { &self.fast_refusals };
         counter.fetch_add(1, Relaxed);

@@ -296,6 +296,7 @@ fn err(op: Op, file: &File, offset: u64, source: io::Error) -> Error {
 }
 
 /// `EINVAL` for offsets the kernel reads as negative; checked before any syscall on both engines.
+#[inline]
 pub(crate) fn check_offset(offset: u64) -> io::Result<()> {
     if offset > i64::MAX as u64 { Err(io::Error::from_raw_os_error(libc::EINVAL)) } else { Ok(()) }
 }

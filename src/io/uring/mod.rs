@@ -193,6 +193,7 @@ impl UringEngine {
 
     /// The ring for the calling thread: the one of the CPU it ran on at most [`CPU_REUSE`] picks
     /// ago.
+    #[inline]
     fn pick(&self) -> usize {
         let n = self.shared.rings.len();
         if n == 1 {
@@ -279,7 +280,7 @@ impl UringEngine {
 
     /// What an operation on `buf[start..]` at `offset` does before any ring work, synchronously:
     /// the checks, then the fast path. A page-cache hit ends here.
-    #[inline]
+    #[inline(always)]
     fn prologue(&self, index: usize, rw: Rw, file: &File, buf: &mut Buf<InFlight>, start: usize, offset: u64) -> Step {
         if rw == Rw::Read && start > 0 && file.direct_read_ended(offset) {
             return Step::Done(Ok(0));
@@ -330,6 +331,7 @@ impl UringEngine {
     }
 
     /// Counts a finished read or write on ring `index`.
+    #[inline]
     fn count(&self, index: usize, rw: Rw, bytes: usize) {
         self.shared.rings[index].counters.done(rw, bytes);
     }
@@ -571,6 +573,7 @@ thread_local! {
 /// `preadv2`: 1.184-1.193x with it, 1.17x without). A thread that moved to another CPU keeps
 /// its old CPU's ring for at most that many operations: any ring serves any thread, so only the
 /// lock's locality suffers, briefly.
+#[inline]
 fn current_cpu() -> usize {
     CPU.with(|cached| {
         let (cpu, left) = cached.get();
