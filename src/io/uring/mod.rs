@@ -598,6 +598,7 @@ enum Step {
 
 /// The entry for `buf[start..]` at `offset`. Its pointer stays valid while the payload that owns
 /// `buf` is in the ring's slab (I2, I4).
+#[inline]
 fn rw_entry(rw: Rw, fixed: bool, on: On, buf: &Buf<InFlight>, start: usize, offset: u64) -> squeue::Entry {
     let fd = on.fd;
     let ptr = buf.as_ptr().wrapping_add(start);
@@ -626,6 +627,7 @@ struct On {
 
 impl On {
     /// `file` on this engine's rings, registering it on its first operation (see `files`).
+    #[inline]
     fn file(shared: &Arc<Shared>, file: &File) -> On {
         match files::index(shared, file) {
             Some(index) => On { fd: types::Fd(index as i32), flags: squeue::Flags::FIXED_FILE },
@@ -646,6 +648,7 @@ fn fixed_files(rings: &[RingCore]) -> files::Table {
 }
 
 /// A CQE result as a syscall-style result.
+#[inline]
 fn syscall_result(result: i32) -> io::Result<usize> {
     if result < 0 { Err(io::Error::from_raw_os_error(-result)) } else { Ok(result as usize) }
 }
@@ -901,6 +904,7 @@ impl Drop for BatchWait<'_, '_> {
 }
 
 /// A batch entry's result, counted.
+#[inline]
 fn finish(
     tally: &mut Tally,
     rw: Rw,

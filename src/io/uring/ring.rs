@@ -302,6 +302,7 @@ fn quietly(f: impl FnOnce()) {
 
 impl Ring {
     /// Makes room for `n` entries in the submission queue, flushing it to the kernel if needed.
+    #[inline]
     pub(super) fn reserve(&mut self, n: usize, counters: &Counters) -> io::Result<()> {
         if self.sq_room() < n {
             self.submit(counters)?;
@@ -320,6 +321,7 @@ impl Ring {
     /// Queues `entry` with a new slot holding `payload`. The caller has reserved SQ room and
     /// taken one permit of ring room, which the slot now holds, and counts what it pushed
     /// (`Counters::pushed`; a batch counts once for all its entries).
+    #[inline]
     pub(super) fn push(
         &mut self,
         entry: squeue::Entry,
@@ -505,6 +507,7 @@ impl Ring {
     }
 
     /// Records the completion `result` of the operation `user_data`.
+    #[inline]
     fn complete(&mut self, user_data: u64, result: i32) {
         if user_data == CANCEL {
             return;
@@ -531,6 +534,7 @@ impl Ring {
         self.reaped += 1;
     }
 
+    #[inline]
     fn free(&mut self, key: Key) -> Payload {
         self.ops.remove(key.index as usize).payload
     }
@@ -542,6 +546,7 @@ impl Ring {
     }
 
     /// Whether `key` names a live slot of this ring.
+    #[inline]
     fn live(&self, key: Key) -> bool {
         self.ops.get(key.index as usize).is_some_and(|s| s.generation == key.generation)
     }
@@ -579,6 +584,7 @@ impl Ring {
     }
 
     /// The result and payload of `key` if it completed (the slot is freed).
+    #[inline]
     pub(super) fn take_done(&mut self, key: Key) -> Option<(i32, Payload)> {
         if !self.live(key) {
             return None;
@@ -671,6 +677,7 @@ impl Payload {
         self.file.as_ref()
     }
 
+    #[inline]
     pub(super) fn into_one(self) -> Buf<InFlight> {
         match self.bufs {
             Bufs::One(buf) => buf,
