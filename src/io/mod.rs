@@ -325,7 +325,7 @@ impl<'b> BatchResults<'b> {
 impl Iterator for BatchResults<'_> {
     type Item = BufResult<usize, Buf<Completed>>;
 
-#[inline]
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         // After a finished submit every slot is `Done`; anything else cannot be returned.
         self.slots.by_ref().find_map(|slot| match slot {

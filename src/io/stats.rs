@@ -88,7 +88,7 @@ pub(crate) struct Tally {
 impl Tally {
     /// A read or write finished, moving `bytes`.
     #[cfg_attr(not(uring), allow(dead_code))]
-#[inline]
+    #[inline]
     pub(crate) fn done(&mut self, rw: Rw, bytes: usize) {
         let (ops, total) = match rw {
             Rw::Read => (&mut self.reads, &mut self.bytes_read),
