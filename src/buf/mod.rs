@@ -150,6 +150,11 @@ impl<S: BufState> Buf<S> {
 
     /// Moves this handle into state `T`. Transitions in `state.rs` and the engines are the only
     /// callers; no memory is released or duplicated.
+    ///
+    /// Every operation moves its buffer through several states. This and the other small
+    /// accessors and casts are `#[inline]`: an operation's future is generic over the buffer's
+    /// state, so it is compiled in the caller's crate, where a function of this crate that is
+    /// not inline stays an out-of-line call (together about 3% of a cached 4 KiB read).
     #[inline]
     pub(crate) fn cast<T: BufState>(self) -> Buf<T> {
         let (mem, start, len) = self.into_raw_parts();

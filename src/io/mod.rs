@@ -865,6 +865,8 @@ pin_project_lite::pin_project! {
 impl<U: Future, T: Future<Output = U::Output>> Future for Dispatch<U, T> {
     type Output = U::Output;
 
+    // Always inlined: a fast-path read then issues its syscall in the caller's own poll, and
+    // returns to it without an extra frame (see `nowait::try_rw` on returns after a syscall).
     #[inline(always)]
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<U::Output> {
         match self.project() {

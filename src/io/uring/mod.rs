@@ -279,7 +279,9 @@ impl UringEngine {
     }
 
     /// What an operation on `buf[start..]` at `offset` does before any ring work, synchronously:
-    /// the checks, then the fast path. A page-cache hit ends here.
+    /// the checks, then the fast path. A page-cache hit ends here. Always inlined, so that the
+    /// fast path's syscall sits in the operation's own future (a separate frame measured about
+    /// 1% of a cached read).
     #[inline(always)]
     fn prologue(&self, index: usize, rw: Rw, file: &File, buf: &mut Buf<InFlight>, start: usize, offset: u64) -> Step {
         if rw == Rw::Read && start > 0 && file.direct_read_ended(offset) {
