@@ -156,12 +156,7 @@ impl Buf<Free> {
     /// ```
     #[inline]
     pub fn try_into_registered<E: IoEngine>(self, engine: &E) -> Result<Buf<Registered>, Self> {
-        if engine.pool().id() == self.pool_id() {
-            tracing::trace!(index = self.index(), "buf: Free -> Registered");
-            Ok(self.cast())
-        } else {
-            Err(self)
-        }
+        self.register_with(engine)
     }
 }
 
@@ -282,11 +277,19 @@ impl Buf<Completed> {
     pub fn try_into_registered<E: IoEngine>(self, engine: &E) -> Result<Buf<Registered>, Buf<Free>> {
         // Straight to `Registered`, not through `into_free`: the recycling step of every read
         // loop, so one check and one trace event.
+        self.register_with(engine).map_err(|buf| buf.cast())
+    }
+}
+
+impl<S: BufState> Buf<S> {
+    /// `Registered` if the buffer is a slot of `engine`'s pool, else the buffer back as it was.
+    #[inline]
+    fn register_with<E: IoEngine>(self, engine: &E) -> Result<Buf<Registered>, Self> {
         if engine.pool().id() == self.pool_id() {
-            tracing::trace!(index = self.index(), "buf: Completed -> Registered");
+            tracing::trace!(index = self.index(), from = S::NAME, "buf: -> Registered");
             Ok(self.cast())
         } else {
-            Err(self.cast())
+            Err(self)
         }
     }
 }
