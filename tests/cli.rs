@@ -41,7 +41,29 @@ fn finish(mut child: Child, what: &str) -> Output {
 fn run_with(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = command(args);
     command.envs(env.iter().copied());
-    finish(command.spawn().expect("spawn ferrite-io"), &args.join(" "))
+    finish(spawn(&mut command), &args.join(" "))
+}
+
+/// `ERROR_INTERNAL_ERROR`: what wine's `CreateProcess` returned, once in many CI runs of the
+/// Windows suite, for a start of the CLI that succeeded when run again.
+const WINE_SPAWN_FLAKE: i32 = 1359;
+
+/// Starts the CLI. On Windows a start that fails with [`WINE_SPAWN_FLAKE`] is tried again, up
+/// to three times: that error comes from the process loader, before any of our code runs. Any
+/// other failure, and that one on other systems, fails the test at once.
+fn spawn(command: &mut Command) -> Child {
+    let mut tries = 1;
+    loop {
+        match command.spawn() {
+            Ok(child) => return child,
+            Err(e) if cfg!(windows) && e.raw_os_error() == Some(WINE_SPAWN_FLAKE) && tries < 4 => {
+                eprintln!("spawn ferrite-io, try {tries}: {e}; trying again");
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => panic!("spawn ferrite-io: {e}"),
+        }
+    }
 }
 
 fn run(args: &[&str]) -> Output {
