@@ -244,7 +244,7 @@ fn a_full_disk_leaves_nothing_behind() {
 fn stop(args: &[&str], signal: libc::c_int, code: i32) {
     let dir = common::tempdir();
     let run_dir = dir.path().join("run");
-    let child = command(&[args, &["--dir", path(&run_dir)]].concat()).spawn().expect("spawn ferrite-io");
+    let child = spawn(&mut command(&[args, &["--dir", path(&run_dir)]].concat()));
     let start = Instant::now();
     while !run_dir.exists() || entries(&run_dir).is_empty() {
         assert!(start.elapsed() < DEADLINE, "{args:?}: no file appeared");
