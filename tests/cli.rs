@@ -347,7 +347,7 @@ fn config_applies_to_every_command() {
     let out = run(&[&args[..], &["--json", "--chart", path(&chart)]].concat());
     assert_exit(&out, 0);
     let report = json(&out);
-    assert_eq!((report["version"].clone(), report["engine_requested"].clone()), (6.into(), "tokio".into()));
+    assert_eq!((report["version"].clone(), report["engine_requested"].clone()), (7.into(), "tokio".into()));
     let row = &report["rows"][0];
     assert_eq!(row["row"], "direct_randread_qd1");
     let backends: Vec<&str> = row["us_per_op"].as_object().expect("us_per_op").keys().map(String::as_str).collect();
@@ -437,9 +437,9 @@ fn output_off_a_terminal_is_plain_and_complete() {
     assert!(stdout(&run(&["flush", "--help"])).contains("Exit codes"));
 }
 
-/// On io_uring, the O_DIRECT QD1 row also runs the paired comparison (engine, raw ring, and raw
-/// ring waited for through tokio's reactor, rotating per operation) and the raw SQPOLL
-/// baseline, and both reach the JSON report.
+/// On io_uring, the O_DIRECT QD1 row also runs the paired comparison (engine, raw ring, raw ring
+/// waited for through tokio's reactor, and engine under `block_on`, rotating per operation) and
+/// the raw SQPOLL baseline, and both reach the JSON report.
 #[cfg(all(feature = "io-uring", target_os = "linux"))]
 #[test]
 fn bench_pairs_qd1_with_the_raw_ring() {
@@ -451,7 +451,7 @@ fn bench_pairs_qd1_with_the_raw_ring() {
     let out = run(&[&args[..], &["--json", "--chart", path(&chart)]].concat());
     assert_exit(&out, 0);
     let report = json(&out);
-    assert_eq!(report["version"], 6);
+    assert_eq!(report["version"], 7);
     let paired = &report["qd1_paired"];
     assert_eq!(paired["pairs"], 2000, "{report}");
     let keys = [
@@ -464,12 +464,15 @@ fn bench_pairs_qd1_with_the_raw_ring() {
         "raw_ring_tokio_mean_us",
         "tokio_floor_p50",
         "ratio_to_floor_p50",
+        "block_on_p50_us",
+        "block_on_mean_us",
+        "block_on_ratio_p50",
     ];
     for key in keys {
         assert!(paired[key].as_f64().is_some_and(|v| v.is_finite() && v > 0.0), "{key}: {paired}");
     }
     // All sides read the same disk in the same moments: their ratios cannot be far from 1.
-    for key in ["ratio_p50", "tokio_floor_p50", "ratio_to_floor_p50"] {
+    for key in ["ratio_p50", "tokio_floor_p50", "ratio_to_floor_p50", "block_on_ratio_p50"] {
         let ratio = paired[key].as_f64().unwrap_or(0.0);
         assert!((0.5..2.0).contains(&ratio), "{key}: the sides measured different things: {paired}");
     }

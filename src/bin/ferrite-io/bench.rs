@@ -18,7 +18,7 @@ use crate::workloads::{Backend, Bench, FILES, Row, allocations};
 /// How long one measurement (one backend, one round) should take.
 const SAMPLE: Duration = Duration::from_millis(60);
 /// Version of the `--json` report; raised when a field changes meaning or goes away.
-const REPORT_VERSION: u32 = 6;
+const REPORT_VERSION: u32 = 7;
 /// Rotations of the paired queue-depth-1 comparison: three reads each (engine, raw ring, raw
 /// ring on tokio), about 0.7 s on a disk.
 #[cfg(uring)]
@@ -140,7 +140,8 @@ struct ScalingReport {
 /// The paired queue-depth-1 comparison: median and mean latency of each side, in microseconds.
 #[derive(Serialize)]
 struct PairedReport {
-    /// Rotations: each is one read per side (two sides before version 5, three since).
+    /// Rotations: each is one read per side (two sides before version 5, three in 5 and 6,
+    /// four since).
     pairs: usize,
     uring_fixed_p50_us: f64,
     raw_ring_p50_us: f64,
@@ -159,6 +160,12 @@ struct PairedReport {
     /// `uring_fixed_p50_us / raw_ring_tokio_p50_us`: the engine's own cost above that floor.
     /// New in version 5.
     ratio_to_floor_p50: f64,
+    /// The engine driven by `UringEngine::block_on`, waiting inside `io_uring_enter` as the raw
+    /// ring does. New in version 7.
+    block_on_p50_us: f64,
+    block_on_mean_us: f64,
+    /// `block_on_p50_us / raw_ring_p50_us`. New in version 7.
+    block_on_ratio_p50: f64,
 }
 
 /// Cached 4 KiB reads, engine and `nowait` alternating chunk by chunk (see
@@ -221,10 +228,12 @@ impl PairedReport {
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         let (ours_mean, raw_mean) = (mean(&paired.uring_fixed), mean(&paired.raw_ring));
         let floor_mean = mean(&paired.raw_ring_tokio);
+        let block_on_mean = mean(&paired.block_on);
         let pairs = paired.uring_fixed.len();
         let ours = Spread::of(paired.uring_fixed)?.median;
         let raw = Spread::of(paired.raw_ring)?.median;
         let floor = Spread::of(paired.raw_ring_tokio)?.median;
+        let block_on = Spread::of(paired.block_on)?.median;
         Some(PairedReport {
             pairs,
             uring_fixed_p50_us: ours,
@@ -237,6 +246,9 @@ impl PairedReport {
             raw_ring_tokio_mean_us: floor_mean,
             tokio_floor_p50: floor / raw,
             ratio_to_floor_p50: ours / floor,
+            block_on_p50_us: block_on,
+            block_on_mean_us: block_on_mean,
+            block_on_ratio_p50: block_on / raw,
         })
     }
 }
@@ -461,7 +473,7 @@ fn print_extras(measured: &[Measured], bench: &Bench, paired: &PairedReports) {
     }
     if let Some(p) = &paired.qd1 {
         println!(
-            "O_DIRECT QD1, {} triples rotating per operation: uring_fixed p50 {} (mean {}), raw_ring p50 {} (mean {}): {:.3}x at p50, {:.3}x mean",
+            "O_DIRECT QD1, {} rotations of four sides, one read each: uring_fixed p50 {} (mean {}), raw_ring p50 {} (mean {}): {:.3}x at p50, {:.3}x mean",
             p.pairs,
             micros(p.uring_fixed_p50_us),
             micros(p.uring_fixed_mean_us),
@@ -476,6 +488,12 @@ fn print_extras(measured: &[Measured], bench: &Bench, paired: &PairedReports) {
             micros(p.raw_ring_tokio_mean_us),
             p.tokio_floor_p50,
             p.ratio_to_floor_p50
+        );
+        println!(
+            "  uring_fixed under UringEngine::block_on (waits in io_uring_enter, as the raw ring): p50 {} (mean {}), {:.3}x the raw ring",
+            micros(p.block_on_p50_us),
+            micros(p.block_on_mean_us),
+            p.block_on_ratio_p50
         );
     }
     if let Some(c) = &paired.cached {

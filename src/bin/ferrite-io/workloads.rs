@@ -602,30 +602,33 @@ impl Bench {
 
 /// Latencies of O_DIRECT 4 KiB random reads at queue depth 1, one per operation, rotating
 /// operation by operation between the io_uring engine (fixed buffer), the raw ring waited for in
-/// the kernel, and the raw ring waited for through tokio's reactor ([`raw::OnTokio`]).
+/// the kernel, the raw ring waited for through tokio's reactor ([`raw::OnTokio`]), and the
+/// engine driven by `UringEngine::block_on`, which waits in the kernel as the raw ring does.
 #[cfg(uring)]
 pub struct Paired {
     pub uring_fixed: Vec<f64>,
     pub raw_ring: Vec<f64>,
     pub raw_ring_tokio: Vec<f64>,
+    pub block_on: Vec<f64>,
 }
 
 #[cfg(uring)]
 impl Bench {
-    /// Runs `pairs` triples of queue-depth-1 O_DIRECT reads, one through the engine, one through
-    /// the raw ring waited for in the kernel, and one through the raw ring waited for through
-    /// the runtime's reactor, rotating which goes first, in one task on the runtime. A device
+    /// Runs `pairs` rotations of queue-depth-1 O_DIRECT reads, one through the engine, one
+    /// through the raw ring waited for in the kernel, one through the raw ring waited for
+    /// through the runtime's reactor, and one through the engine under `block_on`, rotating
+    /// which goes first, in one task on the runtime. A device
     /// whose latency drifts over seconds (a shared virtual disk) moves all three sides alike, so
     /// the ratios of their medians show the engine's own cost, which per-round ratios of
     /// separate runs bury under the drift. The raw ring blocks the task's worker while it waits,
-    /// as a raw loop does; the third side is what any library on tokio pays at least (see
-    /// [`raw::OnTokio`]).
+    /// as a raw loop does, and so does `block_on`; the third side is what any library on tokio
+    /// pays at least (see [`raw::OnTokio`]).
     ///
     /// # Errors
     ///
     /// The first operation that fails.
     pub async fn paired_qd1(&mut self, pairs: usize) -> ferrite_io::Result<Paired> {
-        let offsets = self.offsets(Row::DirectRandread(1), 3 * pairs as u64);
+        let offsets = self.offsets(Row::DirectRandread(1), 4 * pairs as u64);
         let file = self.direct.engine.clone();
         let direct = self.direct.std.clone();
         let engine = self.ring()?.engine.clone();
@@ -635,27 +638,36 @@ impl Bench {
                 uring_fixed: Vec::with_capacity(pairs),
                 raw_ring: Vec::with_capacity(pairs),
                 raw_ring_tokio: Vec::with_capacity(pairs),
+                block_on: Vec::with_capacity(pairs),
             };
             let result = async {
                 let mut ring = raw::Ring::new(1, PAGE, raw::Setup::Plain).map_err(io_error)?;
                 let mut on_tokio = raw::OnTokio::new().map_err(io_error)?;
                 let mut buf = engine.acquire().await;
                 buf.set_len(PAGE)?;
-                for (i, three) in offsets.chunks_exact(3).enumerate() {
-                    for side in [i % 3, (i + 1) % 3, (i + 2) % 3] {
+                let Engine::Uring(uring) = &*engine else {
+                    return Err(io_error(std::io::Error::other("the paired QD1 comparison needs the io_uring engine")));
+                };
+                for (i, four) in offsets.chunks_exact(4).enumerate() {
+                    for side in (0..4).map(|k| (i + k) % 4) {
                         let start = Instant::now();
                         match side {
                             0 => {
-                                buf = engine_op(&engine, &file, Row::DirectRandread(1), buf, three[0], true).await?;
+                                buf = engine_op(&engine, &file, Row::DirectRandread(1), buf, four[0], true).await?;
                                 paired.uring_fixed.push(start.elapsed().as_secs_f64() * 1e6);
                             }
                             1 => {
-                                ring.one(fd, three[1]).map_err(io_error)?;
+                                ring.one(fd, four[1]).map_err(io_error)?;
                                 paired.raw_ring.push(start.elapsed().as_secs_f64() * 1e6);
                             }
-                            _ => {
-                                on_tokio.one(fd, three[2]).await.map_err(io_error)?;
+                            2 => {
+                                on_tokio.one(fd, four[2]).await.map_err(io_error)?;
                                 paired.raw_ring_tokio.push(start.elapsed().as_secs_f64() * 1e6);
+                            }
+                            _ => {
+                                let read = engine_op(&engine, &file, Row::DirectRandread(1), buf, four[3], true);
+                                buf = uring.block_on(read)?;
+                                paired.block_on.push(start.elapsed().as_secs_f64() * 1e6);
                             }
                         }
                     }

@@ -166,6 +166,45 @@ impl UringEngine {
         Ok(UringEngine { fast: FastPath::new(config.nowait_fast_path), shared, selection, direct_io: config.direct_io })
     }
 
+    /// Runs `future` to completion on the calling thread, with no runtime, and returns its
+    /// output. For a thread dedicated to I/O (a page flusher, a recovery scan) that wants the
+    /// latency of a raw ring's loop: while an operation of this engine is in flight, the
+    /// thread sleeps inside `io_uring_enter` on the operation's ring, where the kernel finishes
+    /// the operation and ends the sleep directly. Futures awaited through tokio's reactor pay a
+    /// second trip instead (the reactor's `epoll_wait` is interrupted, then called again), and
+    /// futures polled outside any runtime otherwise wait for the engine's completion thread.
+    ///
+    /// - Operations that need tokio (`open`, and everything on a [`TokioEngine`](crate::TokioEngine))
+    ///   still need a runtime: open files with [`File::from_std`] here, or enter a runtime first.
+    /// - Other wake-ups (a channel, an operation on another of the engine's rings) are seen at
+    ///   once when nothing of this engine is in flight, and within 1 ms otherwise.
+    /// - Kernels before 5.11 cannot bound the wait in the ring; there, operations are waited for
+    ///   through the engine's completion thread, as for any future outside a runtime.
+    /// - It blocks the calling thread: do not call it from async code.
+    ///
+    /// ```
+    /// use ferrite_io::{File, IoEngine, IoEngineConfig, UringEngine};
+    ///
+    /// let engine = UringEngine::new(&IoEngineConfig::default())?;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let std = std::fs::OpenOptions::new().read(true).write(true).create(true).open(dir.path().join("pages"))?;
+    /// let file = File::from_std(std, false);
+    /// let (written, read) = engine.block_on(async {
+    ///     let mut page = engine.acquire().await;
+    ///     page.fill(7);
+    ///     let written = engine.write_fixed_at(&file, page, 0).await;
+    ///     let page = written.1.try_into_registered(&engine).expect("a slot of the engine's pool");
+    ///     let read = engine.read_fixed_at(&file, page, 0).await;
+    ///     (written.0, read)
+    /// });
+    /// assert_eq!(written?, 65536);
+    /// assert!(read.0? == 65536 && read.1.iter().all(|&b| b == 7));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        wake::block_on(&self.shared, future)
+    }
+
     /// Operations submitted and not yet completed and collected, over all rings.
     ///
     /// ```
@@ -697,12 +736,9 @@ impl std::future::Future for OpFuture<'_> {
             return Poll::Ready((syscall_result(result), payload));
         }
         ring.wait(key, cx.waker());
-        let path = wake::path(self.shared, self.ring, &mut ring);
+        let path = wake::wait_path(self.shared, self.ring, &mut ring);
         drop(ring);
-        match path {
-            wake::Path::Reactor(watcher) => watcher.arm(),
-            wake::Path::Thread => self.shared.thread.start(self.shared),
-        }
+        wake::arm(self.shared, path);
         Poll::Pending
     }
 }
@@ -826,10 +862,7 @@ impl<R: Future<Output = io::Result<()>>> Future for RingRw<'_, R> {
 fn watch_for_abandoned(shared: &Arc<Shared>, index: usize, mut ring: ring::Locked<'_>) {
     let path = wake::path(shared, index, &mut ring);
     drop(ring);
-    match path {
-        wake::Path::Reactor(watcher) => watcher.arm(),
-        wake::Path::Thread => shared.thread.start(shared),
-    }
+    wake::arm(shared, path);
 }
 
 /// Waits for every operation of a batch that went to ring `ring` and did not finish inline.
@@ -873,12 +906,9 @@ impl std::future::Future for BatchWait<'_, '_> {
         if this.left == 0 {
             return Poll::Ready(());
         }
-        let path = wake::path(this.shared, this.ring, &mut ring);
+        let path = wake::wait_path(this.shared, this.ring, &mut ring);
         drop(ring);
-        match path {
-            wake::Path::Reactor(watcher) => watcher.arm(),
-            wake::Path::Thread => this.shared.thread.start(this.shared),
-        }
+        wake::arm(this.shared, path);
         Poll::Pending
     }
 }

@@ -46,6 +46,9 @@ pub(super) struct RingCore {
     pub(super) sq_entries: usize,
     /// Signalled by the kernel for completions that arrive outside a submit.
     pub(super) eventfd: OwnedFd,
+    /// Whether `io_uring_enter` takes a timeout (`IORING_FEAT_EXT_ARG`, 5.11), which
+    /// [`wait`](Self::wait) needs.
+    pub(super) can_wait: bool,
     pub(super) counters: Counters,
 }
 
@@ -139,6 +142,7 @@ impl Key {
 impl RingCore {
     pub(super) fn new(uring: IoUring, eventfd: OwnedFd) -> RingCore {
         let (sq, cq) = (uring.params().sq_entries() as usize, uring.params().cq_entries() as usize);
+        let can_wait = uring.params().is_feature_ext_arg();
         RingCore {
             fd: uring.as_raw_fd(),
             ring: Mutex::new(Ring {
@@ -155,6 +159,7 @@ impl RingCore {
             }),
             room: Semaphore::new(cq),
             sq_entries: sq,
+            can_wait,
             eventfd,
             counters: Counters::default(),
         }
@@ -188,6 +193,28 @@ impl RingCore {
         }
     }
 
+    /// Sleeps inside `io_uring_enter` until the CQ holds a completion, a signal arrives or
+    /// `timeout` passes (all three are `Ok`). The completion work of operations this thread
+    /// submitted runs inside the wait, as in a raw ring's loop, so their completions end it
+    /// directly. Takes no lock: it submits nothing and reads nothing of the SQ. Needs
+    /// [`can_wait`](Self::can_wait).
+    pub(super) fn wait(&self, timeout: std::time::Duration) -> io::Result<()> {
+        let ts = Timespec { sec: timeout.as_secs() as i64, nsec: i64::from(timeout.subsec_nanos()) };
+        let arg = GeteventsArg { sigmask: 0, sigmask_sz: 0, min_wait_usec: 0, ts: (&raw const ts) as u64 };
+        let (enter, arg_size) = (libc::SYS_io_uring_enter, std::mem::size_of::<GeteventsArg>());
+        // SAFETY: with `IORING_ENTER_EXT_ARG` the kernel reads one `GeteventsArg` of `arg_size`
+        // bytes and the `Timespec` it points to, both live locals; no entries are submitted, so
+        // nothing else is read. `self.fd` stays open while `self` exists.
+        let done = unsafe {
+            libc::syscall(enter, self.fd, 0u32, 1u32, ENTER_GETEVENTS | ENTER_EXT_ARG, &raw const arg, arg_size)
+        };
+        if done >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR)) { Ok(()) } else { Err(e) }
+    }
+
     /// Takes `n` permits of ring room if there are that many free now.
     pub(super) fn try_room(&self, n: u32) -> bool {
         self.room.try_acquire_many(n).map(tokio::sync::SemaphorePermit::forget).is_ok()
@@ -217,6 +244,28 @@ impl RingCore {
 
 /// `IORING_REGISTER_FILES_UPDATE`.
 const REGISTER_FILES_UPDATE: libc::c_uint = 6;
+
+/// `IORING_ENTER_GETEVENTS` and `IORING_ENTER_EXT_ARG`.
+const ENTER_GETEVENTS: libc::c_uint = 1;
+const ENTER_EXT_ARG: libc::c_uint = 8;
+
+/// `struct __kernel_timespec`.
+#[repr(C)]
+struct Timespec {
+    sec: i64,
+    nsec: i64,
+}
+
+/// `struct io_uring_getevents_arg`.
+#[repr(C)]
+struct GeteventsArg {
+    sigmask: u64,
+    sigmask_sz: u32,
+    min_wait_usec: u32,
+    /// Address of the timeout, as a `u64`.
+    ts: u64,
+}
+static_assertions::assert_eq_size!(GeteventsArg, [u64; 3]);
 
 /// `struct io_uring_files_update`.
 #[repr(C)]

@@ -17,6 +17,10 @@
 //!   runtime built without `enable_io`, or by `Handle::block_on` of a runtime that has shut
 //!   down. The thread belongs to the engine, starts on first need, blocks in `poll(2)` on the
 //!   rings' eventfds and stops when the engine is dropped.
+//! - **The waiting thread itself**, under [`block_on`]: the thread sleeps inside
+//!   `io_uring_enter` on the ring its operation went to, where the kernel runs the operation's
+//!   completion work and ends the sleep, as a raw ring's loop waits. No reactor, no other
+//!   thread, no wake-up of anyone else.
 //!
 //! No operation depends on the runtime that created the engine, or on any task staying alive:
 //! the first design (one reaper task on the creating runtime) stalled every later operation
@@ -62,6 +66,26 @@ pub(super) struct Watcher {
 pub(super) enum Path {
     Reactor(Arc<Watcher>),
     Thread,
+    /// The thread's [`block_on`] waits in this ring and reaps it when it wakes.
+    Here,
+}
+
+/// The path for a future on ring `index` that waits for its own operations, polled now: the
+/// thread itself if it runs [`block_on`] of this engine and waits in no other ring yet, else
+/// [`path`]. (A dropped future's operations take [`path`]: `block_on` may return before they
+/// complete.)
+pub(super) fn wait_path(shared: &Arc<Shared>, index: usize, ring: &mut Locked<'_>) -> Path {
+    let here = DRIVING.with(|driving| {
+        let mut now = driving.get();
+        let mine = now.engine == Arc::as_ptr(shared) as usize && shared.rings[index].can_wait;
+        if mine && now.ring.is_none_or(|r| r == index) {
+            now.ring = Some(index);
+            driving.set(now);
+            return true;
+        }
+        false
+    });
+    if here { Path::Here } else { path(shared, index, ring) }
 }
 
 /// The path for a future on ring `index`, polled now; `ring` is that ring, locked.
@@ -92,6 +116,16 @@ pub(super) fn path(shared: &Arc<Shared>, index: usize, ring: &mut Locked<'_>) ->
         }
     };
     if watcher.retired() { Path::Thread } else { Path::Reactor(watcher) }
+}
+
+/// Makes sure whoever `path` names will wake the future (called after the ring's lock is
+/// released: arming a watcher reaps).
+pub(super) fn arm(shared: &Arc<Shared>, path: Path) {
+    match path {
+        Path::Reactor(watcher) => watcher.arm(),
+        Path::Thread => shared.thread.start(shared),
+        Path::Here => {}
+    }
 }
 
 /// Registers the eventfd with the current runtime's reactor, if it has one.
@@ -209,6 +243,73 @@ impl Wake for Watcher {
 thread_local! {
     /// Set while [`quietly`] runs its closure on this thread.
     static PROBING: Cell<bool> = const { Cell::new(false) };
+    /// What [`block_on`] drives on this thread, if anything.
+    static DRIVING: Cell<Driving> = const { Cell::new(Driving { engine: 0, ring: None }) };
+}
+
+/// The engine whose [`block_on`] runs on this thread (its `Shared`'s address, 0 for none), and
+/// the ring a pending operation waits in since the last poll.
+#[derive(Clone, Copy)]
+struct Driving {
+    engine: usize,
+    ring: Option<usize>,
+}
+
+/// How long [`block_on`] sleeps in a ring before it polls again: the bound on noticing a wake-up
+/// that comes from elsewhere (another ring's operation, a channel) while its own operation is
+/// still in flight.
+const TICK: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Runs `future` to completion on this thread: see `UringEngine::block_on`.
+pub(super) fn block_on<F: Future>(shared: &Arc<Shared>, future: F) -> F::Output {
+    /// Puts back what the thread drove before, also when `future` panics.
+    struct Restore(Driving);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DRIVING.with(|driving| driving.set(self.0));
+        }
+    }
+    let engine = Arc::as_ptr(shared) as usize;
+    let _restore = Restore(DRIVING.with(Cell::get));
+    let parked = Arc::new(Parked { woken: AtomicBool::new(false), thread: std::thread::current() });
+    let waker = Waker::from(parked.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        DRIVING.with(|driving| driving.set(Driving { engine, ring: None }));
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        if parked.woken.swap(false, Ordering::Acquire) {
+            continue;
+        }
+        match DRIVING.with(Cell::get).ring {
+            // A wait that fails (it cannot: the arguments are fixed) must not become a spin.
+            Some(index) => {
+                if shared.rings[index].wait(TICK).is_err() {
+                    std::thread::park_timeout(TICK);
+                }
+            }
+            None => std::thread::park(),
+        }
+    }
+}
+
+/// The waker of [`block_on`]: marks the future woken and unparks its thread.
+struct Parked {
+    woken: AtomicBool,
+    thread: std::thread::Thread,
+}
+
+impl Wake for Parked {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.thread.unpark();
+    }
 }
 
 /// Runs `f`, catching a panic without printing it. Used for one thing: asking tokio to register
