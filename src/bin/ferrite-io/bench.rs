@@ -384,7 +384,7 @@ struct PairedReports {
 async fn qd1_paired(bench: &mut Bench, rows: &[Row]) -> Result<Option<PairedReport>, Failure> {
     #[cfg(uring)]
     if rows.contains(&Row::DirectRandread(1)) && bench.runs(Backend::UringFixed) {
-        let phase = Progress::start("O_DIRECT QD1, engine and raw ring alternating", 1, "runs");
+        let phase = Progress::start("O_DIRECT QD1, engine, raw ring and block_on rotating", 1, "runs");
         let paired = bench.paired_qd1(PAIRS).await?;
         phase.inc(1);
         phase.finish();

@@ -617,10 +617,9 @@ impl Bench {
     /// Runs `pairs` rotations of queue-depth-1 O_DIRECT reads, one through the engine, one
     /// through the raw ring waited for in the kernel, one through the raw ring waited for
     /// through the runtime's reactor, and one through the engine under `block_on`, rotating
-    /// which goes first, in one task on the runtime. A device
-    /// whose latency drifts over seconds (a shared virtual disk) moves all three sides alike, so
-    /// the ratios of their medians show the engine's own cost, which per-round ratios of
-    /// separate runs bury under the drift. The raw ring blocks the task's worker while it waits,
+    /// which goes first, in one task on the runtime. A device whose latency drifts over seconds
+    /// (a shared virtual disk) moves all sides alike, so the ratios of their medians show the
+    /// engine's own cost, which per-round ratios of separate runs bury under the drift. The raw ring blocks the task's worker while it waits,
     /// as a raw loop does, and so does `block_on`; the third side is what any library on tokio
     /// pays at least (see [`raw::OnTokio`]).
     ///
