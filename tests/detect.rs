@@ -67,6 +67,9 @@ enum Filter {
     OldKernel,
     /// Only `preadv2` and `pwritev2` return `ENOSYS`; io_uring works.
     NoRwf,
+    /// `io_uring_enter` returns `EPERM`, installed by the child itself once its engine exists:
+    /// a ring whose submits start failing for good.
+    EnterEperm,
 }
 
 impl Filter {
@@ -77,7 +80,8 @@ impl Filter {
             "kill" => Filter::Kill,
             "old-kernel" => Filter::OldKernel,
             "no-rwf" => Filter::NoRwf,
-            other => panic!("{FILTER_ENV}={other}: expected eperm, enosys, kill, old-kernel or no-rwf"),
+            "enter-eperm" => Filter::EnterEperm,
+            other => panic!("{FILTER_ENV}={other}: expected eperm, enosys, kill, old-kernel, no-rwf or enter-eperm"),
         }
     }
 
@@ -88,6 +92,7 @@ impl Filter {
             Filter::Kill => "kill",
             Filter::OldKernel => "old-kernel",
             Filter::NoRwf => "no-rwf",
+            Filter::EnterEperm => "enter-eperm",
         }
     }
 
@@ -97,6 +102,7 @@ impl Filter {
             Filter::Eperm | Filter::Enosys | Filter::Kill => &[libc::SYS_io_uring_setup],
             Filter::OldKernel => &[libc::SYS_io_uring_setup, libc::SYS_preadv2, libc::SYS_pwritev2],
             Filter::NoRwf => &[libc::SYS_preadv2, libc::SYS_pwritev2],
+            Filter::EnterEperm => &[libc::SYS_io_uring_enter],
         }
     }
 
@@ -104,7 +110,7 @@ impl Filter {
     fn action(self) -> u32 {
         let errno = |e: i32| libc::SECCOMP_RET_ERRNO | (e as u32 & libc::SECCOMP_RET_DATA);
         match self {
-            Filter::Eperm => errno(libc::EPERM),
+            Filter::Eperm | Filter::EnterEperm => errno(libc::EPERM),
             Filter::Enosys | Filter::OldKernel | Filter::NoRwf => errno(libc::ENOSYS),
             Filter::Kill => libc::SECCOMP_RET_KILL_PROCESS,
         }
@@ -174,7 +180,9 @@ fn enter_child() -> Option<Filter> {
          refusing to install a seccomp filter here"
     );
     let filter = Filter::parse(&filter);
-    install_seccomp(filter);
+    if filter != Filter::EnterEperm {
+        install_seccomp(filter);
+    }
     report("FILTER", filter.name());
     Some(filter)
 }
@@ -427,6 +435,54 @@ mod child_noop_unless_spawned {
         drop(rt);
         report("DONE", "tokio_engine");
     }
+
+    /// An io_uring engine whose `io_uring_enter` starts failing with `EPERM` after it was set
+    /// up: the operation whose submit fails gets the error (not a hang), later ones are refused
+    /// with it, and every buffer comes back. One thread does everything, so the filter (which
+    /// binds the thread that installs it) covers every submit.
+    #[test]
+    fn broken_ring() {
+        let Some(filter) = enter_child() else {
+            return;
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+        let dir = tempdir();
+        let config = IoEngineConfig { rings: 1, nowait_fast_path: false, ..IoEngineConfig::default() };
+        let engine = rt.block_on(async {
+            let engine = create_engine(config.with_engine(EngineChoice::Uring)).expect("the io_uring engine");
+            round_trip(&engine, dir.path()).await;
+            engine
+        });
+        install_seccomp(filter);
+        let bounded = |what: &'static str, op: std::pin::Pin<Box<dyn std::future::Future<Output = String> + '_>>| {
+            let outcome = rt.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(10), op).await });
+            report(what, outcome.unwrap_or_else(|_| "HUNG".to_owned()));
+        };
+        let file = rt.block_on(engine.open(dir.path().join("round-trip"), &OpenOptions::new())).expect("open");
+        let errno = |r: Result<(), Error>| match r {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => format!("{:?}", e.raw_os_error()),
+        };
+        bounded("SYNC", Box::pin(async { errno(engine.sync_all(&file).await) }));
+        bounded(
+            "WRITE",
+            Box::pin(async {
+                let page = engine.acquire().await;
+                errno(engine.write_all_at(&file, page, 0).await.0)
+            }),
+        );
+        bounded(
+            "READ",
+            Box::pin(async {
+                let page = engine.acquire().await;
+                errno(engine.read_exact_at(&file, page, 0).await.0.map(drop))
+            }),
+        );
+        let pool = engine.pool();
+        report("BUFFERS_BACK", pool.available() == pool.capacity());
+        report("SUBMIT_ERRORS", engine.stats().submit_errors);
+        report("DONE", "broken_ring");
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -513,6 +569,20 @@ fn expected_eperm_reason() -> Unsupported {
         Some(v @ (1 | 2)) => Unsupported::Disabled { sysctl: v },
         sysctl => Unsupported::Denied { sysctl },
     }
+}
+
+/// A submit that fails for good completes what it left queued with its error: without that,
+/// the sync below would wait forever for an entry nothing will ever submit.
+#[test]
+fn a_ring_whose_submits_fail_for_good_fails_its_operations_instead_of_hanging() {
+    let child = run_child("broken_ring", Filter::EnterEperm);
+    child.assert_completed();
+    let eperm = format!("{:?}", Some(libc::EPERM));
+    for op in ["SYNC", "WRITE", "READ"] {
+        assert_eq!(child.value(op), eperm, "{op}\n{child}");
+    }
+    assert_eq!(child.value("BUFFERS_BACK"), "true", "{child}");
+    assert_eq!(child.value("SUBMIT_ERRORS"), "1", "the first failure breaks the ring; later ones are refused\n{child}");
 }
 
 /// Test 1. `EPERM` from a real seccomp filter: the probe says `Denied` (the sysctl allows
