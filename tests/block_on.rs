@@ -123,6 +123,75 @@ fn a_wake_from_another_thread_ends_the_wait() {
     });
 }
 
+/// The thread sleeps in the ring while a read of an empty pipe is in flight, a read whose
+/// completion does not come until the end: the wake-up from the channel must end that sleep
+/// (through the ring's tick) or nothing ever will.
+#[test]
+fn a_wake_from_elsewhere_ends_a_sleep_whose_operation_does_not_complete() {
+    let engine = engine();
+    watched("a channel beside a read of an empty pipe", move || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        let pipe = File::from_std(std::fs::File::from(std::os::fd::OwnedFd::from(reader)), false);
+        // Each round leaves its read (and buffer) in flight; the pool holds 16.
+        for round in 0..8u32 {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let sender = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(5));
+                tx.send(round).unwrap();
+            });
+            let value = engine.block_on(async {
+                let mut buf = engine.acquire().await;
+                buf.set_len(1).unwrap();
+                let read = std::pin::pin!(engine.read_fixed_at(&pipe, buf, 0));
+                first(read, rx).await
+            });
+            sender.join().unwrap();
+            assert_eq!(value, Some(round), "round {round}");
+        }
+        // The reads dropped in flight get their bytes now, and their buffers go back.
+        std::io::Write::write_all(&mut std::fs::File::from(std::os::fd::OwnedFd::from(writer)), &[1; 8]).unwrap();
+        wait_pool_full(&engine);
+    });
+}
+
+/// Threads under `block_on` and a runtime's tasks share one ring, each reaping the others'
+/// completions at times; every sleep still ends, with every read's bytes right.
+#[test]
+fn sleepers_and_other_reapers_share_a_ring() {
+    let config = IoEngineConfig {
+        rings: 1,
+        registered_buffers: 32,
+        buffer_size: PAGE,
+        ..common::config(ferrite_io::EngineChoice::Uring)
+    };
+    let engine = Arc::new(UringEngine::new(&config).unwrap());
+    let dir = common::tempdir();
+    let file = Arc::new(data_file(&dir));
+    watched("two block_on threads and four tasks on one ring", move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let (engine, file) = (engine.clone(), file.clone());
+                runtime.spawn(async move { read_all(&engine, &file, 400).await })
+            })
+            .collect();
+        let sleepers: Vec<_> = (0..2)
+            .map(|_| {
+                let (engine, file) = (engine.clone(), file.clone());
+                std::thread::spawn(move || engine.block_on(read_all(&engine, &file, 400)))
+            })
+            .collect();
+        for sleeper in sleepers {
+            sleeper.join().unwrap();
+        }
+        runtime.block_on(async {
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+    });
+}
+
 #[test]
 fn an_operation_dropped_under_block_on_still_returns_its_buffer() {
     let engine = engine();
@@ -201,6 +270,29 @@ async fn join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
     })
     .await;
     (first.unwrap(), second.unwrap())
+}
+
+/// Reads `rounds` pages, checking each one's bytes.
+async fn read_all(engine: &UringEngine, file: &File, rounds: u64) {
+    for i in 0..rounds {
+        let page = (i * 7) % 64;
+        let (result, buf) = engine.read_fixed_at(file, engine.acquire().await, page * PAGE as u64).await.into_parts();
+        assert_eq!(result.unwrap(), PAGE);
+        assert!(buf.iter().all(|&b| u64::from(b) == page), "page {page}");
+    }
+}
+
+/// Polls both futures until `b` is done; `a`'s output is dropped if it finishes first.
+async fn first<A: Future, B: Future<Output = Result<T, E>>, T, E>(a: A, b: B) -> Option<T> {
+    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
+    let mut a_done = false;
+    std::future::poll_fn(|cx| {
+        if !a_done {
+            a_done = a.as_mut().poll(cx).is_ready();
+        }
+        b.as_mut().poll(cx).map(Result::ok)
+    })
+    .await
 }
 
 /// A plain executor: polls on this thread, parks until woken.

@@ -350,9 +350,10 @@ async fn cached_reads_skip_the_ring_only_with_the_fast_path() {
 /// overflow list (which raises no eventfd signal); the engine must flush it, or those futures
 /// hang. Found in review: with 8 CQ entries, 24 of 32 reads never completed.
 #[cfg(all(feature = "io-uring", target_os = "linux"))]
-/// Operations in flight on a ring are capped at its CQ size, so completions can never overflow
-/// the CQ: with 8 CQ entries, 32 reads of an empty pipe put 8 in the kernel and make the other 24
-/// wait for room; written to, all 32 complete, and the high-water mark is the cap.
+/// Operations in flight on a ring are capped below its CQ size, so completions can never
+/// overflow the CQ: with 8 CQ entries (one kept for the ring's tick), 32 reads of an empty pipe
+/// put 7 in the kernel and make the other 25 wait for room; written to, all 32 complete, and the
+/// high-water mark is the cap.
 #[cfg(all(feature = "io-uring", target_os = "linux"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_is_capped_at_the_cq_size() {
@@ -374,7 +375,7 @@ async fn in_flight_is_capped_at_the_cq_size() {
     };
     let file = ferrite_io::File::from_std(std::fs::File::from(reader), false);
     const READS: usize = 32;
-    const CQ: usize = 8;
+    const CQ: usize = 8 - 1;
     let mut tasks = Vec::new();
     for _ in 0..READS {
         let (engine, file) = (engine.clone(), file.clone());

@@ -14,8 +14,9 @@
 //!   CPU. A runtime that is dropped takes its watchers with it (their registration reports the
 //!   shutdown and they retire); other runtimes are unaffected.
 //! - **The engine's completion thread** for everything else: a future polled outside tokio, in a
-//!   runtime built without `enable_io`, or by `Handle::block_on` of a runtime that has shut
-//!   down. The thread belongs to the engine, starts on first need, blocks in `poll(2)` on the
+//!   runtime built without `enable_io`, by `Handle::block_on` of a runtime that has shut down,
+//!   or on a current-thread runtime outside its tasks (whose reactor runs only while someone is
+//!   inside its `Runtime::block_on`, which the future cannot know). The thread belongs to the engine, starts on first need, blocks in `poll(2)` on the
 //!   rings' eventfds and stops when the engine is dropped.
 //! - **The waiting thread itself**, under [`block_on`]: the thread sleeps inside
 //!   `io_uring_enter` on the ring its operation went to, where the kernel runs the operation's
@@ -77,7 +78,7 @@ pub(super) enum Path {
 pub(super) fn wait_path(shared: &Arc<Shared>, index: usize, ring: &mut Locked<'_>) -> Path {
     let here = DRIVING.with(|driving| {
         let mut now = driving.get();
-        let mine = now.engine == Arc::as_ptr(shared) as usize && shared.rings[index].can_wait;
+        let mine = now.engine == Arc::as_ptr(shared) as usize;
         if mine && now.ring.is_none_or(|r| r == index) {
             now.ring = Some(index);
             driving.set(now);
@@ -93,6 +94,9 @@ pub(super) fn path(shared: &Arc<Shared>, index: usize, ring: &mut Locked<'_>) ->
     let Ok(handle) = Handle::try_current() else {
         return Path::Thread;
     };
+    if unsure_driven(&handle) {
+        return Path::Thread;
+    }
     let id = handle.id();
     let watcher = match ring.watchers.iter().find(|w| w.runtime == id) {
         Some(watcher) => watcher.clone(),
@@ -116,6 +120,16 @@ pub(super) fn path(shared: &Arc<Shared>, index: usize, ring: &mut Locked<'_>) ->
         }
     };
     if watcher.retired() { Path::Thread } else { Path::Reactor(watcher) }
+}
+
+/// Whether nothing guarantees that `handle`'s reactor runs while the polling future waits: a
+/// current-thread runtime outside one of its tasks. Its reactor runs only inside
+/// `Runtime::block_on`, and a future polled by `Handle::block_on` from another thread (or by
+/// another executor under `Runtime::enter`) cannot tell whether anyone is in there; tokio says
+/// `Handle::block_on` drives no I/O on such a runtime. A task of that runtime runs only while
+/// its `block_on` does, so the reactor runs for it.
+fn unsure_driven(handle: &Handle) -> bool {
+    handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread && tokio::task::try_id().is_none()
 }
 
 /// Makes sure whoever `path` names will wake the future (called after the ring's lock is
@@ -255,9 +269,7 @@ struct Driving {
     ring: Option<usize>,
 }
 
-/// How long [`block_on`] sleeps in a ring before it polls again: the bound on noticing a wake-up
-/// that comes from elsewhere (another ring's operation, a channel) while its own operation is
-/// still in flight.
+/// How long [`block_on`] parks when its ring cannot be slept in before it polls again.
 const TICK: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Runs `future` to completion on this thread: see `UringEngine::block_on`.
@@ -284,9 +296,9 @@ pub(super) fn block_on<F: Future>(shared: &Arc<Shared>, future: F) -> F::Output 
             continue;
         }
         match DRIVING.with(Cell::get).ring {
-            // A wait that fails (it cannot: the arguments are fixed) must not become a spin.
+            // A ring that cannot arm its tick (a broken one) is not slept in, nor spun on.
             Some(index) => {
-                if shared.rings[index].wait(TICK).is_err() {
+                if shared.rings[index].sleep().is_err() {
                     std::thread::park_timeout(TICK);
                 }
             }
