@@ -256,7 +256,8 @@ impl RingCore {
     fn wait(&self) -> io::Result<()> {
         // SAFETY: with no entries to submit and no `EXT_ARG`, the kernel reads no memory of
         // ours; `self.fd` stays open while `self` exists.
-        let done = unsafe { libc::syscall(libc::SYS_io_uring_enter, self.fd, 0u32, 1u32, ENTER_GETEVENTS, 0usize, 0usize) };
+        let done =
+            unsafe { libc::syscall(libc::SYS_io_uring_enter, self.fd, 0u32, 1u32, ENTER_GETEVENTS, 0usize, 0usize) };
         if done >= 0 {
             return Ok(());
         }
