@@ -177,9 +177,8 @@ impl UringEngine {
     /// - Operations that need tokio (`open`, and everything on a [`TokioEngine`](crate::TokioEngine))
     ///   still need a runtime: open files with [`File::from_std`] here, or enter a runtime first.
     /// - Other wake-ups (a channel, an operation on another of the engine's rings) are seen at
-    ///   once when nothing of this engine is in flight, and within 1 ms otherwise.
-    /// - Kernels before 5.11 cannot bound the wait in the ring; there, operations are waited for
-    ///   through the engine's completion thread, as for any future outside a runtime.
+    ///   once when nothing of this engine is in flight, and within 1 ms (the ring's tick)
+    ///   otherwise.
     /// - It blocks the calling thread: do not call it from async code.
     ///
     /// ```
