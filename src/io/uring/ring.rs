@@ -98,7 +98,8 @@ pub(super) struct Ring {
     /// Completions reaped under this lock: their CQ entries are free again, so [`Locked`] gives
     /// their permits back after it unlocks.
     reaped: usize,
-    /// Keys of the entries pushed and not yet consumed by the kernel, oldest first.
+    /// Keys of the entries pushed and not yet consumed by the kernel, oldest first (ticks and
+    /// cancellations included, under their `user_data`: the count is what maps keys to entries).
     queued: VecDeque<Key>,
     /// The errno of a submit failure that broke the ring for good.
     broken: Option<i32>,
@@ -450,6 +451,7 @@ impl Ring {
         if unsafe { self.uring.submission().push(&tick) }.is_err() {
             return Err(io::Error::from_raw_os_error(libc::EBUSY));
         }
+        self.queued.push_back(Key::from_user_data(TICK));
         self.tick.pending.store(true, SeqCst);
         let submitted = self.submit(counters);
         if submitted.is_err() {
@@ -463,7 +465,9 @@ impl Ring {
     fn push_cancel(&mut self, user_data: u64) {
         let cancel = io_uring::opcode::AsyncCancel::new(user_data).build().user_data(CANCEL);
         // SAFETY: a cancel request points at no memory.
-        let _ = unsafe { self.uring.submission().push(&cancel) };
+        if unsafe { self.uring.submission().push(&cancel) }.is_ok() {
+            self.queued.push_back(Key::from_user_data(CANCEL));
+        }
     }
 
     /// Hands queued entries to the kernel. `EINTR`, `EAGAIN` and `EBUSY` are retried after
