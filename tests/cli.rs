@@ -1,7 +1,8 @@
 //! The `ferrite-io` binary as a user runs it: bad numbers, refusals, cleanup on failure, on
 //! success, on a full disk and on Ctrl-C, `--keep`, `--config` on every command, unknown tables
-//! and keys, the `FERRITE_IO_ENGINE` override, exit codes and plain output off a terminal. Every
-//! run is small (a few hundred KiB) and watched by a deadline.
+//! and keys, the `FERRITE_IO_ENGINE` override, exit codes, plain output off a terminal, and the
+//! engine counters of `flush --json` (a fallback's reason among them). Every run is small (a few
+//! hundred KiB) and watched by a deadline.
 
 mod common;
 
@@ -356,6 +357,82 @@ fn config_applies_to_every_command() {
     assert!(!bench_dir.exists(), "bench left {:?}", entries(&bench_dir));
     let svg = std::fs::read_to_string(&chart).expect("chart");
     assert!(svg.starts_with("<svg") && svg.contains("direct_randread_qd1") && svg.contains("tokio/spawn_blk"));
+}
+
+/// `flush --json` reports the engine's counters, and they add up to the run: each page written
+/// once and whole, each cold read once, one sync per page with `per-page` (plus the final one),
+/// nothing left in flight, every ring submission completed. Pins the `stats` object of the report.
+#[test]
+fn flush_json_reports_counters_that_match_the_run() {
+    let dir = common::tempdir();
+    let d = path(dir.path());
+    let engines: &[&str] =
+        if cfg!(all(feature = "io-uring", target_os = "linux")) { &["uring", "tokio"] } else { &["tokio"] };
+    for engine in engines {
+        for sync in ["per-page", "group"] {
+            let what = format!("{engine}, sync {sync}");
+            let out = run(&[&["flush", "--dir", d, "--json", "--engine", engine, "--sync", sync][..], &SMALL].concat());
+            assert_exit(&out, 0);
+            let report = json(&out);
+            let stats = &report["stats"];
+            let count = |key: &str| stats[key].as_u64().unwrap_or_else(|| panic!("{what}: no stats.{key}: {report}"));
+            let (pages, page_size) = (report["pages"].as_u64(), report["page_size"].as_u64());
+            let (Some(pages), Some(page_size)) = (pages, page_size) else { panic!("{what}: {report}") };
+            assert_eq!((pages, page_size), (4, 64 * 1024), "{what}: SMALL is 4 pages of 64 KiB");
+            assert_eq!(report["flushed_until"], pages * page_size, "{what}: {report}");
+            assert_eq!((count("writes"), count("bytes_written")), (pages, pages * page_size), "{what}: {stats}");
+            let reads = report["cold_reads"]["verified"].as_u64().unwrap_or(0);
+            assert_eq!(reads, 4, "{what}: {report}");
+            assert_eq!((count("reads"), count("bytes_read")), (reads, reads * page_size), "{what}: {stats}");
+            // The flusher's syncs, and the one before the cold reads.
+            let syncs = count("syncs");
+            match sync {
+                "per-page" => assert_eq!(syncs, pages + 1, "{what}: {stats}"),
+                _ => assert!((2..=pages + 1).contains(&syncs), "{what}: {stats}"),
+            }
+            for key in ["in_flight", "cq_overflows", "submit_errors"] {
+                assert_eq!(count(key), 0, "{what}: {key}: {stats}");
+            }
+            assert!(count("in_flight_high_water") >= 1, "{what}: {stats}");
+            assert!(stats["fallback_reason"].is_null(), "{what}: the engine was asked for by name: {stats}");
+            if *engine == "uring" {
+                let submitted = count("submitted");
+                assert!(count("rings") >= 1 && submitted >= 1, "{what}: {stats}");
+                assert_eq!(count("inline_completions") + count("later_completions"), submitted, "{what}: {stats}");
+            } else {
+                assert_eq!((count("rings"), count("submitted")), (0, 0), "{what}: {stats}");
+            }
+        }
+    }
+}
+
+/// `engine = "auto"` where `io_uring_setup` fails (a seccomp filter installed in the child
+/// between fork and exec refuses it with EPERM): `flush --json` runs on the tokio engine and its
+/// counters carry the reason, the one the engine line gives. Pins `stats.fallback_reason`.
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+#[test]
+fn flush_json_names_the_fallback_reason() {
+    use std::os::unix::process::CommandExt;
+    let dir = common::tempdir();
+    let filter = common::SyscallFilter::refuse(&[libc::SYS_io_uring_setup], libc::EPERM);
+    let mut command =
+        command(&[&["flush", "--dir", path(dir.path()), "--json", "--engine", "auto"][..], &SMALL].concat());
+    // SAFETY: the hook runs in the child between fork and exec, where only async-signal-safe
+    // calls are allowed; `install` makes two `prctl` calls and neither allocates nor locks.
+    unsafe { command.pre_exec(move || filter.install()) };
+    let out = finish(spawn(&mut command), "flush with io_uring refused");
+    assert_exit(&out, 0);
+    let report = json(&out);
+    assert_eq!(
+        (report["engine"].as_str(), report["engine_requested"].as_str()),
+        (Some("tokio"), Some("auto")),
+        "{report}"
+    );
+    let reason = report["stats"]["fallback_reason"].as_str().unwrap_or_else(|| panic!("no fallback reason: {report}"));
+    assert!(reason.contains("io_uring_setup") && reason.contains("EPERM"), "{reason}");
+    let selection = report["selection"].as_str().unwrap_or_default();
+    assert!(selection.contains(reason), "the engine line and the counters give one reason: {report}");
+    assert_eq!(report["stats"]["writes"], 4, "{report}");
 }
 
 #[test]

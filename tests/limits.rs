@@ -1,12 +1,19 @@
 //! The engines at the edges of their configuration and under misbehaving callers: every
-//! operation on a one-entry ring, far more operations in flight than the CQ holds, a waker that
-//! panics, the `direct_io` key, and the statistics that report all of it. Both engines run every
-//! test that applies to them; every wait has a watchdog.
+//! operation on a one-entry ring (and the per-page-sync flusher on one), far more operations in
+//! flight than the CQ holds, a waker that panics, the `direct_io` key, and the statistics that
+//! report all of it, a fallback's reason included. Both engines run every test that applies to
+//! them, the ring-limit and waker tests on a current-thread and on a multi-thread runtime; every
+//! wait has a watchdog.
 
 mod common;
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
+use common::Beat;
+use ferrite_io::hybridlog::page::{self, PAYLOAD_START};
+use ferrite_io::hybridlog::{FlusherConfig, PageFlusher, SyncPolicy};
 use ferrite_io::{Batch, EngineChoice, IoEngine, IoEngineConfig, OpenOptions, SharedIoEngine};
 
 const PAGE: usize = 4096;
@@ -14,6 +21,19 @@ const WATCHDOG: Duration = Duration::from_secs(20);
 
 async fn watchdog<F: std::future::Future>(what: &str, future: F) -> F::Output {
     tokio::time::timeout(WATCHDOG, future).await.unwrap_or_else(|_| panic!("{what}: hung (watchdog)"))
+}
+
+/// Runs `test` in `Runtime::block_on` of each runtime flavour, on a thread of its own watched
+/// from the test's thread (`common::watched`): each step the test begins must end within the
+/// watchdog, even when what stalls is the runtime under test, which its own timers cannot see.
+fn on_each_flavour<F, Fut>(test: F)
+where
+    F: Fn(Beat) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    for (flavour, build) in common::FLAVOURS {
+        common::watched(flavour, move |beat| build().block_on(test(beat)));
+    }
 }
 
 fn pattern(seed: u8) -> Vec<u8> {
@@ -27,8 +47,12 @@ async fn filled(engine: &SharedIoEngine, seed: u8) -> ferrite_io::Buf<ferrite_io
 }
 
 /// `uring_entries = 1` is documented as valid, so every operation must work on it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_operation_on_a_one_entry_ring() {
+#[test]
+fn every_operation_on_a_one_entry_ring() {
+    on_each_flavour(every_operation_on_a_one_entry_ring_on);
+}
+
+async fn every_operation_on_a_one_entry_ring_on(beat: Beat) {
     let dir = common::tempdir();
     let config = IoEngineConfig {
         uring_entries: 1,
@@ -40,10 +64,11 @@ async fn every_operation_on_a_one_entry_ring() {
     for (name, engine) in common::engines(&config) {
         for direct in [false, true] {
             let what = format!("{name} direct={direct}");
+            beat.step(&what);
             let path = dir.path().join(format!("{name}-{direct}"));
             let file =
                 engine.open(&path, &OpenOptions::new().create(true).truncate(true).direct(direct)).await.unwrap();
-            watchdog(&what, async {
+            {
                 assert_eq!(engine.write_at(&file, filled(&engine, 1).await, 0).await.0.unwrap(), PAGE, "{what}");
                 assert_eq!(engine.write_fixed_at(&file, filled(&engine, 2).await, 4096).await.0.unwrap(), PAGE);
                 engine.write_all_at(&file, filled(&engine, 3).await, 8192).await.0.unwrap();
@@ -73,8 +98,7 @@ async fn every_operation_on_a_one_entry_ring() {
                     assert_eq!(r.0.as_ref().unwrap(), &PAGE, "{what} batch page {page}");
                     assert_eq!(&r.1[..], &pattern(page as u8 + 1)[..], "{what} batch page {page}");
                 }
-            })
-            .await;
+            }
             common::assert_pool_full(&engine);
         }
     }
@@ -83,8 +107,12 @@ async fn every_operation_on_a_one_entry_ring() {
 /// A CQ of 2 and 3 to 8 O_DIRECT reads and syncs at once, round after round: every operation
 /// completes and wakes its task (no completion stranded in an overflow), and the CQ never
 /// overflows because operations beyond its size wait for room.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn more_operations_than_the_cq_holds() {
+#[test]
+fn more_operations_than_the_cq_holds() {
+    on_each_flavour(more_operations_than_the_cq_holds_on);
+}
+
+async fn more_operations_than_the_cq_holds_on(beat: Beat) {
     let dir = common::tempdir();
     let path = dir.path().join("data");
     let pages: Vec<u8> = (0..64u8).flat_map(|i| std::iter::repeat_n(i, PAGE)).collect();
@@ -97,9 +125,11 @@ async fn more_operations_than_the_cq_holds() {
     };
     let rounds = if cfg!(debug_assertions) { 1500 } else { 5000 };
     for (name, engine) in common::engines(&config) {
+        beat.step(format!("{name}: open"));
         let file = engine.open(&path, &OpenOptions::new().direct(true)).await.unwrap();
         let mut rng = common::Rng(0x5EED);
         for round in 0..rounds {
+            beat.step(format!("{name} round {round}"));
             let n = 3 + rng.below(6) as usize;
             let mut tasks = tokio::task::JoinSet::new();
             for i in 0..n {
@@ -116,13 +146,9 @@ async fn more_operations_than_the_cq_holds() {
                     assert!(buf.iter().all(|&b| u64::from(b) == page));
                 });
             }
-            let what = format!("{name} round {round}");
-            watchdog(&what, async {
-                while let Some(done) = tasks.join_next().await {
-                    done.unwrap();
-                }
-            })
-            .await;
+            while let Some(done) = tasks.join_next().await {
+                done.unwrap();
+            }
         }
         let stats = engine.stats();
         assert_eq!((stats.cq_overflows, stats.in_flight), (0, 0), "{name}: {stats:?}");
@@ -134,55 +160,134 @@ async fn more_operations_than_the_cq_holds() {
     }
 }
 
-/// A waker that panics when woken is called by whoever reaps its completion. It must not stop
-/// the engine: the panic is contained, and every later operation still completes.
-#[cfg(all(feature = "io-uring", target_os = "linux"))]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panicking_waker_stalls_nothing() {
-    use std::future::Future;
-    use std::sync::Arc;
+/// Defect 3's first symptom: a flusher that syncs every page links each write to its sync, two
+/// entries, which a one-entry ring refused (EBUSY) on the first page. Pins the write-then-sync
+/// path for rings too small to link: several pages flush, each with its own sync, and land intact.
+#[test]
+fn per_page_sync_flusher_on_a_one_entry_ring() {
+    on_each_flavour(per_page_sync_flusher_on_a_one_entry_ring_on);
+}
+
+async fn per_page_sync_flusher_on_a_one_entry_ring_on(beat: Beat) {
+    const PAGES: u64 = 8;
+    let dir = common::tempdir();
+    let config = IoEngineConfig {
+        uring_entries: 1,
+        rings: 1,
+        registered_buffers: 16,
+        buffer_size: PAGE,
+        ..common::config(EngineChoice::Auto)
+    };
+    for (name, engine) in common::engines(&config) {
+        for direct in [false, true] {
+            let what = format!("{name} direct={direct}");
+            beat.step(format!("{what}: open"));
+            let path = dir.path().join(format!("{name}-{direct}.log"));
+            let file =
+                engine.open(&path, &OpenOptions::new().create(true).truncate(true).direct(direct)).await.unwrap();
+            let flusher = Arc::new(PageFlusher::new(
+                engine.clone(),
+                file,
+                FlusherConfig { page_size: PAGE, depth: 4, sync: SyncPolicy::PerPage, ..FlusherConfig::default() },
+            ));
+            let syncs = engine.stats().syncs;
+            beat.step(format!("{what}: flush {PAGES} pages"));
+            let mut flushes = tokio::task::JoinSet::new();
+            for index in 0..PAGES {
+                let flusher = flusher.clone();
+                flushes.spawn(async move {
+                    let mut buf = flusher.engine().acquire().await;
+                    let payload = format!("page {index}");
+                    buf[PAYLOAD_START..PAYLOAD_START + payload.len()].copy_from_slice(payload.as_bytes());
+                    let (result, back) = flusher.flush(buf, index * PAGE as u64, payload.len()).await.into_parts();
+                    (index, result.map_err(|e| e.to_string()), back.len())
+                });
+            }
+            while let Some(done) = flushes.join_next().await {
+                let (index, result, len) = done.unwrap();
+                assert_eq!(result, Ok(()), "{what}: page {index}");
+                assert_eq!(len, PAGE, "{what}: page {index} comes back whole");
+            }
+            assert_eq!(flusher.flushed_until(), PAGES * PAGE as u64, "{what}");
+            assert_eq!(flusher.poisoned().map(|e| e.to_string()), None, "{what}");
+            let stats = engine.stats();
+            assert_eq!(stats.syncs - syncs, PAGES, "{what}: one sync per page: {stats:?}");
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(bytes.len(), PAGES as usize * PAGE, "{what}");
+            for (index, at) in (0..PAGES).map(|i| (i, i as usize * PAGE)) {
+                let info = page::verify(&bytes[at..at + PAGE], at as u64).unwrap_or_else(|e| panic!("{what}: {e}"));
+                let payload = info.payload();
+                assert_eq!(&bytes[at + payload.start..at + payload.end], format!("page {index}").as_bytes(), "{what}");
+            }
+            common::assert_pool_full(&engine);
+        }
+    }
+}
+
+/// A waker that panics when woken is called by whoever delivers its completion. It must not
+/// stop the engine: the panic is contained, and every later operation still completes.
+#[test]
+fn a_panicking_waker_stalls_nothing() {
+    on_each_flavour(a_panicking_waker_stalls_nothing_on);
+}
+
+async fn a_panicking_waker_stalls_nothing_on(beat: Beat) {
+    use std::sync::atomic::{AtomicU32, Ordering};
     use std::task::{Context, Poll, Wake, Waker};
 
-    struct Bomb;
+    /// Counts its wake-ups, then panics: the count proves the panic happened.
+    struct Bomb(AtomicU32);
     impl Wake for Bomb {
         fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
             panic!("this waker panics on purpose");
         }
     }
     let dir = common::tempdir();
     let path = dir.path().join("data");
     std::fs::write(&path, vec![9u8; 64 * PAGE]).unwrap();
-    let config = IoEngineConfig { registered_buffers: 16, buffer_size: PAGE, ..common::config(EngineChoice::Uring) };
-    let engine: SharedIoEngine = ferrite_io::create_engine(config).unwrap();
-    let file = engine.open(&path, &OpenOptions::new().direct(true)).await.unwrap();
-    for round in 0..20u64 {
-        // Submitted with the panicking waker: an O_DIRECT read is still in flight after its submit.
-        let bomb = Waker::from(Arc::new(Bomb));
-        let mut read = Box::pin(engine.read_at(&file, engine.acquire().await, round * PAGE as u64));
-        let first = read.as_mut().poll(&mut Context::from_waker(&bomb));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        // Its completion arrived meanwhile (and its waker panicked); polled again it is ready.
-        let done = match first {
-            Poll::Ready(done) => done,
-            Poll::Pending => watchdog("re-poll", read).await,
-        };
-        assert_eq!(done.0.unwrap(), PAGE);
-        // Operations of other tasks that complete later are still delivered.
-        let mut tasks = tokio::task::JoinSet::new();
-        for page in 0..8u64 {
-            let (engine, file) = (engine.clone(), file.clone());
-            tasks.spawn(
-                async move { engine.read_at(&file, engine.acquire().await, page * PAGE as u64).await.0.unwrap() },
-            );
-        }
-        watchdog("reads after a panicking waker", async {
-            while let Some(n) = tasks.join_next().await {
-                assert_eq!(n.unwrap(), PAGE);
+    let config = IoEngineConfig { registered_buffers: 16, buffer_size: PAGE, ..common::config(EngineChoice::Auto) };
+    for (name, engine) in common::engines(&config) {
+        beat.step(format!("{name}: open"));
+        // O_DIRECT: a read waits for the device, so its completion comes after its submit.
+        let file = engine.open(&path, &OpenOptions::new().direct(true)).await.unwrap();
+        let mut exploded = 0;
+        for round in 0..20u64 {
+            let what = format!("{name} round {round}");
+            beat.step(format!("{what}: a read whose waker panics"));
+            let bomb = Arc::new(Bomb(AtomicU32::new(0)));
+            let mut read = Box::pin(engine.read_at(&file, engine.acquire().await, round * PAGE as u64));
+            let first = read.as_mut().poll(&mut Context::from_waker(&Waker::from(bomb.clone())));
+            let done = match first {
+                // Done inside its submit: no waker was needed, and this round proves nothing.
+                Poll::Ready(done) => done,
+                Poll::Pending => {
+                    // Not polled again until whoever delivers its completion has woken the bomb.
+                    while bomb.0.load(Ordering::SeqCst) == 0 {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    exploded += 1;
+                    read.await
+                }
+            };
+            assert_eq!(done.0.unwrap(), PAGE, "{what}");
+            // Operations of other tasks that complete later are still delivered.
+            beat.step(format!("{what}: reads after a panicking waker"));
+            let mut tasks = tokio::task::JoinSet::new();
+            for page in 0..8u64 {
+                let (engine, file) = (engine.clone(), file.clone());
+                tasks.spawn(async move {
+                    engine.read_at(&file, engine.acquire().await, page * PAGE as u64).await.0.unwrap()
+                });
             }
-        })
-        .await;
+            while let Some(n) = tasks.join_next().await {
+                assert_eq!(n.unwrap(), PAGE, "{what}");
+            }
+        }
+        // Without this the test would pass without a single panic had every read completed inline.
+        assert!(exploded > 0, "{name}: no read went pending, so no waker panicked");
+        common::assert_pool_full(&engine);
     }
-    common::assert_pool_full(&engine);
 }
 
 /// The `direct_io` key decides how files the engine opens are opened, unless `OpenOptions` say.
@@ -243,6 +348,34 @@ async fn statistics_count_operations_and_bytes() {
             assert_eq!((s.rings, s.submitted), (0, 0), "{name}: {s:?}");
         }
         assert_eq!(s.fallback_reason, None);
+    }
+}
+
+/// `auto` where io_uring is refused falls back to the tokio engine, and its statistics say why
+/// (pins `fallback_reason`: the snapshot carries the selection's reason). The refusal is a
+/// seccomp filter that fails `io_uring_setup` with EPERM on the one thread that creates the
+/// engine; it ends with that thread.
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+#[test]
+fn a_fallback_names_its_reason_in_the_statistics() {
+    let filter = common::SyscallFilter::refuse(&[libc::SYS_io_uring_setup], libc::EPERM);
+    let (backend, reason, stats) = common::on_a_thread("create_engine(auto) without io_uring", move || {
+        filter.install().expect("install a seccomp filter on this thread");
+        let engine = ferrite_io::create_engine(common::config(EngineChoice::Auto)).expect("auto falls back, not fails");
+        let reason = match &engine.selection().reason {
+            ferrite_io::Reason::FellBack(why) => Some(why.to_string()),
+            _ => None,
+        };
+        (engine.backend(), reason, engine.stats())
+    });
+    assert_eq!(backend, ferrite_io::Backend::Tokio);
+    let reason = reason.expect("the selection says it fell back");
+    assert!(reason.contains("io_uring_setup") && reason.contains("EPERM"), "{reason}");
+    assert_eq!(stats.fallback_reason.as_ref(), Some(&reason), "{stats:?}");
+    // No fallback, no reason: `auto` here keeps io_uring, and a requested engine never fell back.
+    for choice in [EngineChoice::Auto, EngineChoice::Uring, EngineChoice::Tokio] {
+        let engine = ferrite_io::create_engine(common::config(choice)).unwrap();
+        assert_eq!(engine.stats().fallback_reason, None, "{choice}");
     }
 }
 

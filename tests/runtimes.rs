@@ -14,9 +14,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use common::{Build, FLAVOURS, current_thread, multi_thread, on_a_thread};
 use ferrite_io::hybridlog::{FlusherConfig, PageFlusher, SyncPolicy};
 use ferrite_io::io::fault::FaultyEngine;
 use ferrite_io::{Engine, EngineChoice, Error, File, IoEngine, IoEngineConfig, OpenOptions, SharedIoEngine};
+use tokio::runtime::{Runtime, RuntimeFlavor};
 
 const PAGE: usize = 4096;
 const WATCHDOG: Duration = Duration::from_secs(20);
@@ -50,22 +52,12 @@ async fn workout(engine: &SharedIoEngine, path: &std::path::Path) -> Result<(), 
     Ok(())
 }
 
-/// Runs `workout` under a watchdog on `rt`.
-fn workout_on(rt: &tokio::runtime::Runtime, engine: &SharedIoEngine, path: &std::path::Path, what: &str) {
-    let started = Instant::now();
-    let result = rt.block_on(async { tokio::time::timeout(WATCHDOG, workout(engine, path)).await });
-    match result {
-        Ok(done) => done.unwrap_or_else(|e| panic!("{what}: {e}")),
-        Err(_) => panic!("{what}: operations never completed (watchdog after {:?})", started.elapsed()),
-    }
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
-
-fn multi_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+/// Runs `workout` in `rt.block_on` on a thread of its own, watched from this one: a lost
+/// wake-up fails the test even when it stalls `rt` itself, which a timer of `rt` could not see.
+fn workout_on(rt: &Arc<Runtime>, engine: &SharedIoEngine, path: &std::path::Path, what: &str) {
+    let (rt, engine, path) = (rt.clone(), engine.clone(), path.to_owned());
+    let done = on_a_thread(what, move || rt.block_on(workout(&engine, &path)).map_err(|e| e.to_string()));
+    done.unwrap_or_else(|e| panic!("{what}: {e}"));
 }
 
 /// Engines of both kinds, created inside `rt`.
@@ -78,19 +70,31 @@ fn engines_on(rt: &tokio::runtime::Runtime) -> Vec<(&'static str, SharedIoEngine
 fn engine_outlives_the_runtime_that_created_it() {
     let dir = common::tempdir();
     let path = data_file(&dir);
-    for next in [current_thread as fn() -> tokio::runtime::Runtime, multi_thread] {
-        let first = multi_thread();
-        let engines = engines_on(&first);
-        // Used once on its own runtime, so any state tied to that runtime exists.
-        for (name, engine) in &engines {
-            workout_on(&first, engine, &path, &format!("{name} on its own runtime"));
-        }
-        drop(first);
-        let second = next();
-        for (name, engine) in &engines {
-            workout_on(&second, engine, &path, &format!("{name} after its runtime was dropped"));
-            // Both runtimes have a reactor: completions came through it, not a thread of ours.
-            assert!(!engine.stats().completion_thread, "{name}");
+    // The creating runtime of either flavour: a current-thread one has its reactor (and any
+    // watcher registered with it) driven only inside its own `block_on`, gone with it here.
+    for (created_on, build_first) in FLAVOURS {
+        for (used_on, build_second) in FLAVOURS {
+            let multi = |rt: &Runtime| rt.handle().runtime_flavor() == RuntimeFlavor::MultiThread;
+            let first = Arc::new(build_first());
+            let engines = engines_on(&first);
+            // Used once on its own runtime, so any state tied to that runtime exists.
+            for (name, engine) in &engines {
+                workout_on(&first, engine, &path, &format!("{name} on its own {created_on} runtime"));
+            }
+            let first_multi = multi(&first);
+            drop(first);
+            let second = Arc::new(build_second());
+            // A current-thread runtime's reactor runs only inside its own `Runtime::block_on`,
+            // which a waiter cannot count on: there the engine's thread delivers (src/io/uring/wake.rs).
+            let reactors = first_multi && multi(&second);
+            for (name, engine) in &engines {
+                let what = format!("{name} on a {used_on} runtime after its {created_on} runtime was dropped");
+                workout_on(&second, engine, &path, &what);
+                if reactors {
+                    // Both runtimes drive a reactor: completions came through it, not a thread of ours.
+                    assert!(!engine.stats().completion_thread, "{what}");
+                }
+            }
         }
     }
 }
@@ -99,14 +103,14 @@ fn engine_outlives_the_runtime_that_created_it() {
 fn engine_works_while_the_runtime_that_created_it_idles() {
     let dir = common::tempdir();
     let path = data_file(&dir);
-    for next in [current_thread as fn() -> tokio::runtime::Runtime, multi_thread] {
+    for next in [current_thread as Build, multi_thread] {
         // A current-thread runtime only runs while someone blocks on it: this one never does again.
-        let idle = current_thread();
+        let idle = Arc::new(current_thread());
         let engines = engines_on(&idle);
         for (name, engine) in &engines {
             workout_on(&idle, engine, &path, &format!("{name} on its own runtime"));
         }
-        let other = next();
+        let other = Arc::new(next());
         for (name, engine) in &engines {
             workout_on(&other, engine, &path, &format!("{name} while its creator idles"));
         }
@@ -121,26 +125,26 @@ fn engine_created_outside_any_runtime_and_shared_by_two() {
     #[cfg(all(feature = "io-uring", target_os = "linux"))]
     {
         let engine: SharedIoEngine = ferrite_io::create_engine(config(EngineChoice::Uring)).expect("no runtime needed");
-        let (a, b) = (multi_thread(), current_thread());
+        let (a, b) = (Arc::new(multi_thread()), Arc::new(current_thread()));
         std::thread::scope(|s| {
             s.spawn(|| workout_on(&a, &engine, &path, "uring from runtime A"));
             s.spawn(|| workout_on(&b, &engine, &path, "uring from runtime B"));
         });
     }
     let engine = ferrite_io::create_engine(config(EngineChoice::Tokio)).expect("no runtime needed");
-    workout_on(&multi_thread(), &engine, &path, "tokio engine created outside a runtime");
+    workout_on(&Arc::new(multi_thread()), &engine, &path, "tokio engine created outside a runtime");
 }
 
 #[test]
 fn runtime_without_an_io_driver() {
     let dir = common::tempdir();
     let path = data_file(&dir);
-    let builders: [fn() -> tokio::runtime::Runtime; 2] = [
+    let builders: [Build; 2] = [
         || tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap(),
         || tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap(),
     ];
     for build in builders {
-        let rt = build();
+        let rt = Arc::new(build());
         for choice in [EngineChoice::Auto, EngineChoice::Uring, EngineChoice::Tokio] {
             if choice == EngineChoice::Uring && !cfg!(all(feature = "io-uring", target_os = "linux")) {
                 continue; // no io_uring in this build: `uring` is refused, typed (src/io/detect.rs)
@@ -210,33 +214,40 @@ fn no_runtime_at_all() {
 fn block_on_a_runtime_that_has_shut_down() {
     let dir = common::tempdir();
     let path = data_file(&dir);
-    let rt = multi_thread();
-    let handle = rt.handle().clone();
-    let engines = engines_on(&rt);
-    let files: Vec<File> =
-        engines.iter().map(|(_, e)| rt.block_on(e.open(&path, &OpenOptions::new().direct(true))).unwrap()).collect();
-    drop(rt);
-    for ((name, engine), file) in engines.iter().zip(&files) {
-        let buf = engine.pool().try_acquire().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (engine2, file2, handle2) = (engine.clone(), file.clone(), handle.clone());
-        // On a thread of its own, so a hang is caught by the channel's timeout below.
-        std::thread::spawn(move || {
-            let done = handle2.block_on(engine2.read_at(&file2, buf, 3 * PAGE as u64)).into_parts();
-            let _ = tx.send((done.0.map_err(|e| e.to_string()), done.1.first().copied(), done.1.len()));
-        });
-        let (result, first, len) = rx.recv_timeout(WATCHDOG).unwrap_or_else(|_| panic!("{name}: never completed"));
-        if engine.backend() == ferrite_io::Backend::Uring {
-            assert_eq!((result, first), (Ok(PAGE), Some(3)), "{name}");
-        } else {
-            let e = result.unwrap_err();
-            assert!(e.contains("cancelled"), "{name}: {e}");
-            assert_eq!(len, PAGE, "{name}: the buffer comes back");
-        }
-        let deadline = Instant::now() + WATCHDOG;
-        while engine.pool().available() != engine.pool().capacity() {
-            assert!(Instant::now() < deadline, "{name}: buffer lost");
-            std::thread::sleep(Duration::from_millis(1));
+    // Either flavour: a shut-down current-thread runtime has no workers and no blocking pool
+    // either, and its handle's `block_on` never drove its reactor even while it was alive.
+    for (flavour, build) in FLAVOURS {
+        let rt = Arc::new(build());
+        let handle = rt.handle().clone();
+        let engines = engines_on(&rt);
+        let files: Vec<File> = {
+            let (rt, engines, path) = (rt.clone(), engines.clone(), path.clone());
+            let direct = OpenOptions::new().direct(true);
+            on_a_thread("open", move || {
+                engines.iter().map(|(_, e)| rt.block_on(e.open(&path, &direct)).unwrap()).collect()
+            })
+        };
+        drop(rt);
+        for ((name, engine), file) in engines.iter().zip(&files) {
+            let what = format!("{name}, block_on of a shut-down {flavour} runtime");
+            let buf = engine.pool().try_acquire().unwrap();
+            let (engine2, file2, handle2) = (engine.clone(), file.clone(), handle.clone());
+            let (result, first, len) = on_a_thread(&what, move || {
+                let done = handle2.block_on(engine2.read_at(&file2, buf, 3 * PAGE as u64)).into_parts();
+                (done.0.map_err(|e| e.to_string()), done.1.first().copied(), done.1.len())
+            });
+            if engine.backend() == ferrite_io::Backend::Uring {
+                assert_eq!((result, first), (Ok(PAGE), Some(3)), "{what}");
+            } else {
+                let e = result.unwrap_err();
+                assert!(e.contains("cancelled"), "{what}: {e}");
+                assert_eq!(len, PAGE, "{what}: the buffer comes back");
+            }
+            let deadline = Instant::now() + WATCHDOG;
+            while engine.pool().available() != engine.pool().capacity() {
+                assert!(Instant::now() < deadline, "{what}: buffer lost");
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
     }
 }
@@ -251,7 +262,7 @@ fn engine_used_from_plain_threads_and_runtimes_at_once() {
             for i in 0..3 {
                 let (engine, path, name) = (&engine, &path, name);
                 s.spawn(move || {
-                    let rt = if i % 2 == 0 { current_thread() } else { multi_thread() };
+                    let rt = Arc::new(if i % 2 == 0 { current_thread() } else { multi_thread() });
                     workout_on(&rt, engine, path, &format!("{name} from thread {i}"));
                 });
             }
@@ -263,7 +274,6 @@ fn engine_used_from_plain_threads_and_runtimes_at_once() {
 // or returns a typed error, and nothing waits for ever.
 
 type Flusher = PageFlusher<FaultyEngine<Engine>>;
-type Build = fn() -> tokio::runtime::Runtime;
 
 fn flush_config(sync: SyncPolicy) -> FlusherConfig {
     FlusherConfig { page_size: PAGE, depth: 4, sync, ..FlusherConfig::default() }
@@ -290,20 +300,6 @@ async fn flush_page(flusher: &Flusher, index: u64) -> (Result<(), Error>, usize)
     let buf = flusher.engine().pool().try_acquire().expect("a free buffer");
     let (result, back) = flusher.flush(buf, index * PAGE as u64, 10).await.into_parts();
     (result, back.len())
-}
-
-/// Runs `work` on a thread of its own and waits for it under the watchdog: a hang fails here
-/// (tokio's timeout cannot bound a runtime that is itself the problem).
-fn on_a_thread<T: Send + 'static>(what: &str, work: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(work());
-    });
-    match rx.recv_timeout(WATCHDOG) {
-        Ok(done) => done,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{what}: never completed (watchdog)"),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: panicked (see above)"),
-    }
 }
 
 /// Waits until every buffer of the flusher's pool is back (some return when the kernel is done).
@@ -688,11 +684,6 @@ fn a_flush_needs_no_task_of_its_runtime_to_run() {
     // A bootstrap runtime that nobody blocks on: its handle enters it, but its tasks never run.
     let idle = current_thread();
     for (name, flusher) in flushers_on(&idle, &dir) {
-        if flusher.engine().backend() == ferrite_io::Backend::Uring {
-            // io_uring's own waits on such a runtime are the engine's (src/io/uring/wake.rs): its
-            // completion watcher registers with the idle runtime's reactor, which nobody drives.
-            continue;
-        }
         let (flusher2, handle) = (flusher.clone(), idle.handle().clone());
         let done = on_a_thread(&name, move || {
             handle.block_on(async {
@@ -703,6 +694,31 @@ fn a_flush_needs_no_task_of_its_runtime_to_run() {
         assert_eq!(done, (Ok(()), Ok(())), "{name}");
         assert_eq!(flusher.flushed_until(), 2 * PAGE as u64, "{name}");
         wait_pool_full(&name, &flusher);
+    }
+}
+
+/// `Handle::block_on` of a current-thread runtime that nobody drives: its reactor never runs, so
+/// an operation that waited there through it would never be woken. The engine cannot tell
+/// whether anyone is inside that runtime's `Runtime::block_on`, so it takes the completion
+/// thread for such waits (src/io/uring/wake.rs), on both flavours of use: the runtime idle from
+/// the start, and idle after it ran the same work itself.
+#[test]
+fn handle_block_on_of_an_idle_current_thread_runtime() {
+    let dir = common::tempdir();
+    let path = data_file(&dir);
+    let idle = Arc::new(current_thread());
+    for (name, engine) in engines_on(&idle) {
+        for round in ["never driven", "after running the work itself"] {
+            if round == "after running the work itself" {
+                workout_on(&idle, &engine, &path, &format!("{name} inside Runtime::block_on"));
+            }
+            let (engine2, path2, handle) = (engine.clone(), path.clone(), idle.handle().clone());
+            let done = on_a_thread(&format!("{name}, {round}"), move || {
+                handle.block_on(workout(&engine2, &path2)).map_err(|e| e.to_string())
+            });
+            done.unwrap_or_else(|e| panic!("{name}, {round}: {e}"));
+        }
+        common::assert_pool_full(&engine);
     }
 }
 
