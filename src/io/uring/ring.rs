@@ -839,4 +839,31 @@ mod tests {
         assert_eq!(refused.err().map(|(e, _)| e.raw_os_error()), Some(Some(libc::EBADF)));
         assert_eq!(ring.submit(&core.counters).unwrap_err().raw_os_error(), Some(libc::EBADF));
     }
+
+    /// Whoever reaps a tick while a sleeper is registered arms the next one; with nobody
+    /// registered, the ticks stop. Without the first half, a sleeper whose tick another thread
+    /// reaped just before its sleep began could sleep until some unrelated completion.
+    #[test]
+    fn a_reaped_tick_is_re_armed_while_anyone_sleeps() {
+        let core = RingCore::new(IoUring::new(4).unwrap(), super::super::new_eventfd().unwrap());
+        // Stands in for a thread between registering and entering its sleep.
+        core.tick.sleepers.fetch_add(1, SeqCst);
+        core.ensure_tick().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut reaped = 0;
+        while reaped < 3 {
+            assert!(std::time::Instant::now() < deadline, "ticks stopped after {reaped}");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            let mut ring = core.lock();
+            if !ring.uring.completion().is_empty() {
+                ring.reap(&core.counters);
+                reaped += 1;
+                assert!(core.tick.pending.load(SeqCst), "a tick was reaped and none re-armed");
+            }
+        }
+        core.tick.sleepers.fetch_sub(1, SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        core.lock().reap(&core.counters);
+        assert!(!core.tick.pending.load(SeqCst), "no sleeper, yet a tick was armed");
+    }
 }
