@@ -11,7 +11,7 @@ mod common;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use ferrite_io::{Batch, File, IoEngine, IoEngineConfig, UringEngine};
@@ -228,7 +228,7 @@ fn a_panic_inside_block_on_leaves_the_thread_as_it_was() {
         // Had the thread still counted as driving `block_on`, this read would wait for a ring
         // wait that nobody does, and the plain executor below would never be woken.
         let buf = engine.pool().try_acquire().unwrap().try_into_registered(&*engine).unwrap();
-        let (result, buf) = park_on(engine.read_fixed_at(&file, buf, 3 * PAGE as u64)).into_parts();
+        let (result, buf) = common::park_on(engine.read_fixed_at(&file, buf, 3 * PAGE as u64)).into_parts();
         assert_eq!(result.unwrap(), PAGE);
         assert!(buf.iter().all(|&b| b == 3));
     });
@@ -293,23 +293,4 @@ async fn first<A: Future, B: Future<Output = Result<T, E>>, T, E>(a: A, b: B) ->
         b.as_mut().poll(cx).map(Result::ok)
     })
     .await
-}
-
-/// A plain executor: polls on this thread, parks until woken.
-fn park_on<F: Future>(future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return out;
-        }
-        std::thread::park();
-    }
 }

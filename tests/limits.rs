@@ -47,6 +47,17 @@ async fn filled(engine: &SharedIoEngine, seed: u8) -> ferrite_io::Buf<ferrite_io
 }
 
 /// `uring_entries = 1` is documented as valid, so every operation must work on it.
+/// Both engines, rings of one SQ entry (a CQ of two) where io_uring is the engine.
+fn one_entry_ring() -> IoEngineConfig {
+    IoEngineConfig {
+        uring_entries: 1,
+        rings: 1,
+        registered_buffers: 16,
+        buffer_size: PAGE,
+        ..common::config(EngineChoice::Auto)
+    }
+}
+
 #[test]
 fn every_operation_on_a_one_entry_ring() {
     on_each_flavour(every_operation_on_a_one_entry_ring_on);
@@ -54,13 +65,7 @@ fn every_operation_on_a_one_entry_ring() {
 
 async fn every_operation_on_a_one_entry_ring_on(beat: Beat) {
     let dir = common::tempdir();
-    let config = IoEngineConfig {
-        uring_entries: 1,
-        rings: 1,
-        registered_buffers: 16,
-        buffer_size: PAGE,
-        ..common::config(EngineChoice::Auto)
-    };
+    let config = one_entry_ring();
     for (name, engine) in common::engines(&config) {
         for direct in [false, true] {
             let what = format!("{name} direct={direct}");
@@ -171,13 +176,7 @@ fn per_page_sync_flusher_on_a_one_entry_ring() {
 async fn per_page_sync_flusher_on_a_one_entry_ring_on(beat: Beat) {
     const PAGES: u64 = 8;
     let dir = common::tempdir();
-    let config = IoEngineConfig {
-        uring_entries: 1,
-        rings: 1,
-        registered_buffers: 16,
-        buffer_size: PAGE,
-        ..common::config(EngineChoice::Auto)
-    };
+    let config = one_entry_ring();
     for (name, engine) in common::engines(&config) {
         for direct in [false, true] {
             let what = format!("{name} direct={direct}");
@@ -389,13 +388,7 @@ async fn abandoned_operations_return_their_buffers_unprompted() {
     let dir = common::tempdir();
     let path = dir.path().join("data");
     std::fs::write(&path, vec![3u8; 64 * PAGE]).unwrap();
-    let config = IoEngineConfig {
-        uring_entries: 1,
-        rings: 1,
-        registered_buffers: 16,
-        buffer_size: PAGE,
-        ..common::config(EngineChoice::Auto)
-    };
+    let config = one_entry_ring();
     for (name, engine) in common::engines(&config) {
         let file = engine.open(&path, &OpenOptions::new().direct(true)).await.unwrap();
         for round in 0..20u64 {

@@ -11,10 +11,10 @@ mod common;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use common::{Build, FLAVOURS, current_thread, multi_thread, on_a_thread};
+use common::{Build, FLAVOURS, current_thread, multi_thread, on_a_thread, park_on};
 use ferrite_io::hybridlog::{FlusherConfig, PageFlusher, SyncPolicy};
 use ferrite_io::io::fault::FaultyEngine;
 use ferrite_io::{Engine, EngineChoice, Error, File, IoEngine, IoEngineConfig, OpenOptions, SharedIoEngine};
@@ -165,28 +165,6 @@ fn runtime_without_an_io_driver() {
     }
 }
 
-/// Drives a future on this thread with no runtime at all.
-fn block_on<F: Future>(future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    let deadline = Instant::now() + WATCHDOG;
-    loop {
-        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return out;
-        }
-        assert!(Instant::now() < deadline, "never woken (watchdog)");
-        // Woken by `unpark`; the timeout only bounds a lost wake-up, which the assert reports.
-        std::thread::park_timeout(WATCHDOG);
-    }
-}
-
 #[test]
 fn no_runtime_at_all() {
     let dir = common::tempdir();
@@ -195,11 +173,11 @@ fn no_runtime_at_all() {
     for (name, engine) in engines_on(&rt) {
         let file = rt.block_on(engine.open(&path, &OpenOptions::new().direct(true))).unwrap();
         let buf = engine.pool().try_acquire().unwrap();
-        let (result, buf) = block_on(engine.read_at(&file, buf, 5 * PAGE as u64)).into_parts();
+        let (result, buf) = park_on(engine.read_at(&file, buf, 5 * PAGE as u64)).into_parts();
         if engine.backend() == ferrite_io::Backend::Uring {
             assert_eq!(result.unwrap(), PAGE, "{name}");
             assert!(buf.iter().all(|&b| b == 5), "{name}");
-            block_on(engine.sync_data(&file)).unwrap();
+            park_on(engine.sync_data(&file)).unwrap();
         } else {
             // The tokio engine needs a runtime's blocking pool: a typed error, buffer back.
             assert!(matches!(result, Err(Error::NoRuntime(_))), "{name}: {result:?}");
@@ -382,7 +360,7 @@ fn a_flush_outside_any_runtime_is_refused_with_its_page() {
     let dir = common::tempdir();
     let rt = current_thread();
     for (name, flusher) in flushers_on(&rt, &dir) {
-        let (result, len) = block_on(flush_page(&flusher, 0));
+        let (result, len) = park_on(flush_page(&flusher, 0));
         assert!(matches!(result, Err(Error::NoRuntime(_))), "{name}: {result:?}");
         assert_eq!(len, PAGE, "{name}");
         wait_pool_full(&name, &flusher);
@@ -431,11 +409,11 @@ fn the_flusher_works_without_a_time_or_an_io_driver() {
 fn file_calls_outside_any_runtime_are_refused_typed() {
     let dir = common::tempdir();
     let path = data_file(&dir);
-    let open = block_on(File::open(&path, &OpenOptions::new()));
+    let open = park_on(File::open(&path, &OpenOptions::new()));
     assert!(matches!(open, Err(Error::NoRuntime(_))), "{open:?}");
     let file = current_thread().block_on(File::open(&path, &OpenOptions::new())).unwrap();
     // It used to panic here: `spawn_blocking` outside a runtime.
-    let reserved = block_on(file.preallocate(1 << 20));
+    let reserved = park_on(file.preallocate(1 << 20));
     assert!(matches!(reserved, Err(Error::NoRuntime(_))), "{reserved:?}");
     // Under `Handle::block_on` of a runtime that has shut down: an error, never a hang.
     let rt = multi_thread();
@@ -492,7 +470,7 @@ fn the_pool_waits_and_times_out_in_every_runtime_state() {
             });
             let got = match &handle {
                 Some(handle) => handle.block_on(wait),
-                None => block_on(wait),
+                None => park_on(wait),
             };
             giver.join().unwrap();
             got
@@ -520,7 +498,7 @@ fn fault_delays_work_in_every_runtime_state() {
         };
         let done = on_a_thread(what, move || match &handle {
             Some(handle) => handle.block_on(sync),
-            None => block_on(sync),
+            None => park_on(sync),
         });
         assert_eq!(done, (Some(libc::EIO), true), "{what}: (the fault, after the delay)");
         drop(runtime);
@@ -562,7 +540,7 @@ fn reading_and_recovering_a_log_in_every_runtime_state() {
                 };
                 match &handle2 {
                     Some(handle) => handle.block_on(work),
-                    None => block_on(work),
+                    None => park_on(work),
                 }
             });
             // Without a live runtime the tokio engine may still serve a cached read inline (the
@@ -662,7 +640,7 @@ fn a_flush_under_a_shut_down_runtime_that_fails_resolves_the_pages_after_it_with
         let dead = multi_thread().handle().clone();
         let flusher2 = flusher.clone();
         let (page0, _) = on_a_thread(&name, move || dead.block_on(flush_page(&flusher2, 0)));
-        let page1 = on_a_thread(&name, move || block_on(waiter).expect("the task ends"));
+        let page1 = on_a_thread(&name, move || park_on(waiter).expect("the task ends"));
         if flusher.engine().backend() == ferrite_io::Backend::Uring {
             assert_eq!(page0.map_err(|e| e.to_string()), Ok(()), "{name}");
             assert_eq!(page1.map_err(|e| e.to_string()), Ok(()), "{name}");

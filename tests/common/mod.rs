@@ -202,3 +202,27 @@ impl SyscallFilter {
         Ok(())
     }
 }
+
+/// Drives a future on this thread with no runtime at all: polls, parks until woken. A wake-up
+/// that never comes fails after [`WATCHDOG`] instead of hanging.
+pub fn park_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    let deadline = std::time::Instant::now() + WATCHDOG;
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        assert!(std::time::Instant::now() < deadline, "never woken (watchdog)");
+        // Woken by `unpark`; the timeout only bounds a lost wake-up, which the assert reports.
+        std::thread::park_timeout(WATCHDOG);
+    }
+}
