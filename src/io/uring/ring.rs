@@ -24,11 +24,10 @@
 //! completion reaped by another thread just before the sleep began, and a wake-up from
 //! elsewhere. The tick bounds both: while anyone sleeps in the ring, a 1 ms `IORING_OP_TIMEOUT`
 //! is always pending on it, and whoever reaps its completion arms the next one if a sleeper
-//! is still registered. A sleeper registers before it checks for a pending tick (and arms one
-//! if none is), the reaper clears the pending flag before it counts sleepers, both
-//! sequentially consistent, so one of them sees the other: no sleeper is ever without a tick
-//! that completes after it registered, and a tick completion that comes after the sleep began
-//! ends it. One timer per millisecond per ring, not one per wait.
+//! is still registered. A sleeper registers and arms a tick if none is pending, and a reaper
+//! clears the pending flag and counts sleepers, each under the ring's lock: no sleeper is ever
+//! without a tick that completes after it registered, and a tick completion that comes after
+//! the sleep began ends it. One timer per millisecond per ring, not one per wait.
 
 use std::collections::VecDeque;
 use std::io;
@@ -236,20 +235,29 @@ impl RingCore {
     /// docs). The completion work of operations this thread submitted runs inside the wait, as
     /// in a raw ring's loop, so their completions end it directly. An error means no tick could
     /// be armed; the caller must not sleep here then.
+    ///
+    /// The eventfd is off while anyone sleeps here: every completion ends the sleep anyway, and
+    /// the last sleeper out turns it back on and reaps, waking whoever waits through a watcher
+    /// or the completion thread. Left on, each completion also woke the reactor's thread, which
+    /// then took the ring's lock to reap what the sleeper was about to reap itself: with nothing
+    /// else running (the other vCPU idle), 1.16-1.23x the raw ring at QD1 against 1.03-1.05x
+    /// with it off (four alternating runs each).
     pub(super) fn sleep(&self) -> io::Result<()> {
-        self.tick.sleepers.fetch_add(1, SeqCst);
-        let slept = self.ensure_tick().and_then(|()| self.wait());
-        self.tick.sleepers.fetch_sub(1, SeqCst);
-        slept
-    }
-
-    /// Arms a tick unless one is pending.
-    fn ensure_tick(&self) -> io::Result<()> {
-        if self.tick.pending.load(SeqCst) {
-            return Ok(());
+        {
+            let mut ring = self.lock();
+            self.tick.sleepers.fetch_add(1, SeqCst);
+            ring.quiet();
+            if let Err(e) = ring.arm_tick(&self.counters) {
+                self.tick.sleepers.fetch_sub(1, SeqCst);
+                ring.loud(&self.counters);
+                return Err(e);
+            }
         }
+        let slept = self.wait();
         let mut ring = self.lock();
-        ring.arm_tick(&self.counters)
+        self.tick.sleepers.fetch_sub(1, SeqCst);
+        ring.loud(&self.counters);
+        slept
     }
 
     /// `io_uring_enter(GETEVENTS, min_complete = 1)`: returns once the CQ's tail has moved one
@@ -534,13 +542,24 @@ impl Ring {
     /// again. With a full barrier between the write and the read on both sides, at least one
     /// side sees the other's write: the kernel signals, or the second reap finds the completion.
     pub(super) fn submit_and_reap(&mut self, counters: &Counters) {
-        if self.can_quiet {
-            self.uring.completion().disable_eventfd();
-        }
+        self.quiet();
         // A failure has broken the ring and completed the queued operations with the error.
         let _ = self.submit(counters);
         self.reap(counters);
+        self.loud(counters);
+    }
+
+    /// Silences the eventfd (see [`submit_and_reap`](Self::submit_and_reap)).
+    fn quiet(&mut self) {
         if self.can_quiet {
+            self.uring.completion().disable_eventfd();
+        }
+    }
+
+    /// Turns the eventfd back on, unless a thread sleeps in the ring (it reaps instead, and the
+    /// last one out calls this), then reaps what completed while it was off.
+    fn loud(&mut self, counters: &Counters) {
+        if self.can_quiet && self.tick.sleepers.load(SeqCst) == 0 {
             self.uring.completion().enable_eventfd();
             std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             self.reap(counters);
@@ -848,7 +867,7 @@ mod tests {
         let core = RingCore::new(IoUring::new(4).unwrap(), super::super::new_eventfd().unwrap());
         // Stands in for a thread between registering and entering its sleep.
         core.tick.sleepers.fetch_add(1, SeqCst);
-        core.ensure_tick().unwrap();
+        core.lock().arm_tick(&core.counters).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let mut reaped = 0;
         while reaped < 3 {
