@@ -33,8 +33,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 
@@ -66,17 +65,7 @@ pub(super) struct RingCore {
     pub(super) sq_entries: usize,
     /// Signalled by the kernel for completions that arrive outside a submit.
     pub(super) eventfd: OwnedFd,
-    tick: Arc<Tick>,
     pub(super) counters: Counters,
-}
-
-/// Who sleeps in a ring, and whether a tick is pending on it (see the module docs). Shared by
-/// [`RingCore`] (read without the lock) and [`Ring`] (which reaps ticks); boxed so that the
-/// timespec a queued tick entry points at never moves.
-struct Tick {
-    sleepers: AtomicUsize,
-    pending: AtomicBool,
-    timeout: io_uring::types::Timespec,
 }
 
 /// The state behind a ring's mutex.
@@ -102,9 +91,14 @@ pub(super) struct Ring {
     queued: VecDeque<Key>,
     /// The errno of a submit failure that broke the ring for good.
     broken: Option<i32>,
-    tick: Arc<Tick>,
+    /// Threads sleeping in the ring now (see the module docs).
+    sleepers: usize,
+    /// Whether a tick is submitted (or queued) and its completion not yet reaped.
+    tick_pending: bool,
     /// A tick completion was reaped since the last look.
     ticked: bool,
+    /// What a tick entry points at, boxed so that it never moves while the entry is queued.
+    tick_timeout: Box<io_uring::types::Timespec>,
 }
 
 pub(super) struct Slot {
@@ -173,11 +167,6 @@ impl Key {
 impl RingCore {
     pub(super) fn new(uring: IoUring, eventfd: OwnedFd) -> RingCore {
         let (sq, cq) = (uring.params().sq_entries() as usize, uring.params().cq_entries() as usize);
-        let tick = Arc::new(Tick {
-            sleepers: AtomicUsize::new(0),
-            pending: AtomicBool::new(false),
-            timeout: io_uring::types::Timespec::new().nsec(TICK_NS),
-        });
         RingCore {
             fd: uring.as_raw_fd(),
             ring: Mutex::new(Ring {
@@ -191,12 +180,13 @@ impl RingCore {
                 reaped: 0,
                 queued: VecDeque::with_capacity(sq),
                 broken: None,
-                tick: tick.clone(),
+                sleepers: 0,
+                tick_pending: false,
                 ticked: false,
+                tick_timeout: Box::new(io_uring::types::Timespec::new().nsec(TICK_NS)),
             }),
             room: Semaphore::new(cq - 1),
             sq_entries: sq,
-            tick,
             eventfd,
             counters: Counters::default(),
         }
@@ -245,17 +235,17 @@ impl RingCore {
     pub(super) fn sleep(&self) -> io::Result<()> {
         {
             let mut ring = self.lock();
-            self.tick.sleepers.fetch_add(1, SeqCst);
+            ring.sleepers += 1;
             ring.quiet();
             if let Err(e) = ring.arm_tick(&self.counters) {
-                self.tick.sleepers.fetch_sub(1, SeqCst);
+                ring.sleepers -= 1;
                 ring.loud(&self.counters);
                 return Err(e);
             }
         }
         let slept = self.wait();
         let mut ring = self.lock();
-        self.tick.sleepers.fetch_sub(1, SeqCst);
+        ring.sleepers -= 1;
         ring.loud(&self.counters);
         slept
     }
@@ -448,23 +438,23 @@ impl Ring {
     /// Submits a tick unless one is pending (see the module docs). It takes the CQ entry kept
     /// out of the cap, so there is never more than one.
     fn arm_tick(&mut self, counters: &Counters) -> io::Result<()> {
-        if self.tick.pending.load(SeqCst) {
+        if self.tick_pending {
             return Ok(());
         }
         self.reserve(1, counters)?;
-        let tick = io_uring::opcode::Timeout::new(&raw const self.tick.timeout).build().user_data(TICK);
-        // SAFETY: the entry points at `self.tick.timeout`, inside an `Arc` this ring holds for as
-        // long as it exists, so it stays valid and unmoved until the kernel reads it at the
-        // submit (or the ring is gone).
+        let tick = io_uring::opcode::Timeout::new(&raw const *self.tick_timeout).build().user_data(TICK);
+        // SAFETY: the entry points at `*self.tick_timeout`, a box this ring owns for as long as
+        // it exists and never replaces, so it stays valid and unmoved until the kernel reads it
+        // at the submit (or the ring is gone).
         if unsafe { self.uring.submission().push(&tick) }.is_err() {
             return Err(io::Error::from_raw_os_error(libc::EBUSY));
         }
         self.queued.push_back(Key::from_user_data(TICK));
-        self.tick.pending.store(true, SeqCst);
+        self.tick_pending = true;
         let submitted = self.submit(counters);
         if submitted.is_err() {
             // The ring is broken and will never submit the tick: nobody may count on it.
-            self.tick.pending.store(false, SeqCst);
+            self.tick_pending = false;
         }
         submitted
     }
@@ -559,7 +549,7 @@ impl Ring {
     /// Turns the eventfd back on, unless a thread sleeps in the ring (it reaps instead, and the
     /// last one out calls this), then reaps what completed while it was off.
     fn loud(&mut self, counters: &Counters) {
-        if self.can_quiet && self.tick.sleepers.load(SeqCst) == 0 {
+        if self.can_quiet && self.sleepers == 0 {
             self.uring.completion().enable_eventfd();
             std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             self.reap(counters);
@@ -587,8 +577,8 @@ impl Ring {
         loop {
             self.reap_cq();
             if std::mem::take(&mut self.ticked) {
-                self.tick.pending.store(false, SeqCst);
-                if self.tick.sleepers.load(SeqCst) > 0 {
+                self.tick_pending = false;
+                if self.sleepers > 0 {
                     // A failure has broken the ring; its sleepers' operations failed with it.
                     let _ = self.arm_tick(counters);
                 }
@@ -866,7 +856,7 @@ mod tests {
     fn a_reaped_tick_is_re_armed_while_anyone_sleeps() {
         let core = RingCore::new(IoUring::new(4).unwrap(), super::super::new_eventfd().unwrap());
         // Stands in for a thread between registering and entering its sleep.
-        core.tick.sleepers.fetch_add(1, SeqCst);
+        core.lock().sleepers += 1;
         core.lock().arm_tick(&core.counters).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let mut reaped = 0;
@@ -877,12 +867,13 @@ mod tests {
             if !ring.uring.completion().is_empty() {
                 ring.reap(&core.counters);
                 reaped += 1;
-                assert!(core.tick.pending.load(SeqCst), "a tick was reaped and none re-armed");
+                assert!(ring.tick_pending, "a tick was reaped and none re-armed");
             }
         }
-        core.tick.sleepers.fetch_sub(1, SeqCst);
+        core.lock().sleepers -= 1;
         std::thread::sleep(std::time::Duration::from_millis(2));
-        core.lock().reap(&core.counters);
-        assert!(!core.tick.pending.load(SeqCst), "no sleeper, yet a tick was armed");
+        let mut ring = core.lock();
+        ring.reap(&core.counters);
+        assert!(!ring.tick_pending, "no sleeper, yet a tick was armed");
     }
 }

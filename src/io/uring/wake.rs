@@ -16,8 +16,9 @@
 //! - **The engine's completion thread** for everything else: a future polled outside tokio, in a
 //!   runtime built without `enable_io`, by `Handle::block_on` of a runtime that has shut down,
 //!   or on a current-thread runtime outside its tasks (whose reactor runs only while someone is
-//!   inside its `Runtime::block_on`, which the future cannot know). The thread belongs to the engine, starts on first need, blocks in `poll(2)` on the
-//!   rings' eventfds and stops when the engine is dropped.
+//!   inside its `Runtime::block_on`, which the future cannot know). The thread belongs to the
+//!   engine, starts on first need, blocks in `poll(2)` on the rings' eventfds and stops when
+//!   the engine is dropped.
 //! - **The waiting thread itself**, under [`block_on`]: the thread sleeps inside
 //!   `io_uring_enter` on the ring its operation went to, where the kernel runs the operation's
 //!   completion work and ends the sleep, as a raw ring's loop waits. No reactor, no other
