@@ -9,12 +9,12 @@
 //!   and the guard wakes them after unlocking, each behind `catch_unwind`, so a panicking waker
 //!   neither poisons the ring nor stops the other wake-ups.
 //!
-//! **The cap.** A ring holds at most as many operations in flight as its completion queue has
-//! entries: a semaphore of CQ-size permits, one taken per entry pushed and given back when its
+//! **The cap.** A ring holds at most one operation fewer in flight than its completion queue
+//! has entries: a semaphore of that many permits, one taken per entry pushed and given back when its
 //! completion is reaped out of the CQ (not when its future collects it, so a batch that waits
 //! for all of its operations cannot hold the room its own later operations need). The CQ
-//! therefore can never overflow; submitters beyond the cap wait asynchronously. One CQ entry is
-//! kept out of the cap for the tick.
+//! therefore can never overflow; submitters beyond the cap wait asynchronously. The last CQ
+//! entry is the tick's.
 //!
 //! **The tick.** A thread that sleeps in the ring ([`RingCore::sleep`], for `block_on`) waits
 //! for the CQ's tail to move past where it was when the sleep began, with no timer of its own:
