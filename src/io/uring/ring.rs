@@ -10,9 +10,9 @@
 //!   neither poisons the ring nor stops the other wake-ups.
 //!
 //! **The cap.** A ring holds at most one operation fewer in flight than its completion queue
-//! has entries: a semaphore of that many permits, one taken per entry pushed and given back when its
-//! completion is reaped out of the CQ (not when its future collects it, so a batch that waits
-//! for all of its operations cannot hold the room its own later operations need). The CQ
+//! has entries: a semaphore of that many permits, one taken per entry pushed and given back
+//! when its completion is reaped out of the CQ (not when its future collects it, so a batch
+//! that waits for all of its operations cannot hold the room its own later operations need). The CQ
 //! therefore can never overflow; submitters beyond the cap wait asynchronously. The last CQ
 //! entry is the tick's.
 //!
