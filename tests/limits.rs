@@ -230,18 +230,28 @@ fn a_panicking_waker_stalls_nothing() {
     on_each_flavour(a_panicking_waker_stalls_nothing_on);
 }
 
-async fn a_panicking_waker_stalls_nothing_on(beat: Beat) {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    use std::task::{Context, Poll, Wake, Waker};
+/// A waker that counts its wake-ups, then panics: the count proves the panic happened.
+struct Bomb(std::sync::atomic::AtomicU32);
 
-    /// Counts its wake-ups, then panics: the count proves the panic happened.
-    struct Bomb(AtomicU32);
-    impl Wake for Bomb {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            panic!("this waker panics on purpose");
-        }
+impl std::task::Wake for Bomb {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        panic!("this waker panics on purpose");
     }
+}
+
+impl Bomb {
+    fn new() -> Arc<Bomb> {
+        Arc::new(Bomb(std::sync::atomic::AtomicU32::new(0)))
+    }
+
+    fn exploded(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst) > 0
+    }
+}
+
+async fn a_panicking_waker_stalls_nothing_on(beat: Beat) {
+    use std::task::{Context, Poll, Waker};
     let dir = common::tempdir();
     let path = dir.path().join("data");
     std::fs::write(&path, vec![9u8; 64 * PAGE]).unwrap();
@@ -254,7 +264,7 @@ async fn a_panicking_waker_stalls_nothing_on(beat: Beat) {
         for round in 0..20u64 {
             let what = format!("{name} round {round}");
             beat.step(format!("{what}: a read whose waker panics"));
-            let bomb = Arc::new(Bomb(AtomicU32::new(0)));
+            let bomb = Bomb::new();
             let mut read = Box::pin(engine.read_at(&file, engine.acquire().await, round * PAGE as u64));
             let first = read.as_mut().poll(&mut Context::from_waker(&Waker::from(bomb.clone())));
             let done = match first {
@@ -262,7 +272,7 @@ async fn a_panicking_waker_stalls_nothing_on(beat: Beat) {
                 Poll::Ready(done) => done,
                 Poll::Pending => {
                     // Not polled again until whoever delivers its completion has woken the bomb.
-                    while bomb.0.load(Ordering::SeqCst) == 0 {
+                    while !bomb.exploded() {
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                     exploded += 1;
@@ -287,6 +297,74 @@ async fn a_panicking_waker_stalls_nothing_on(beat: Beat) {
         assert!(exploded > 0, "{name}: no read went pending, so no waker panicked");
         common::assert_pool_full(&engine);
     }
+}
+
+/// Tasks waiting for ring room are woken together when completions free it; one of them with a
+/// panicking waker must not cost the others theirs. (tokio's semaphore, which holds the room,
+/// drops the rest of a batch of wakers when one panics; the engine hands it wakers that cannot.)
+#[test]
+fn a_panicking_waker_waiting_for_ring_room_strands_no_other_waiter() {
+    on_each_flavour(a_panicking_waker_waiting_for_ring_room_strands_no_other_waiter_on);
+}
+
+async fn a_panicking_waker_waiting_for_ring_room_strands_no_other_waiter_on(beat: Beat) {
+    use std::task::{Context, Waker};
+    let dir = common::tempdir();
+    let path = dir.path().join("data");
+    std::fs::write(&path, vec![5u8; 8 * PAGE]).unwrap();
+    let config = IoEngineConfig {
+        uring_entries: 2, // a CQ of 4: room for 3 operations in flight
+        rings: 1,
+        registered_buffers: 16,
+        buffer_size: PAGE,
+        nowait_fast_path: false,
+        ..common::config(EngineChoice::Uring)
+    };
+    let engine = ferrite_io::create_engine(config).unwrap();
+    let file = engine.open(&path, &OpenOptions::new()).await.unwrap();
+    for round in 0..5u32 {
+        let what = format!("round {round}");
+        beat.step(format!("{what}: three reads of an empty pipe take all the room"));
+        let (pipe, mut writer) = common::pipe();
+        let pipe = Arc::new(pipe);
+        let mut holders = tokio::task::JoinSet::new();
+        for _ in 0..3 {
+            let (engine, pipe) = (engine.clone(), pipe.clone());
+            holders.spawn(async move {
+                let mut buf = engine.acquire().await;
+                buf.set_len(1).unwrap();
+                engine.read_at(&pipe, buf, 0).await.0.unwrap()
+            });
+        }
+        while engine.stats().in_flight < 3 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        beat.step(format!("{what}: a bomb, a task and a bomb wait for room, in that order"));
+        let (first, second) = (Bomb::new(), Bomb::new());
+        let mut early = Box::pin(engine.read_at(&file, engine.acquire().await, 0));
+        assert!(early.as_mut().poll(&mut Context::from_waker(&Waker::from(first.clone()))).is_pending());
+        let waiter = {
+            let (engine, file) = (engine.clone(), file.clone());
+            tokio::spawn(async move { engine.read_at(&file, engine.acquire().await, PAGE as u64).await.0.unwrap() })
+        };
+        while engine.stats().ring_waits < u64::from(2 + 3 * round) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let mut late = Box::pin(engine.read_at(&file, engine.acquire().await, 2 * PAGE as u64));
+        assert!(late.as_mut().poll(&mut Context::from_waker(&Waker::from(second.clone()))).is_pending());
+        beat.step(format!("{what}: the pipe is written; all three waiters get room"));
+        std::io::Write::write_all(&mut writer, &[1, 2, 3]).unwrap();
+        while let Some(n) = holders.join_next().await {
+            assert_eq!(n.unwrap(), 1, "{what}");
+        }
+        assert_eq!(waiter.await.unwrap(), PAGE, "{what}: the task between the bombs");
+        while !(first.exploded() && second.exploded()) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(early.await.0.unwrap(), PAGE, "{what}");
+        assert_eq!(late.await.0.unwrap(), PAGE, "{what}");
+    }
+    common::assert_pool_full(&engine);
 }
 
 /// The `direct_io` key decides how files the engine opens are opened, unless `OpenOptions` say.

@@ -275,7 +275,22 @@ impl RingCore {
             return Ok(());
         }
         self.counters.ring_waits.fetch_add(1, Relaxed);
-        match self.room.acquire_many(n).await {
+        // tokio wakes the waiters that freed permits satisfy as one batch, and if one waker
+        // panics it drops the rest of the batch unwoken: hand it a waker that cannot panic.
+        let mut acquire = std::pin::pin!(self.room.acquire_many(n));
+        let mut shield: Option<(Waker, Waker)> = None;
+        let acquired = std::future::poll_fn(|cx| {
+            let waker = match &shield {
+                Some((theirs, ours)) if theirs.will_wake(cx.waker()) => ours.clone(),
+                _ => {
+                    let ours = Waker::from(Arc::new(Shield(cx.waker().clone())));
+                    shield = Some((cx.waker().clone(), ours.clone()));
+                    ours
+                }
+            };
+            acquire.as_mut().poll(&mut std::task::Context::from_waker(&waker))
+        });
+        match acquired.await {
             Ok(permit) => {
                 permit.forget();
                 Ok(())
@@ -288,6 +303,19 @@ impl RingCore {
     /// Gives back `n` permits taken with [`room`](Self::room) for operations never pushed.
     pub(super) fn unroom(&self, n: usize) {
         self.room.add_permits(n);
+    }
+}
+
+/// Wakes the waker it wraps, catching a panic (see [`RingCore::room`]).
+struct Shield(Waker);
+
+impl std::task::Wake for Shield {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        quietly(|| self.0.wake_by_ref());
     }
 }
 
