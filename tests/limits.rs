@@ -302,11 +302,13 @@ async fn a_panicking_waker_stalls_nothing_on(beat: Beat) {
 /// Tasks waiting for ring room are woken together when completions free it; one of them with a
 /// panicking waker must not cost the others theirs. (tokio's semaphore, which holds the room,
 /// drops the rest of a batch of wakers when one panics; the engine hands it wakers that cannot.)
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
 #[test]
 fn a_panicking_waker_waiting_for_ring_room_strands_no_other_waiter() {
     on_each_flavour(a_panicking_waker_waiting_for_ring_room_strands_no_other_waiter_on);
 }
 
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
 async fn a_panicking_waker_waiting_for_ring_room_strands_no_other_waiter_on(beat: Beat) {
     use std::task::{Context, Waker};
     let dir = common::tempdir();
