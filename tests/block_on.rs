@@ -65,12 +65,7 @@ fn operations_complete_while_the_thread_waits_in_the_ring() {
     let file = data_file(&dir);
     let stats = watched("reads, a write, syncs and a batch", move || {
         engine.block_on(async {
-            for page in 0..64u64 {
-                let (result, buf) =
-                    engine.read_fixed_at(&file, engine.acquire().await, page * PAGE as u64).await.into_parts();
-                assert_eq!(result.unwrap(), PAGE);
-                assert!(buf.iter().all(|&b| u64::from(b) == page), "page {page}");
-            }
+            read_pages(&engine, &file, 0..64).await;
             let mut buf = engine.acquire().await;
             buf.fill(0xEE);
             engine.write_all_at(&file, buf, 63 * PAGE as u64).await.0.unwrap();
@@ -172,13 +167,13 @@ fn sleepers_and_other_reapers_share_a_ring() {
         let tasks: Vec<_> = (0..4)
             .map(|_| {
                 let (engine, file) = (engine.clone(), file.clone());
-                runtime.spawn(async move { read_all(&engine, &file, 400).await })
+                runtime.spawn(async move { read_pages(&engine, &file, (0..400).map(|i| (i * 7) % 64)).await })
             })
             .collect();
         let sleepers: Vec<_> = (0..2)
             .map(|_| {
                 let (engine, file) = (engine.clone(), file.clone());
-                std::thread::spawn(move || engine.block_on(read_all(&engine, &file, 400)))
+                std::thread::spawn(move || engine.block_on(read_pages(&engine, &file, (0..400).map(|i| (i * 7) % 64))))
             })
             .collect();
         for sleeper in sleepers {
@@ -241,12 +236,7 @@ fn another_engines_operations_inside_block_on_are_woken_by_that_engine() {
     let file = data_file(&dir);
     watched("reads on a second engine", move || {
         driver.block_on(async {
-            for page in 0..16u64 {
-                let (result, buf) =
-                    other.read_fixed_at(&file, other.acquire().await, page * PAGE as u64).await.into_parts();
-                assert_eq!(result.unwrap(), PAGE);
-                assert!(buf.iter().all(|&b| u64::from(b) == page), "page {page}");
-            }
+            read_pages(&other, &file, 0..16).await;
         });
     });
 }
@@ -272,10 +262,9 @@ async fn join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
     (first.unwrap(), second.unwrap())
 }
 
-/// Reads `rounds` pages, checking each one's bytes.
-async fn read_all(engine: &UringEngine, file: &File, rounds: u64) {
-    for i in 0..rounds {
-        let page = (i * 7) % 64;
+/// Reads each page of `pages` (of [`data_file`]) with `engine`, checking its bytes.
+async fn read_pages(engine: &UringEngine, file: &File, pages: impl IntoIterator<Item = u64>) {
+    for page in pages {
         let (result, buf) = engine.read_fixed_at(file, engine.acquire().await, page * PAGE as u64).await.into_parts();
         assert_eq!(result.unwrap(), PAGE);
         assert!(buf.iter().all(|&b| u64::from(b) == page), "page {page}");
