@@ -283,3 +283,69 @@ async fn first<A: Future, B: Future<Output = Result<T, E>>, T, E>(a: A, b: B) ->
     })
     .await
 }
+
+/// Two operations wait in the ring, and the future then polls only the one its waker names, as
+/// `FuturesUnordered` does: after the first completes, the thread must keep waiting where the
+/// second can end the wait. It parked with nobody watching the ring, and the second read's
+/// completion (a pipe read, satisfied 50 ms later) never woke it.
+#[test]
+fn an_operation_not_polled_again_still_ends_the_wait() {
+    let engine = engine();
+    let dir = common::tempdir();
+    let file = data_file(&dir);
+    watched("a read polled only when its own waker fires", move || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        let pipe = File::from_std(std::fs::File::from(std::os::fd::OwnedFd::from(reader)), false);
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            std::io::Write::write_all(&mut std::fs::File::from(std::os::fd::OwnedFd::from(writer)), &[4; 8]).unwrap();
+        });
+        let (page, byte) = engine.block_on(async {
+            let (a, mut b) = (engine.acquire().await, engine.acquire().await);
+            b.set_len(1).unwrap();
+            let mut a = std::pin::pin!(engine.read_fixed_at(&file, a, 9 * PAGE as u64));
+            let mut b = std::pin::pin!(engine.read_fixed_at(&pipe, b, 0));
+            let b_woken = Arc::new(Flag::default());
+            let (mut a_out, mut polled) = (None, false);
+            std::future::poll_fn(|cx| {
+                *b_woken.waker.lock().unwrap() = Some(cx.waker().clone());
+                let b_waker = std::task::Waker::from(b_woken.clone());
+                let poll_b = !polled || b_woken.woken.swap(false, std::sync::atomic::Ordering::AcqRel);
+                if a_out.is_none() {
+                    if let Poll::Ready(out) = a.as_mut().poll(cx) {
+                        a_out = Some(out);
+                    }
+                }
+                polled = true;
+                if poll_b {
+                    if let Poll::Ready(out) = b.as_mut().poll(&mut std::task::Context::from_waker(&b_waker)) {
+                        return Poll::Ready((a_out.take().expect("the device read finishes first"), out));
+                    }
+                }
+                Poll::Pending
+            })
+            .await
+        });
+        writer.join().unwrap();
+        let ((n, page), (m, byte)) = (page.into_parts(), byte.into_parts());
+        assert_eq!((n.unwrap(), m.unwrap()), (PAGE, 1));
+        assert!(page.iter().all(|&b| b == 9));
+        assert_eq!(byte[0], 4);
+    });
+}
+
+/// A waker that records that it fired, then wakes the task's own (see the test above).
+#[derive(Default)]
+struct Flag {
+    woken: std::sync::atomic::AtomicBool,
+    waker: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
+impl std::task::Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.woken.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(waker) = self.waker.lock().unwrap().as_ref() {
+            waker.wake_by_ref();
+        }
+    }
+}

@@ -254,22 +254,26 @@ impl UringEngine {
         if let Err(e) = self.shared.rings[index].room(1).await {
             return Err((e, payload));
         }
-        Ok(match self.push(index, file, entry, payload)? {
+        Ok(match self.push(index, file, entry, payload, None)? {
             Pushed::Done(done) => Started::Done(Some(done)),
             Pushed::Later(key) => Started::Later(OpFuture::new(&self.shared, index, file, key)),
         })
     }
 
     /// Pushes one entry on ring `index`, whose room for it the caller took, and submits it.
-    /// Gives the room back if the entry was refused.
+    /// Gives the room back if the entry was refused. With `wait`, an operation left in flight
+    /// already waits with that waker and claim (see `OpFuture::new`), as if its future had been
+    /// polled once, under the same lock.
     fn push(
         &self,
         index: usize,
         file: &File,
         entry: squeue::Entry,
         payload: Payload,
+        wait: Option<(&std::task::Waker, &mut Option<wake::Claim>)>,
     ) -> std::result::Result<Pushed, (io::Error, Payload)> {
         let core = &self.shared.rings[index];
+        let mut path = None;
         let pushed = {
             let mut ring = core.lock();
             match ring.reserve(1, &core.counters) {
@@ -280,10 +284,19 @@ impl UringEngine {
                     ring.hold_if_queued(key, file);
                     // Work the kernel finished inside the submit (most page-cache reads) is
                     // handed over now, saving the future a second trip through the lock.
-                    ring.take_done(key).ok_or(key)
+                    let done = ring.take_done(key).ok_or(key);
+                    if let (Err(key), Some((waker, claim))) = (&done, wait) {
+                        let key = *key;
+                        ring.wait(key, waker);
+                        path = Some(wake::wait_path(&self.shared, index, &mut ring, claim));
+                    }
+                    done
                 }),
             }
         };
+        if let Some(path) = path {
+            wake::arm(&self.shared, path);
+        }
         match pushed {
             Ok(Ok(done)) => {
                 core.counters.inline.fetch_add(1, Relaxed);
@@ -702,11 +715,13 @@ struct OpFuture<'a> {
     file: &'a File,
     /// The operation still in the slab, or `None` once taken.
     key: Option<Key>,
+    /// Held while it waits under `block_on` (see `wake::Driving`).
+    claim: Option<wake::Claim>,
 }
 
 impl<'a> OpFuture<'a> {
     fn new(shared: &'a Arc<Shared>, ring: usize, file: &'a File, key: Key) -> Self {
-        OpFuture { shared, ring, file, key: Some(key) }
+        OpFuture { shared, ring, file, key: Some(key), claim: None }
     }
 }
 
@@ -715,7 +730,8 @@ impl std::future::Future for OpFuture<'_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let Some(key) = self.key else { return Poll::Pending };
-        let core = &self.shared.rings[self.ring];
+        let this = &mut *self;
+        let core = &this.shared.rings[this.ring];
         let mut ring = core.lock();
         // Woken for its completion, which the watcher reaped: no reap needed, but entries a
         // partial submit left queued still go to the kernel (their futures may be waiting on
@@ -729,15 +745,16 @@ impl std::future::Future for OpFuture<'_> {
             ring.progress(&core.counters);
         }
         if let Some((result, payload)) = done {
+            wake::release(&mut ring, &mut this.claim);
             drop(ring);
             core.counters.later.fetch_add(1, Relaxed);
-            self.key = None;
+            this.key = None;
             return Poll::Ready((syscall_result(result), payload));
         }
         ring.wait(key, cx.waker());
-        let path = wake::wait_path(self.shared, self.ring, &mut ring);
+        let path = wake::wait_path(this.shared, this.ring, &mut ring, &mut this.claim);
         drop(ring);
-        wake::arm(self.shared, path);
+        wake::arm(this.shared, path);
         Poll::Pending
     }
 }
@@ -747,6 +764,7 @@ impl Drop for OpFuture<'_> {
         if let Some(key) = self.key {
             let core = &self.shared.rings[self.ring];
             let mut ring = core.lock();
+            wake::release(&mut ring, &mut self.claim);
             if ring.abandon(key, Some(self.file)) {
                 watch_for_abandoned(self.shared, self.ring, ring);
             }
@@ -842,13 +860,13 @@ impl<R: Future<Output = io::Result<()>>> Future for RingRw<'_, R> {
         }
         let (at, offset) = (*this.start + inline, *this.offset + inline as u64);
         let entry = rw_entry(*this.rw, *this.fixed, On::file(&engine.shared, this.file), &buf, at, offset);
-        match engine.push(*this.index, this.file, entry, Payload::one(buf)) {
+        let mut claim = None;
+        match engine.push(*this.index, this.file, entry, Payload::one(buf), Some((cx.waker(), &mut claim))) {
             Ok(Pushed::Done((result, payload))) => Poll::Ready(end(syscall_result(result), payload.into_one())),
             Ok(Pushed::Later(key)) => {
-                let op = this.op.insert(OpFuture::new(&engine.shared, *this.index, this.file, key));
-                let (result, payload) = std::task::ready!(Pin::new(op).poll(cx));
-                *this.op = None;
-                Poll::Ready(end(result, payload.into_one()))
+                let (shared, ring, file) = (&engine.shared, *this.index, *this.file);
+                *this.op = Some(OpFuture { shared, ring, file, key: Some(key), claim });
+                Poll::Pending
             }
             Err((e, payload)) => Poll::Ready(end(Err(e), payload.into_one())),
         }
@@ -873,6 +891,8 @@ struct BatchWait<'a, 'b> {
     slots: &'b mut Vec<BatchSlot>,
     /// Operations still in flight.
     left: usize,
+    /// Held while it waits under `block_on` (see `wake::Driving`).
+    claim: Option<wake::Claim>,
 }
 
 impl std::future::Future for BatchWait<'_, '_> {
@@ -903,9 +923,10 @@ impl std::future::Future for BatchWait<'_, '_> {
         }
         core.counters.add(&tally);
         if this.left == 0 {
+            wake::release(&mut ring, &mut this.claim);
             return Poll::Ready(());
         }
-        let path = wake::wait_path(this.shared, this.ring, &mut ring);
+        let path = wake::wait_path(this.shared, this.ring, &mut ring, &mut this.claim);
         drop(ring);
         wake::arm(this.shared, path);
         Poll::Pending
@@ -919,6 +940,7 @@ impl Drop for BatchWait<'_, '_> {
         }
         let core = &self.shared.rings[self.ring];
         let mut ring = core.lock();
+        wake::release(&mut ring, &mut self.claim);
         let mut in_flight = false;
         for slot in self.slots.iter() {
             if let BatchSlot::Submitted { key, .. } = slot {
@@ -1165,7 +1187,7 @@ impl IoEngine for UringEngine {
         let pool = self.shared.pool.id();
         // Owns the batch's slots from here: dropped early (even while waiting for room), it
         // abandons every operation already in flight and empties the batch.
-        let mut wait = BatchWait { shared: &self.shared, ring: index, slots: &mut batch.slots, left: 0 };
+        let mut wait = BatchWait { shared: &self.shared, ring: index, slots: &mut batch.slots, left: 0, claim: None };
         let mut next = 0;
         while next < wait.slots.len() {
             // As much as there is ring room for (at least one, waited for) and fits the SQ.

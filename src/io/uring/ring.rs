@@ -222,9 +222,10 @@ impl RingCore {
 
     /// Sleeps inside `io_uring_enter` until a completion arrives or a signal interrupts it (both
     /// `Ok`), at most about one tick after a completion is reaped elsewhere (see the module
-    /// docs). The completion work of operations this thread submitted runs inside the wait, as
-    /// in a raw ring's loop, so their completions end it directly. An error means no tick could
-    /// be armed; the caller must not sleep here then.
+    /// docs). The caller counts among the ring's sleepers ([`Locked::enter_sleep`]) from before
+    /// this call until it has reaped the ring after it. The completion work of operations this
+    /// thread submitted runs inside the wait, as in a raw ring's loop, so their completions end
+    /// it directly. Takes no lock: it submits nothing.
     ///
     /// The eventfd is off while anyone sleeps here: every completion ends the sleep anyway, and
     /// the last sleeper out turns it back on and reaps, waking whoever waits through a watcher
@@ -233,26 +234,6 @@ impl RingCore {
     /// else running (the other vCPU idle), 1.16-1.23x the raw ring at QD1 against 1.03-1.05x
     /// with it off (four alternating runs each).
     pub(super) fn sleep(&self) -> io::Result<()> {
-        {
-            let mut ring = self.lock();
-            ring.sleepers += 1;
-            ring.quiet();
-            if let Err(e) = ring.arm_tick(&self.counters) {
-                ring.sleepers -= 1;
-                ring.loud(&self.counters);
-                return Err(e);
-            }
-        }
-        let slept = self.wait();
-        let mut ring = self.lock();
-        ring.sleepers -= 1;
-        ring.loud(&self.counters);
-        slept
-    }
-
-    /// `io_uring_enter(GETEVENTS, min_complete = 1)`: returns once the CQ's tail has moved one
-    /// past where the call found the head. Takes no lock: it submits nothing.
-    fn wait(&self) -> io::Result<()> {
         // SAFETY: with no entries to submit and no `EXT_ARG`, the kernel reads no memory of
         // ours; `self.fd` stays open while `self` exists.
         let done =
@@ -396,6 +377,32 @@ impl Drop for Locked<'_> {
 impl Locked<'_> {
     fn unlock(&mut self) {
         drop(self.guard.take());
+    }
+
+    /// Counts the calling thread among the ring's sleepers, from now until its
+    /// [`leave_sleep`](Self::leave_sleep): the eventfd goes quiet and a tick is kept pending
+    /// (see the module docs). An error means no tick could be armed (a broken ring); the
+    /// thread is not counted then and must not sleep here.
+    pub(super) fn enter_sleep(&mut self) -> io::Result<()> {
+        let counters = &self.core.counters;
+        let ring = self.guard.as_mut().expect("the guard is held until drop");
+        ring.sleepers += 1;
+        ring.quiet();
+        let armed = ring.arm_tick(counters);
+        if armed.is_err() {
+            ring.sleepers -= 1;
+            ring.loud(counters);
+        }
+        armed
+    }
+
+    /// Stops counting the calling thread among the sleepers; the last one out turns the eventfd
+    /// back on and reaps.
+    pub(super) fn leave_sleep(&mut self) {
+        let counters = &self.core.counters;
+        let ring = self.guard.as_mut().expect("the guard is held until drop");
+        ring.sleepers -= 1;
+        ring.loud(counters);
     }
 }
 

@@ -72,22 +72,62 @@ pub(super) enum Path {
     Here,
 }
 
-/// The path for a future on ring `index` that waits for its own operations, polled now: the
-/// thread itself if it runs [`block_on`] of this engine and waits in no other ring yet, else
-/// [`path`]. (A dropped future's operations take [`path`]: `block_on` may return before they
-/// complete.)
-pub(super) fn wait_path(shared: &Arc<Shared>, index: usize, ring: &mut Locked<'_>) -> Path {
+/// A waiting future's place among the operations its thread's [`block_on`] waits for in its
+/// ring (`Driving::waiting`), named by that `block_on`'s epoch. Given back with [`release`].
+pub(super) struct Claim(u64);
+
+/// The path for a future on ring `index` (locked, and reaped since the last look) that waits
+/// for its own operations now, holding `claim` if it waited before: the thread itself if it
+/// runs [`block_on`] of this engine and waits in no other ring, else [`path`]. The thread then
+/// counts among the ring's sleepers until it has reaped the ring after its next sleep, or its
+/// last claim is released. (A dropped future's operations take [`path`]: `block_on` may
+/// return before they complete.)
+pub(super) fn wait_path(shared: &Arc<Shared>, index: usize, ring: &mut Locked<'_>, claim: &mut Option<Claim>) -> Path {
+    let engine = Arc::as_ptr(shared) as usize;
     let here = DRIVING.with(|driving| {
         let mut now = driving.get();
-        let mine = now.engine == Arc::as_ptr(shared) as usize;
-        if mine && now.ring.is_none_or(|r| r == index) {
-            now.ring = Some(index);
-            driving.set(now);
-            return true;
+        if now.engine != engine {
+            return false;
         }
-        false
+        if claim.as_ref().is_none_or(|c| c.0 != now.epoch) {
+            // New, or a claim of a `block_on` that has returned (the future outlived it).
+            if now.ring.is_some_and(|r| r != index) {
+                return false;
+            }
+            now.ring = Some(index);
+            now.waiting += 1;
+            *claim = Some(Claim(now.epoch));
+        }
+        // A ring that cannot arm its tick (a broken one) is not slept in: `block_on` finds
+        // the thread unregistered and parks instead.
+        if !now.registered && ring.enter_sleep().is_ok() {
+            now.registered = true;
+        }
+        now.slept = false;
+        driving.set(now);
+        true
     });
     if here { Path::Here } else { path(shared, index, ring) }
+}
+
+/// Gives back `claim` of a future on ring `index` (locked) that finished or is dropped. With the
+/// last claim of its `block_on` the thread stops counting among the ring's sleepers.
+pub(super) fn release(ring: &mut Locked<'_>, claim: &mut Option<Claim>) {
+    let Some(Claim(epoch)) = claim.take() else { return };
+    DRIVING.with(|driving| {
+        let mut now = driving.get();
+        if now.epoch != epoch || now.waiting == 0 {
+            return;
+        }
+        now.waiting -= 1;
+        if now.waiting == 0 {
+            if now.registered {
+                ring.leave_sleep();
+            }
+            now = Driving { ring: None, registered: false, slept: false, ..now };
+        }
+        driving.set(now);
+    });
 }
 
 /// The path for a future on ring `index`, polled now; `ring` is that ring, locked.
@@ -259,15 +299,42 @@ thread_local! {
     /// Set while [`quietly`] runs its closure on this thread.
     static PROBING: Cell<bool> = const { Cell::new(false) };
     /// What [`block_on`] drives on this thread, if anything.
-    static DRIVING: Cell<Driving> = const { Cell::new(Driving { engine: 0, ring: None }) };
+    static DRIVING: Cell<Driving> = const { Cell::new(Driving::NONE) };
+    /// The waker of this thread's [`block_on`], kept between calls (`None` while one runs).
+    static PARKED: Cell<Option<(Arc<Parked>, Waker)>> = const { Cell::new(None) };
+    /// The next epoch of a [`block_on`] on this thread.
+    static EPOCH: Cell<u64> = const { Cell::new(0) };
 }
 
-/// The engine whose [`block_on`] runs on this thread (its `Shared`'s address, 0 for none), and
-/// the ring a pending operation waits in since the last poll.
+/// Epochs of different threads never meet: each thread takes its own range of 2^32.
+static EPOCHS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 32);
+
+/// What the [`block_on`] running on this thread drives.
+///
+/// Its operations that wait in the ring (holding a [`Claim`]) all wait in one ring, where the
+/// thread sleeps while any is in flight; with none, it parks. The thread enters the ring's
+/// sleepers when an operation starts waiting there and leaves them when the last one is
+/// released, so a sleep that a completion ends costs no lock before it or after it: the
+/// operation's own poll reaps, takes its result and leaves, under one lock.
 #[derive(Clone, Copy)]
 struct Driving {
+    /// The engine (its `Shared`'s address), 0 for none.
     engine: usize,
+    /// Names this `block_on` among every one of the process.
+    epoch: u64,
+    /// The ring its waiting operations went to, while `waiting > 0`.
     ring: Option<usize>,
+    /// Claims held.
+    waiting: usize,
+    /// Counted among `ring`'s sleepers.
+    registered: bool,
+    /// Woke from a sleep in `ring` and has not reaped it since: it must before sleeping again
+    /// (the completions left in the CQ would end the next sleep at once).
+    slept: bool,
+}
+
+impl Driving {
+    const NONE: Driving = Driving { engine: 0, epoch: 0, ring: None, waiting: 0, registered: false, slept: false };
 }
 
 /// How long [`block_on`] parks when its ring cannot be slept in before it polls again.
@@ -275,36 +342,107 @@ const TICK: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Runs `future` to completion on this thread: see `UringEngine::block_on`.
 pub(super) fn block_on<F: Future>(shared: &Arc<Shared>, future: F) -> F::Output {
-    /// Puts back what the thread drove before, also when `future` panics.
-    struct Restore(Driving);
-    impl Drop for Restore {
+    /// Leaves the sleepers and puts back what the thread drove before, also when `future`
+    /// panics.
+    struct Restore<'a> {
+        shared: &'a Arc<Shared>,
+        outer: Driving,
+        parked: Option<(Arc<Parked>, Waker)>,
+    }
+    impl Drop for Restore<'_> {
         fn drop(&mut self) {
-            DRIVING.with(|driving| driving.set(self.0));
+            let now = DRIVING.with(|driving| driving.replace(self.outer));
+            if let (true, Some(index)) = (now.registered, now.ring) {
+                self.shared.rings[index].lock().leave_sleep();
+            }
+            PARKED.with(|cell| {
+                if let Some(parked) = self.parked.take() {
+                    // A wake meant for an outer `block_on` may have been taken by this one.
+                    if self.outer.engine != 0 {
+                        parked.0.woken.store(true, Ordering::Release);
+                    }
+                    cell.set(Some(parked));
+                }
+            });
         }
     }
+    let mut outer = DRIVING.with(Cell::get);
+    if outer.registered {
+        // Inside an outer `block_on`'s poll: it leaves its ring's sleepers while this one runs,
+        // so that ring's eventfd is not kept quiet meanwhile, and enters them again when it
+        // next sleeps.
+        outer.leave();
+    }
+    let parked = PARKED.with(Cell::take).unwrap_or_else(|| {
+        let parked = Arc::new(Parked { woken: AtomicBool::new(false), thread: std::thread::current() });
+        (parked.clone(), Waker::from(parked))
+    });
+    parked.0.woken.store(false, Ordering::Relaxed);
+    let epoch = EPOCH.with(|next| {
+        let mut epoch = next.get();
+        if epoch & 0xFFFF_FFFF == 0 {
+            epoch = EPOCHS.fetch_add(1 << 32, Ordering::Relaxed);
+        }
+        next.set(epoch + 1);
+        epoch
+    });
     let engine = Arc::as_ptr(shared) as usize;
-    let _restore = Restore(DRIVING.with(Cell::get));
-    let parked = Arc::new(Parked { woken: AtomicBool::new(false), thread: std::thread::current() });
-    let waker = Waker::from(parked.clone());
-    let mut cx = Context::from_waker(&waker);
+    DRIVING.with(|driving| driving.set(Driving { engine, epoch, ..Driving::NONE }));
+    let restore = Restore { shared, outer, parked: Some(parked) };
+    let (woken, waker) = match &restore.parked {
+        Some((parked, waker)) => (&parked.woken, waker),
+        None => unreachable!("set above"),
+    };
+    let mut cx = Context::from_waker(waker);
     let mut future = std::pin::pin!(future);
     loop {
-        DRIVING.with(|driving| driving.set(Driving { engine, ring: None }));
         if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
             return output;
         }
-        if parked.woken.swap(false, Ordering::Acquire) {
+        let now = DRIVING.with(Cell::get);
+        if let (true, Some(index)) = (now.slept, now.ring) {
+            let core = &shared.rings[index];
+            core.lock().progress(&core.counters);
+            DRIVING.with(|driving| driving.set(Driving { slept: false, ..now }));
+        }
+        if woken.swap(false, Ordering::Acquire) {
             continue;
         }
-        match DRIVING.with(Cell::get).ring {
-            // A ring that cannot arm its tick (a broken one) is not slept in, nor spun on.
-            Some(index) => {
-                if shared.rings[index].sleep().is_err() {
-                    std::thread::park_timeout(TICK);
-                }
-            }
-            None => std::thread::park(),
+        sleep(shared);
+    }
+}
+
+/// Waits for a wake-up of the running [`block_on`]: in its ring while any of its operations
+/// waits there, else parked.
+fn sleep(shared: &Arc<Shared>) {
+    let mut now = DRIVING.with(Cell::get);
+    let Some(index) = now.ring else {
+        return std::thread::park();
+    };
+    let core = &shared.rings[index];
+    if !now.registered {
+        now.registered = core.lock().enter_sleep().is_ok();
+    }
+    // A ring that cannot arm its tick (a broken one), or whose wait fails, is not spun on.
+    if !now.registered || core.sleep().is_err() {
+        std::thread::park_timeout(TICK);
+    }
+    now.slept = now.registered;
+    DRIVING.with(|driving| driving.set(now));
+}
+
+impl Driving {
+    /// Leaves the sleepers of its ring, for a `block_on` nested in this one's poll.
+    fn leave(&mut self) {
+        if let (true, Some(index)) = (self.registered, self.ring) {
+            // SAFETY: `engine` is the address of the `Shared` of the `block_on` this state
+            // belongs to, which borrows an `Arc` of it for its whole run; the nested `block_on`
+            // calling this runs inside that one's poll, on this thread, so it is alive.
+            let shared = unsafe { &*(self.engine as *const Shared) };
+            shared.rings[index].lock().leave_sleep();
         }
+        self.registered = false;
+        self.slept = false;
     }
 }
 
