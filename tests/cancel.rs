@@ -188,3 +188,39 @@ async fn dropped_futures_never_free_caller_memory_the_kernel_writes() {
         eprintln!("{name}: {dropped} dropped");
     }
 }
+
+/// `in_flight()` reads 0 only once the buffers of abandoned operations are back in the pool:
+/// a caller that waits for it (a shutdown, a test) then finds the pool full. The completions
+/// are reaped on another thread while this one looks, again and again.
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_reaches_zero_only_with_every_abandoned_buffer_back() {
+    let dir = common::tempdir();
+    let path = dir.path().join("look");
+    std::fs::write(&path, vec![OLD; 4 << 20]).unwrap();
+    let config =
+        IoEngineConfig { engine: EngineChoice::Uring, nowait_fast_path: false, ..common::config(EngineChoice::Uring) };
+    let engine = ferrite_io::UringEngine::new(&config).unwrap();
+    let file = engine.open(&path, &OpenOptions::new().direct(true)).await.unwrap();
+    let pool = engine.pool().clone();
+    let (mut looks, mut rng) = (0u64, Rng(7));
+    for round in 0..2000 {
+        for _ in 0..4 {
+            let buf = engine.acquire().await;
+            poll_then_drop(engine.read_fixed_at(&file, buf, rng.below(1024) * 4096), 1);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let in_flight = engine.in_flight();
+            let available = pool.available();
+            looks += 1;
+            if in_flight == 0 {
+                assert_eq!(available, pool.capacity(), "round {round}: in_flight() read 0 with a buffer missing");
+                break;
+            }
+            assert!(Instant::now() < deadline, "round {round}: {in_flight} never completed");
+            std::hint::spin_loop();
+        }
+    }
+    eprintln!("{looks} looks at in_flight()");
+}

@@ -5,7 +5,10 @@
 //! ring is used mostly by the threads of one CPU, so the cache line stays local) and one for the
 //! tokio engine. A snapshot sums the groups; it is cheap and never stops the engine.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 
 use serde::Serialize;
 
@@ -177,9 +180,10 @@ impl Counters {
         }
     }
 
-    /// `n` operations left flight.
+    /// `n` operations left flight. Release, paired with the snapshot's acquire: whoever sees
+    /// the count drop sees what the operation did before, such as giving its buffers back.
     pub(crate) fn finish(&self, n: u64) {
-        self.in_flight.fetch_sub(n, Relaxed);
+        self.in_flight.fetch_sub(n, Release);
     }
 
     /// Adds this group into `stats`.
@@ -194,7 +198,7 @@ impl Counters {
         stats.later_completions += self.later.load(Relaxed);
         stats.fast_path_hits += self.fast_hits.load(Relaxed);
         stats.fast_path_refusals += self.fast_refusals.load(Relaxed);
-        stats.in_flight += self.in_flight.load(Relaxed);
+        stats.in_flight += self.in_flight.load(Acquire);
         stats.in_flight_high_water = stats.in_flight_high_water.max(self.high_water.load(Relaxed));
         stats.ring_waits += self.ring_waits.load(Relaxed);
         stats.cq_overflows += self.overflows.load(Relaxed);

@@ -204,7 +204,9 @@ impl UringEngine {
         wake::block_on(&self.shared, future)
     }
 
-    /// Operations submitted and not yet completed and collected, over all rings.
+    /// Operations submitted and not yet completed and collected, over all rings. An operation
+    /// whose future was dropped counts until its buffers are back in their pools: once this
+    /// reads 0, every buffer of an abandoned operation is available again.
     ///
     /// ```
     /// use ferrite_io::{IoEngineConfig, UringEngine};

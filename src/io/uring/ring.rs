@@ -81,11 +81,15 @@ pub(super) struct Ring {
     /// Wakers of completed operations, woken by [`Locked`] after it unlocks.
     to_wake: Vec<Waker>,
     /// Payloads of abandoned operations that completed, dropped by [`Locked`] after it unlocks
-    /// (dropping a buffer returns it to its pool, which wakes a task waiting in `acquire`).
-    to_drop: Vec<Payload>,
+    /// (dropping a buffer returns it to its pool, which wakes a task waiting in `acquire`), each
+    /// with whether its operation still counts as in flight: it stops counting only once its
+    /// buffers are back, so `in_flight() == 0` means every abandoned buffer is in its pool.
+    to_drop: Vec<(Payload, bool)>,
     /// Completions reaped under this lock: their CQ entries are free again, so [`Locked`] gives
     /// their permits back after it unlocks.
     reaped: usize,
+    /// Of those, the ones whose future collects the result: they leave flight at the unlock.
+    settled: usize,
     /// Keys of the entries pushed and not yet consumed by the kernel, oldest first (ticks and
     /// cancellations included, under their `user_data`: the count is what maps keys to entries).
     queued: VecDeque<Key>,
@@ -178,6 +182,7 @@ impl RingCore {
                 to_wake: Vec::with_capacity(cq),
                 to_drop: Vec::with_capacity(cq),
                 reaped: 0,
+                settled: 0,
                 queued: VecDeque::with_capacity(sq),
                 broken: None,
                 sleepers: 0,
@@ -354,14 +359,18 @@ impl Drop for Locked<'_> {
             }
             let payload = ring.to_drop.pop();
             let reaped = std::mem::take(&mut ring.reaped);
+            let settled = std::mem::take(&mut ring.settled);
             let more = !ring.to_wake.is_empty() || !ring.to_drop.is_empty();
             self.unlock();
             if reaped > 0 {
-                self.core.counters.finish(reaped as u64);
+                self.core.counters.finish(settled as u64);
                 quietly(|| self.core.room.add_permits(reaped));
             }
-            if let Some(payload) = payload {
+            if let Some((payload, counted)) = payload {
                 quietly(|| drop(payload));
+                if counted {
+                    self.core.counters.finish(1);
+                }
             }
             for waker in wakers.into_iter().flatten() {
                 quietly(|| waker.wake());
@@ -680,13 +689,16 @@ impl Ring {
             return;
         };
         match std::mem::replace(&mut slot.state, State::Done(result)) {
-            State::Waiting(Some(waker)) => self.to_wake.push(waker),
-            State::Waiting(None) => {}
+            State::Waiting(Some(waker)) => {
+                self.to_wake.push(waker);
+                self.settled += 1;
+            }
+            State::Waiting(None) => self.settled += 1,
             // The kernel is done with the memory: the buffers go back to the pool (I2), once the
             // lock is released.
             State::Ignored => {
                 let payload = self.free(key);
-                self.to_drop.push(payload);
+                self.to_drop.push((payload, true));
             }
             State::Done(_) => {
                 tracing::error!(user_data, "second completion");
@@ -768,7 +780,7 @@ impl Ring {
         let slot = &mut self.ops[key.index as usize];
         if matches!(slot.state, State::Done(_)) {
             let payload = self.free(key);
-            self.to_drop.push(payload);
+            self.to_drop.push((payload, false));
             false
         } else {
             slot.state = State::Ignored;
