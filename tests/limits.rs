@@ -109,6 +109,63 @@ async fn every_operation_on_a_one_entry_ring_on(beat: Beat) {
     }
 }
 
+/// A batch larger than the ring's room as the first thing a fresh engine does: its first
+/// entries are in flight with no future waiting on them yet while the batch waits for room, so
+/// the wait itself must see that the ring gets reaped. On each runtime flavour (in
+/// `Runtime::block_on`, outside any task) and under `UringEngine::block_on`.
+#[test]
+fn a_batch_larger_than_the_ring_on_a_fresh_engine() {
+    on_each_flavour(|beat| async move {
+        for round in 0..20 {
+            beat.step(format!("round {round}"));
+            batch_larger_than_the_ring(&beat).await;
+        }
+    });
+    #[cfg(all(feature = "io-uring", target_os = "linux"))]
+    common::watched("UringEngine::block_on", |beat| {
+        let config = IoEngineConfig { engine: EngineChoice::Uring, ..one_entry_ring() };
+        for round in 0..20 {
+            beat.step(format!("round {round}"));
+            let dir = common::tempdir();
+            let path = dir.path().join("data");
+            std::fs::write(&path, (0..8u8).flat_map(pattern).collect::<Vec<u8>>()).unwrap();
+            let engine = ferrite_io::UringEngine::new(&config).unwrap();
+            // No runtime here, so no `engine.open` (it runs on tokio's blocking pool).
+            use std::os::unix::fs::OpenOptionsExt;
+            let std = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(&path).unwrap();
+            let file = ferrite_io::File::from_std(std, true);
+            engine.block_on(async {
+                let mut batch = Batch::new();
+                for page in 0..6u64 {
+                    batch.read_at(&file, engine.acquire().await, page * PAGE as u64);
+                }
+                for (page, r) in engine.submit_batch(&mut batch).await.enumerate() {
+                    assert_eq!(r.0.unwrap(), PAGE, "block_on batch page {page}");
+                    assert_eq!(&r.1[..], &pattern(page as u8)[..]);
+                }
+            });
+        }
+    });
+}
+
+async fn batch_larger_than_the_ring(beat: &Beat) {
+    let dir = common::tempdir();
+    let path = dir.path().join("data");
+    std::fs::write(&path, (0..8u8).flat_map(pattern).collect::<Vec<u8>>()).unwrap();
+    for (name, engine) in common::engines(&one_entry_ring()) {
+        beat.step(name);
+        let file = engine.open(&path, &OpenOptions::new().direct(true)).await.unwrap();
+        let mut batch = Batch::new();
+        for page in 0..6u64 {
+            batch.read_at(&file, engine.acquire().await, page * PAGE as u64);
+        }
+        for (page, r) in engine.submit_batch(&mut batch).await.enumerate() {
+            assert_eq!(r.0.unwrap(), PAGE, "{name} batch page {page}");
+            assert_eq!(&r.1[..], &pattern(page as u8)[..], "{name} batch page {page}");
+        }
+    }
+}
+
 /// A CQ of 2 and 3 to 8 O_DIRECT reads and syncs at once, round after round: every operation
 /// completes and wakes its task (no completion stranded in an overflow), and the CQ never
 /// overflows because operations beyond its size wait for room.

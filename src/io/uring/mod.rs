@@ -253,7 +253,7 @@ impl UringEngine {
         entry: squeue::Entry,
         payload: Payload,
     ) -> std::result::Result<Started<'a>, (io::Error, Payload)> {
-        if let Err(e) = self.shared.rings[index].room(1).await {
+        if let Err(e) = self.shared.rings[index].room(1, || wake::reap_for_room(&self.shared, index)).await {
             return Err((e, payload));
         }
         Ok(match self.push(index, file, entry, payload, None)? {
@@ -290,14 +290,14 @@ impl UringEngine {
                     if let (Err(key), Some((waker, claim))) = (&done, wait) {
                         let key = *key;
                         ring.wait(key, waker);
-                        path = Some(wake::wait_path(&self.shared, index, &mut ring, claim));
+                        path = Some(wake::wait_path(&self.shared, index, &mut ring, claim, [key]));
                     }
                     done
                 }),
             }
         };
         if let Some(path) = path {
-            wake::arm(&self.shared, path);
+            wake::arm(&self.shared, index, path);
         }
         match pushed {
             Ok(Ok(done)) => {
@@ -381,7 +381,7 @@ impl UringEngine {
             waiting: false,
             // Not polled (and so not started) unless the ring is full: an `async fn` does nothing
             // before its first poll.
-            room: core.room(1),
+            room: core.room(1, move || wake::reap_for_room(&self.shared, index)),
         }
     }
 
@@ -545,7 +545,7 @@ impl UringEngine {
         offset: u64,
     ) -> std::result::Result<(OpFuture<'a>, io::Result<OpFuture<'a>>), (io::Error, Buf<InFlight>)> {
         let core = &self.shared.rings[index];
-        if let Err(e) = core.room(2).await {
+        if let Err(e) = core.room(2, || wake::reap_for_room(&self.shared, index)).await {
             return Err((e, buf));
         }
         let on = On::file(&self.shared, file);
@@ -754,9 +754,9 @@ impl std::future::Future for OpFuture<'_> {
             return Poll::Ready((syscall_result(result), payload));
         }
         ring.wait(key, cx.waker());
-        let path = wake::wait_path(this.shared, this.ring, &mut ring, &mut this.claim);
+        let path = wake::wait_path(this.shared, this.ring, &mut ring, &mut this.claim, [key]);
         drop(ring);
-        wake::arm(this.shared, path);
+        wake::arm(this.shared, this.ring, path);
         Poll::Pending
     }
 }
@@ -768,7 +768,7 @@ impl Drop for OpFuture<'_> {
             let mut ring = core.lock();
             wake::release(&mut ring, &mut self.claim);
             if ring.abandon(key, Some(self.file)) {
-                watch_for_abandoned(self.shared, self.ring, ring);
+                watch_for_abandoned(self.shared, self.ring, ring, [key]);
             }
         }
     }
@@ -878,10 +878,23 @@ impl<R: Future<Output = io::Result<()>>> Future for RingRw<'_, R> {
 /// An abandoned operation is still in flight: make sure its completion will be reaped (and its
 /// buffers returned) even if no other operation ever touches the ring, by arming a watcher of
 /// the current runtime or the completion thread.
-fn watch_for_abandoned(shared: &Arc<Shared>, index: usize, mut ring: ring::Locked<'_>) {
-    let path = wake::path(shared, index, &mut ring);
+fn watch_for_abandoned(
+    shared: &Arc<Shared>,
+    index: usize,
+    mut ring: ring::Locked<'_>,
+    keys: impl IntoIterator<Item = Key>,
+) {
+    let path = wake::path(shared, index, &mut ring, keys);
     drop(ring);
-    wake::arm(shared, path);
+    wake::arm(shared, index, path);
+}
+
+/// The key of a batch slot in flight on a ring.
+fn submitted_key(slot: &BatchSlot) -> Option<Key> {
+    match slot {
+        BatchSlot::Submitted { key, .. } => Some(Key::from_user_data(*key)),
+        _ => None,
+    }
 }
 
 /// Waits for every operation of a batch that went to ring `ring` and did not finish inline.
@@ -928,9 +941,10 @@ impl std::future::Future for BatchWait<'_, '_> {
             wake::release(&mut ring, &mut this.claim);
             return Poll::Ready(());
         }
-        let path = wake::wait_path(this.shared, this.ring, &mut ring, &mut this.claim);
+        let keys = this.slots.iter().filter_map(submitted_key);
+        let path = wake::wait_path(this.shared, this.ring, &mut ring, &mut this.claim, keys);
         drop(ring);
-        wake::arm(this.shared, path);
+        wake::arm(this.shared, this.ring, path);
         Poll::Pending
     }
 }
@@ -950,7 +964,7 @@ impl Drop for BatchWait<'_, '_> {
             }
         }
         if in_flight {
-            watch_for_abandoned(self.shared, self.ring, ring);
+            watch_for_abandoned(self.shared, self.ring, ring, self.slots.iter().filter_map(submitted_key));
         } else {
             drop(ring);
         }
@@ -1195,7 +1209,7 @@ impl IoEngine for UringEngine {
             // As much as there is ring room for (at least one, waited for) and fits the SQ.
             let room = core.room.available_permits().clamp(1, core.sq_entries);
             let want = (wait.slots.len() - next).min(room) as u32;
-            if let Err(e) = core.room(want).await {
+            if let Err(e) = core.room(want, || wake::reap_for_room(&self.shared, index)).await {
                 fail_rest(&mut wait.slots[next..], pool, &e);
                 break;
             }
@@ -1298,7 +1312,7 @@ mod tests {
             let engine = UringEngine::new(&IoEngineConfig { rings: 1, ..IoEngineConfig::default() }).unwrap();
             let file = File::from_std(tempfile::tempfile().unwrap(), false);
             let core = &engine.shared.rings[0];
-            core.room(2).await.unwrap();
+            core.room(2, || {}).await.unwrap();
             let (refused, queued) = {
                 let mut ring = core.lock();
                 ring.reserve(2, &core.counters).unwrap();

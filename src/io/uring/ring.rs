@@ -33,6 +33,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
@@ -66,6 +67,8 @@ pub(super) struct RingCore {
     /// Signalled by the kernel for completions that arrive outside a submit.
     pub(super) eventfd: OwnedFd,
     pub(super) counters: Counters,
+    /// Whether the engine's completion thread polls this ring's eventfd (see `wake::Thread`).
+    pub(super) watched: AtomicBool,
 }
 
 /// The state behind a ring's mutex.
@@ -97,6 +100,8 @@ pub(super) struct Ring {
     broken: Option<i32>,
     /// Threads sleeping in the ring now (see the module docs).
     sleepers: usize,
+    /// Operations in flight whose waiter relies on the completion thread (`Slot::thread`).
+    thread_waiters: usize,
     /// Whether a tick is submitted (or queued) and its completion not yet reaped.
     tick_pending: bool,
     /// A tick completion was reaped since the last look.
@@ -109,6 +114,9 @@ pub(super) struct Slot {
     generation: u32,
     state: State,
     payload: Payload,
+    /// In flight, with a waiter (or, abandoned, nobody) that relies on the completion thread
+    /// to reap it: counted in `Ring::thread_waiters`.
+    thread: bool,
 }
 
 enum State {
@@ -186,6 +194,7 @@ impl RingCore {
                 queued: VecDeque::with_capacity(sq),
                 broken: None,
                 sleepers: 0,
+                thread_waiters: 0,
                 tick_pending: false,
                 ticked: false,
                 tick_timeout: Box::new(io_uring::types::Timespec::new().nsec(TICK_NS)),
@@ -194,6 +203,7 @@ impl RingCore {
             sq_entries: sq,
             eventfd,
             counters: Counters::default(),
+            watched: AtomicBool::new(false),
         }
     }
 
@@ -255,8 +265,10 @@ impl RingCore {
         self.room.try_acquire_many(n).map(tokio::sync::SemaphorePermit::forget).is_ok()
     }
 
-    /// Takes `n` permits of ring room, waiting while the ring is full. Counts a wait.
-    pub(super) async fn room(&self, n: u32) -> io::Result<()> {
+    /// Takes `n` permits of ring room, waiting while the ring is full. Counts a wait. Each time
+    /// it finds no room it calls `reap`, which makes sure the ring is reaped meanwhile (only a
+    /// completion frees room; see `wake::reap_for_room`).
+    pub(super) async fn room(&self, n: u32, mut reap: impl FnMut()) -> io::Result<()> {
         if self.try_room(n) {
             return Ok(());
         }
@@ -274,7 +286,11 @@ impl RingCore {
                     ours
                 }
             };
-            acquire.as_mut().poll(&mut std::task::Context::from_waker(&waker))
+            let acquired = acquire.as_mut().poll(&mut std::task::Context::from_waker(&waker));
+            if acquired.is_pending() {
+                reap();
+            }
+            acquired
         });
         match acquired.await {
             Ok(permit) => {
@@ -455,7 +471,7 @@ impl Ring {
         }
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
-        let index = self.ops.insert(Slot { generation, state: State::Waiting(None), payload });
+        let index = self.ops.insert(Slot { generation, state: State::Waiting(None), payload, thread: false });
         let key = Key { index: index as u32, generation };
         let entry = entry.user_data(key.user_data());
         // SAFETY: every pointer in `entry` points into the buffers or iovecs of the payload just
@@ -688,6 +704,9 @@ impl Ring {
             tracing::error!(user_data, "completion for an unknown operation");
             return;
         };
+        if std::mem::take(&mut slot.thread) {
+            self.thread_waiters -= 1;
+        }
         match std::mem::replace(&mut slot.state, State::Done(result)) {
             State::Waiting(Some(waker)) => {
                 self.to_wake.push(waker);
@@ -713,10 +732,45 @@ impl Ring {
         self.ops.remove(key.index as usize).payload
     }
 
-    /// Whether any operation of this ring is still in the slab (in flight, or completed and not
-    /// yet collected).
-    pub(super) fn busy(&self) -> bool {
-        !self.ops.is_empty()
+    /// Records whether the waiter of `key`, in flight, relies on the completion thread now.
+    pub(super) fn rely_on_thread(&mut self, key: Key, thread: bool) {
+        let Some(slot) = self.ops.get_mut(key.index as usize).filter(|s| s.generation == key.generation) else {
+            return;
+        };
+        if matches!(slot.state, State::Done(_)) || slot.thread == thread {
+            return;
+        }
+        slot.thread = thread;
+        if thread {
+            self.thread_waiters += 1;
+        } else {
+            self.thread_waiters -= 1;
+        }
+    }
+
+    /// Hands operations in flight to the completion thread: every one (`all`: their waiters'
+    /// runtime is gone), or those that nobody waits on (a future waiting for ring room relies
+    /// on the thread to reap them). Returns whether any now relies on the thread.
+    pub(super) fn rely_on_thread_for(&mut self, all: bool) -> bool {
+        let mut any = false;
+        for (_, slot) in self.ops.iter_mut() {
+            let hand = match slot.state {
+                State::Done(_) => false,
+                State::Waiting(None) => true,
+                State::Waiting(Some(_)) | State::Ignored => all,
+            };
+            if hand && !slot.thread {
+                slot.thread = true;
+                self.thread_waiters += 1;
+            }
+            any |= slot.thread;
+        }
+        any
+    }
+
+    /// Operations in flight that rely on the completion thread.
+    pub(super) fn thread_waiters(&self) -> usize {
+        self.thread_waiters
     }
 
     /// Whether `key` names a live slot of this ring.
