@@ -71,6 +71,9 @@ pub struct EngineStats {
     /// Whether the io_uring engine's completion thread runs (started for waiters without a
     /// reactor; waiters inside a tokio runtime with an I/O driver never need it).
     pub completion_thread: bool,
+    /// Times the completion thread woke for a ring and reaped it. It watches a ring only while
+    /// an operation there relies on it, so waiters on a reactor do not add to this.
+    pub completion_thread_reaps: u64,
     /// Why `auto` fell back to the tokio engine, when it did.
     pub fallback_reason: Option<String>,
 }

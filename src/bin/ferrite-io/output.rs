@@ -200,7 +200,7 @@ pub fn stats_line(s: &ferrite_io::EngineStats) -> String {
         s.submit_errors,
     );
     if s.completion_thread {
-        line += "; completion thread running";
+        line += &format!("; completion thread running ({} reaps)", s.completion_thread_reaps);
     }
     if let Some(reason) = &s.fallback_reason {
         line += &format!("; fell back: {reason}");

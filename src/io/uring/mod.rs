@@ -1048,6 +1048,7 @@ impl IoEngine for UringEngine {
         }
         stats.buffer_waits = self.shared.pool.waits();
         stats.completion_thread = self.shared.thread.running();
+        stats.completion_thread_reaps = self.shared.thread.reaps();
         stats.registered_files = self.shared.files.registered();
         stats
     }

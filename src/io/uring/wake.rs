@@ -39,7 +39,7 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once, PoisonError, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -542,6 +542,8 @@ pub(super) struct Thread {
     kick: OwnedFd,
     handle: Mutex<Option<std::thread::JoinHandle<()>>>,
     started: AtomicBool,
+    /// Times it woke for a ring and reaped it.
+    reaps: AtomicU64,
 }
 
 impl Thread {
@@ -551,6 +553,7 @@ impl Thread {
             kick: super::new_eventfd()?,
             handle: Mutex::new(None),
             started: AtomicBool::new(false),
+            reaps: AtomicU64::new(0),
         })
     }
 
@@ -588,6 +591,11 @@ impl Thread {
             // Waiters are still woken by any later poll or submit on the ring; say why not sooner.
             Err(e) => tracing::error!(error = %e, "cannot start the ferrite-io completion thread"),
         }
+    }
+
+    /// Times the thread woke for a ring and reaped it.
+    pub(super) fn reaps(&self) -> u64 {
+        self.reaps.load(Ordering::Relaxed)
     }
 
     /// Whether the thread was started.
@@ -655,6 +663,7 @@ fn run(shared: Weak<Shared>, fds: Vec<OwnedFd>) {
                 core.watched.store(false, Ordering::Release);
             }
             ring.progress(&core.counters);
+            shared.thread.reaps.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
