@@ -555,3 +555,56 @@ async fn abandoned_operations_return_their_buffers_unprompted() {
         assert_eq!(engine.stats().in_flight, 0, "{name}");
     }
 }
+
+/// A wait for ring room behind operations whose runtime has stopped running: a current-thread
+/// runtime's task holds the ring's only room with an O_DIRECT read, and the runtime idles (its
+/// reactor runs only inside its `block_on`). `UringEngine::block_on` on this thread then waits
+/// for room; the completion thread must reap the idle runtime's read for it, and keep watching
+/// the ring until it has, though the eventfd it finds readable at once is stale (only that
+/// thread ever reads the counter back, and the earlier reads signalled it).
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+#[test]
+fn a_wait_for_room_behind_an_idle_runtime_ends() {
+    common::watched("room behind an idle runtime", |beat| {
+        let dir = common::tempdir();
+        let path = dir.path().join("data");
+        std::fs::write(&path, (0..8u8).flat_map(pattern).collect::<Vec<u8>>()).unwrap();
+        let config = IoEngineConfig { engine: EngineChoice::Uring, ..one_entry_ring() };
+        let engine = Arc::new(ferrite_io::UringEngine::new(&config).unwrap());
+        use std::os::unix::fs::OpenOptionsExt;
+        let std = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(&path).unwrap();
+        let file = ferrite_io::File::from_std(std, true);
+        let idle = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        for round in 0..50 {
+            beat.step(format!("round {round}"));
+            let (task_engine, task_file) = (engine.clone(), file.clone());
+            let last = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let pushed = last.clone();
+            let reader = idle.spawn(async move {
+                // Reads that complete through the reactor (each signals the eventfd), then
+                // one left in flight when the runtime stops running: pushed in the poll
+                // that sets `last`.
+                for page in 0..4u64 {
+                    let buf = task_engine.acquire().await.into_free();
+                    task_engine.read_at(&task_file, buf, page * PAGE as u64).await.0.unwrap();
+                }
+                let buf = task_engine.acquire().await.into_free();
+                last.store(true, std::sync::atomic::Ordering::Relaxed);
+                task_engine.read_at(&task_file, buf, 4 * PAGE as u64).await.0.unwrap()
+            });
+            idle.block_on(async {
+                while !pushed.load(std::sync::atomic::Ordering::Relaxed) {
+                    tokio::task::yield_now().await;
+                }
+            });
+            let (n, buf) = engine.block_on(async {
+                let buf = engine.acquire().await.into_free();
+                engine.read_at(&file, buf, 5 * PAGE as u64).await.into_parts()
+            });
+            assert_eq!(n.unwrap(), PAGE, "round {round}");
+            assert_eq!(&buf[..], &pattern(5)[..], "round {round}");
+            drop(buf);
+            assert_eq!(idle.block_on(reader).unwrap(), PAGE, "round {round}");
+        }
+    });
+}

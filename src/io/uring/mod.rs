@@ -204,9 +204,10 @@ impl UringEngine {
         wake::block_on(&self.shared, future)
     }
 
-    /// Operations submitted and not yet completed and collected, over all rings. An operation
-    /// whose future was dropped counts until its buffers are back in their pools: once this
-    /// reads 0, every buffer of an abandoned operation is available again.
+    /// Operations submitted whose completion has not been reaped yet, over all rings. An
+    /// operation whose future was dropped before its completion counts until its buffers are
+    /// back in their pools: once this reads 0 after the futures are dropped, every buffer they
+    /// held is available again.
     ///
     /// ```
     /// use ferrite_io::{IoEngineConfig, UringEngine};

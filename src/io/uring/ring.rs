@@ -748,18 +748,13 @@ impl Ring {
         }
     }
 
-    /// Hands operations in flight to the completion thread: every one (`all`: their waiters'
-    /// runtime is gone), or those that nobody waits on (a future waiting for ring room relies
-    /// on the thread to reap them). Returns whether any now relies on the thread.
-    pub(super) fn rely_on_thread_for(&mut self, all: bool) -> bool {
+    /// Hands every operation in flight to the completion thread (their waiters' runtime is
+    /// gone, or a future waiting for ring room relies on the thread to reap them). Returns
+    /// whether any now relies on the thread.
+    pub(super) fn rely_on_thread_for_all(&mut self) -> bool {
         let mut any = false;
         for (_, slot) in self.ops.iter_mut() {
-            let hand = match slot.state {
-                State::Done(_) => false,
-                State::Waiting(None) => true,
-                State::Waiting(Some(_)) | State::Ignored => all,
-            };
-            if hand && !slot.thread {
+            if !matches!(slot.state, State::Done(_)) && !slot.thread {
                 slot.thread = true;
                 self.thread_waiters += 1;
             }

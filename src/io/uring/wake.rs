@@ -159,15 +159,17 @@ pub(super) fn path(
     path
 }
 
-/// Makes sure ring `index` is reaped while a future waits there for room: the operations in
-/// flight whose futures wait on them have paths of their own, but a batch's first entries have
-/// none while the batch waits for room for the rest, and only their completions free it. The
-/// waiting future's path reaps them: its runtime's watcher, or the completion thread.
+/// Makes sure ring `index` is reaped while a future waits there for room, which only
+/// completions free: a batch's first entries have no future waiting on them while the batch
+/// waits for room for the rest, and the futures of the others may wait on a runtime that is not
+/// running now. The waiting future's path reaps them: its runtime's watcher, or the completion
+/// thread, which then relies on every operation in flight there (it keeps watching the ring
+/// until they complete: the room future is polled again only once it has its permits).
 pub(super) fn reap_for_room(shared: &Arc<Shared>, index: usize) {
     let mut ring = shared.rings[index].lock();
     let path = choose(shared, index, &mut ring);
     if matches!(path, Path::Thread) {
-        ring.rely_on_thread_for(false);
+        ring.rely_on_thread_for_all();
     }
     drop(ring);
     arm(shared, index, path);
@@ -312,7 +314,7 @@ impl Watcher {
     /// The runtime is gone: hands this ring's operations in flight to the completion thread
     /// (see [`turn`](Self::turn)).
     fn hand_over(&self, shared: &Arc<Shared>) {
-        if shared.rings[self.ring].lock().rely_on_thread_for(true) {
+        if shared.rings[self.ring].lock().rely_on_thread_for_all() {
             tracing::debug!(
                 ring = self.ring,
                 "runtime gone with operations in flight; the completion thread takes over"
@@ -559,11 +561,13 @@ impl Thread {
 
     /// Makes sure the thread runs and polls ring `index`, where an operation now relies on it.
     pub(super) fn watch(&self, shared: &Arc<Shared>, index: usize) {
-        let newly = !shared.rings[index].watched.swap(true, Ordering::AcqRel);
+        // Kicked even while it starts: a thread that has just read the watched rings must read
+        // them again (the kick eventfd exists before the thread does).
+        if !shared.rings[index].watched.swap(true, Ordering::AcqRel) {
+            signal(&self.kick);
+        }
         if !self.started.load(Ordering::Acquire) {
             self.start(shared);
-        } else if newly {
-            signal(&self.kick);
         }
     }
 
