@@ -575,7 +575,7 @@ fn a_wait_for_room_behind_an_idle_runtime_ends() {
         let std = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(&path).unwrap();
         let file = ferrite_io::File::from_std(std, true);
         let idle = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        for round in 0..50 {
+        for round in 0..200 {
             beat.step(format!("round {round}"));
             let (task_engine, task_file) = (engine.clone(), file.clone());
             let last = Arc::new(std::sync::atomic::AtomicBool::new(false));
