@@ -254,13 +254,19 @@ impl UringEngine {
         entry: squeue::Entry,
         payload: Payload,
     ) -> std::result::Result<Started<'a>, (io::Error, Payload)> {
-        if let Err(e) = self.shared.rings[index].room(1, || wake::reap_for_room(&self.shared, index)).await {
+        if let Err(e) = self.room(index, 1).await {
             return Err((e, payload));
         }
         Ok(match self.push(index, file, entry, payload, None)? {
             Pushed::Done(done) => Started::Done(Some(done)),
             Pushed::Later(key) => Started::Later(OpFuture::new(&self.shared, index, file, key)),
         })
+    }
+
+    /// Takes room for `n` entries on ring `index`, waiting while it is full; the ring is reaped
+    /// meanwhile through the waiter's own path (`wake::reap_for_room`).
+    fn room(&self, index: usize, n: u32) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        self.shared.rings[index].room(n, move || wake::reap_for_room(&self.shared, index))
     }
 
     /// Pushes one entry on ring `index`, whose room for it the caller took, and submits it.
@@ -367,7 +373,6 @@ impl UringEngine {
         inline: usize,
         offset: u64,
     ) -> RingRw<'a, impl Future<Output = io::Result<()>> + Send + 'a> {
-        let core = &self.shared.rings[index];
         RingRw {
             engine: self,
             file,
@@ -382,7 +387,7 @@ impl UringEngine {
             waiting: false,
             // Not polled (and so not started) unless the ring is full: an `async fn` does nothing
             // before its first poll.
-            room: core.room(1, move || wake::reap_for_room(&self.shared, index)),
+            room: self.room(index, 1),
         }
     }
 
@@ -546,7 +551,7 @@ impl UringEngine {
         offset: u64,
     ) -> std::result::Result<(OpFuture<'a>, io::Result<OpFuture<'a>>), (io::Error, Buf<InFlight>)> {
         let core = &self.shared.rings[index];
-        if let Err(e) = core.room(2, || wake::reap_for_room(&self.shared, index)).await {
+        if let Err(e) = self.room(index, 2).await {
             return Err((e, buf));
         }
         let on = On::file(&self.shared, file);
@@ -1211,7 +1216,7 @@ impl IoEngine for UringEngine {
             // As much as there is ring room for (at least one, waited for) and fits the SQ.
             let room = core.room.available_permits().clamp(1, core.sq_entries);
             let want = (wait.slots.len() - next).min(room) as u32;
-            if let Err(e) = core.room(want, || wake::reap_for_room(&self.shared, index)).await {
+            if let Err(e) = self.room(index, want).await {
                 fail_rest(&mut wait.slots[next..], pool, &e);
                 break;
             }
