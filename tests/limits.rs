@@ -608,3 +608,38 @@ fn a_wait_for_room_behind_an_idle_runtime_ends() {
         }
     });
 }
+
+/// `UringEngine::block_on` called from a task of a current-thread runtime blocks that runtime's
+/// only thread, so its reactor cannot run: a wait for ring room there (a batch larger than the
+/// ring, on a fresh engine) must be served by the engine's own thread, not that reactor.
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+#[test]
+fn block_on_inside_a_current_thread_task_gets_ring_room() {
+    common::watched("block_on in a current-thread task", |beat| {
+        let dir = common::tempdir();
+        let path = dir.path().join("data");
+        std::fs::write(&path, (0..8u8).flat_map(pattern).collect::<Vec<u8>>()).unwrap();
+        let config = IoEngineConfig { engine: EngineChoice::Uring, ..one_entry_ring() };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        for round in 0..20 {
+            beat.step(format!("round {round}"));
+            let path = path.clone();
+            let config = config.clone();
+            let task = async move {
+                let engine = ferrite_io::UringEngine::new(&config).unwrap();
+                let file = engine.open(&path, &OpenOptions::new().direct(true)).await.unwrap();
+                let mut batch = Batch::new();
+                for page in 0..6u64 {
+                    batch.read_at(&file, engine.acquire().await, page * PAGE as u64);
+                }
+                engine.block_on(async {
+                    for (page, r) in engine.submit_batch(&mut batch).await.enumerate() {
+                        assert_eq!(r.0.unwrap(), PAGE, "round {round} page {page}");
+                        assert_eq!(&r.1[..], &pattern(page as u8)[..], "round {round} page {page}");
+                    }
+                });
+            };
+            runtime.block_on(async { tokio::spawn(task).await }).unwrap();
+        }
+    });
+}

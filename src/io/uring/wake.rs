@@ -177,6 +177,11 @@ pub(super) fn reap_for_room(shared: &Arc<Shared>, index: usize) {
 
 /// [`path`]'s choice.
 fn choose(shared: &Arc<Shared>, index: usize, ring: &mut Locked<'_>) -> Path {
+    // This thread runs the engine's `block_on`, which blocks it: a reactor it could reach may
+    // be driven by nothing else (a current-thread runtime whose task called `block_on`).
+    if DRIVING.with(Cell::get).engine == Arc::as_ptr(shared) as usize {
+        return Path::Thread;
+    }
     let Ok(handle) = Handle::try_current() else {
         return Path::Thread;
     };
