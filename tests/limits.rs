@@ -127,13 +127,9 @@ fn a_batch_larger_than_the_ring_on_a_fresh_engine() {
         for round in 0..20 {
             beat.step(format!("round {round}"));
             let dir = common::tempdir();
-            let path = dir.path().join("data");
-            std::fs::write(&path, (0..8u8).flat_map(pattern).collect::<Vec<u8>>()).unwrap();
+            let path = eight_pages(&dir);
             let engine = ferrite_io::UringEngine::new(&config).unwrap();
-            // No runtime here, so no `engine.open` (it runs on tokio's blocking pool).
-            use std::os::unix::fs::OpenOptionsExt;
-            let std = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(&path).unwrap();
-            let file = ferrite_io::File::from_std(std, true);
+            let file = direct_without_runtime(&path);
             engine.block_on(async {
                 let mut batch = Batch::new();
                 for page in 0..6u64 {
@@ -148,10 +144,25 @@ fn a_batch_larger_than_the_ring_on_a_fresh_engine() {
     });
 }
 
-async fn batch_larger_than_the_ring(beat: &Beat) {
-    let dir = common::tempdir();
+/// A file in `dir` of eight pages, page `i` filled with `pattern(i)`.
+fn eight_pages(dir: &tempfile::TempDir) -> std::path::PathBuf {
     let path = dir.path().join("data");
     std::fs::write(&path, (0..8u8).flat_map(pattern).collect::<Vec<u8>>()).unwrap();
+    path
+}
+
+/// `path` opened for O_DIRECT reads without a runtime (`engine.open` runs on tokio's blocking
+/// pool).
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+fn direct_without_runtime(path: &std::path::Path) -> ferrite_io::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    let std = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path).unwrap();
+    ferrite_io::File::from_std(std, true)
+}
+
+async fn batch_larger_than_the_ring(beat: &Beat) {
+    let dir = common::tempdir();
+    let path = eight_pages(&dir);
     for (name, engine) in common::engines(&one_entry_ring()) {
         beat.step(name);
         let file = engine.open(&path, &OpenOptions::new().direct(true)).await.unwrap();
@@ -567,13 +578,10 @@ async fn abandoned_operations_return_their_buffers_unprompted() {
 fn a_wait_for_room_behind_an_idle_runtime_ends() {
     common::watched("room behind an idle runtime", |beat| {
         let dir = common::tempdir();
-        let path = dir.path().join("data");
-        std::fs::write(&path, (0..8u8).flat_map(pattern).collect::<Vec<u8>>()).unwrap();
+        let path = eight_pages(&dir);
         let config = IoEngineConfig { engine: EngineChoice::Uring, ..one_entry_ring() };
         let engine = Arc::new(ferrite_io::UringEngine::new(&config).unwrap());
-        use std::os::unix::fs::OpenOptionsExt;
-        let std = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(&path).unwrap();
-        let file = ferrite_io::File::from_std(std, true);
+        let file = direct_without_runtime(&path);
         let idle = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         for round in 0..200 {
             beat.step(format!("round {round}"));
@@ -617,8 +625,7 @@ fn a_wait_for_room_behind_an_idle_runtime_ends() {
 fn block_on_inside_a_current_thread_task_gets_ring_room() {
     common::watched("block_on in a current-thread task", |beat| {
         let dir = common::tempdir();
-        let path = dir.path().join("data");
-        std::fs::write(&path, (0..8u8).flat_map(pattern).collect::<Vec<u8>>()).unwrap();
+        let path = eight_pages(&dir);
         let config = IoEngineConfig { engine: EngineChoice::Uring, ..one_entry_ring() };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         for round in 0..20 {
