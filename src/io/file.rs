@@ -550,6 +550,13 @@ impl File {
         self.check_direct(offset, bufs.iter().map(|buf| (buf.as_ptr() as usize, buf.len())))
     }
 
+    /// Names the open file: equal for every handle of it, for as long as one lives.
+    #[cfg(uring)]
+    #[inline]
+    pub(crate) fn identity(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
     #[cfg(uring)]
     #[inline]
     pub(crate) fn fd(&self) -> std::os::fd::RawFd {

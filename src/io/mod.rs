@@ -159,11 +159,42 @@ pub(crate) enum BatchSlot {
     Op(BatchOp),
     /// In flight on a ring under this `user_data`.
     #[cfg_attr(not(uring), allow(dead_code))]
-    Submitted { rw: Rw, code: crate::Op, offset: u64, key: u64 },
+    Submitted { rw: Rw, fixed: bool, offset: u64, key: u64 },
     /// Finished, with its buffer.
-    Done(BufResult<usize, Buf<Completed>>),
+    Done(Finished),
     /// Moved out for a moment while an engine works on the slot.
     Taken,
+}
+
+static_assertions::const_assert!(size_of::<BatchSlot>() <= 72);
+
+/// A finished batch operation, kept small: slots are written and moved a few times per
+/// operation, and a `BufResult` (88 bytes, most of them the error) made every slot that large.
+/// Only a failure pays for the box, and a failure allocates for its path anyway.
+pub(crate) struct Finished {
+    result: std::result::Result<usize, Box<crate::Error>>,
+    buf: Buf<Completed>,
+}
+
+impl Finished {
+    #[inline]
+    pub(crate) fn ok(n: usize, buf: Buf<Completed>) -> Finished {
+        Finished { result: Ok(n), buf }
+    }
+}
+
+impl From<BufResult<usize, Buf<Completed>>> for Finished {
+    #[inline]
+    fn from(BufResult(result, buf): BufResult<usize, Buf<Completed>>) -> Finished {
+        Finished { result: result.map_err(Box::new), buf }
+    }
+}
+
+impl From<Finished> for BufResult<usize, Buf<Completed>> {
+    #[inline]
+    fn from(Finished { result, buf }: Finished) -> Self {
+        BufResult(result.map_err(|e| *e), buf)
+    }
 }
 
 /// Reads and writes submitted together: one `io_uring_enter` on the ring, one blocking task on
@@ -329,7 +360,7 @@ impl Iterator for BatchResults<'_> {
     fn next(&mut self) -> Option<Self::Item> {
         // After a finished submit every slot is `Done`; anything else cannot be returned.
         self.slots.by_ref().find_map(|slot| match slot {
-            BatchSlot::Done(result) => Some(result),
+            BatchSlot::Done(finished) => Some(finished.into()),
             _ => None,
         })
     }

@@ -674,7 +674,7 @@ impl IoEngine for TokioEngine {
                 }
             };
             let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { unreachable!("matched above") };
-            *slot = BatchSlot::Done(self.complete(op.rw, code, &op.file, op.offset, result, op.buf));
+            *slot = BatchSlot::Done(self.complete(op.rw, code, &op.file, op.offset, result, op.buf).into());
         }
         if rest > 0 {
             // The slot list itself moves to the blocking task and back: no allocation.
@@ -685,7 +685,7 @@ impl IoEngine for TokioEngine {
                     for slot in slots.iter_mut() {
                         if let BatchSlot::Op(_) = slot {
                             let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { unreachable!() };
-                            *slot = BatchSlot::Done(batch_op(op, pool, &counters));
+                            *slot = BatchSlot::Done(batch_op(op, pool, &counters).into());
                         }
                     }
                     slots
@@ -698,10 +698,10 @@ impl IoEngine for TokioEngine {
                         if let BatchSlot::Op(_) = slot {
                             let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { unreachable!() };
                             let code = op.rw.op(op.fixed && op.buf.pool_id() == pool, false);
-                            *slot = BatchSlot::Done(BufResult(
-                                Err(stopped.error(code, op.file.path(), op.offset)),
-                                op.buf.into_failed(),
-                            ));
+                            *slot = BatchSlot::Done(
+                                BufResult(Err(stopped.error(code, op.file.path(), op.offset)), op.buf.into_failed())
+                                    .into(),
+                            );
                         }
                     }
                     slots

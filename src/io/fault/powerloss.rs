@@ -301,10 +301,11 @@ impl<E: IoEngine> IoEngine for PowerLossEngine<E> {
             let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { continue };
             // Not submitted yet: the buffer is the caller's again.
             let buf: Buf<Free> = op.buf.cast();
-            *slot = BatchSlot::Done(match op.rw {
+            let result = match op.rw {
                 Rw::Read => self.read_at(&op.file, buf, op.offset).await,
                 Rw::Write => self.write_at(&op.file, buf, op.offset).await,
-            });
+            };
+            *slot = BatchSlot::Done(result.into());
         }
         BatchResults::new(&mut batch.slots)
     }
