@@ -356,12 +356,14 @@ pub(super) struct Locked<'a> {
 
 impl Deref for Locked<'_> {
     type Target = Ring;
+    #[inline]
     fn deref(&self) -> &Ring {
         self.guard.as_ref().expect("the guard is held until drop")
     }
 }
 
 impl DerefMut for Locked<'_> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut Ring {
         self.guard.as_mut().expect("the guard is held until drop")
     }
