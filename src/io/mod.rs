@@ -177,6 +177,7 @@ pub(crate) struct Finished {
 }
 
 impl Finished {
+    #[cfg_attr(not(uring), allow(dead_code))]
     #[inline]
     pub(crate) fn ok(n: usize, buf: Buf<Completed>) -> Finished {
         Finished { result: Ok(n), buf }
