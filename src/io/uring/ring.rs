@@ -603,7 +603,7 @@ impl Ring {
     pub(super) fn break_with(&mut self, errno: i32) {
         self.broken = Some(errno);
         while let Some(key) = self.queued.pop_front() {
-            self.book().complete(key.user_data(), -errno);
+            self.book().1.complete(key.user_data(), -errno);
         }
     }
 
@@ -691,17 +691,16 @@ impl Ring {
     /// Moves what is in the CQ ring now into the slots (see `reap`), straight from the ring's
     /// memory: the CQ and the bookkeeping are separate fields, borrowed side by side.
     fn reap_cq(&mut self) {
-        let Ring { uring, ops, to_wake, to_drop, reaped, settled, thread_waiters, ticked, .. } = self;
-        let mut book = Book { ops, to_wake, to_drop, reaped, settled, thread_waiters, ticked };
+        let (uring, mut book) = self.book();
         for cqe in uring.completion() {
             book.complete(cqe.user_data(), cqe.result());
         }
     }
 
-    /// The bookkeeping a completion updates.
-    fn book(&mut self) -> Book<'_> {
-        let Ring { ops, to_wake, to_drop, reaped, settled, thread_waiters, ticked, .. } = self;
-        Book { ops, to_wake, to_drop, reaped, settled, thread_waiters, ticked }
+    /// The ring, and apart from it the bookkeeping a completion updates.
+    fn book(&mut self) -> (&mut IoUring, Book<'_>) {
+        let Ring { uring, ops, to_wake, to_drop, reaped, settled, thread_waiters, ticked, .. } = self;
+        (uring, Book { ops, to_wake, to_drop, reaped, settled, thread_waiters, ticked })
     }
 
     #[inline]
