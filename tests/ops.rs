@@ -188,6 +188,49 @@ async fn batch_returns_every_buffer_with_its_result() {
     }
 }
 
+/// A batch over several files, interleaved, on both engines: every operation reaches its own
+/// file, and an error names the file of the operation that failed, whether the engine refuses
+/// it before the submit or the kernel fails it. (A batch keeps one handle per run of operations
+/// on a file, and each operation the index of its file.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_over_interleaved_files_keeps_each_operation_on_its_file() {
+    let dir = common::tempdir();
+    for (name, engine) in common::engines(&common::config(EngineChoice::Auto)) {
+        let names = ["a", "b", "c"].map(|f| format!("{name}.{f}"));
+        let mut files = Vec::new();
+        for file in &names {
+            files.push(open(&engine, &dir, file).await);
+        }
+        let mut batch = Batch::new();
+        for i in 0..9u8 {
+            batch.write_at(&files[usize::from(i % 3)], filled(&engine, i).await, u64::from(i / 3) * SIZE as u64);
+        }
+        for r in engine.submit_batch(&mut batch).await {
+            assert_eq!(r.0.unwrap(), SIZE, "{name}");
+        }
+        let read_only = engine.open(dir.path().join(&names[1]), &OpenOptions::new().write(false)).await.unwrap();
+        for i in 0..9u8 {
+            batch.read_at(&files[usize::from(i % 3)], engine.acquire().await, u64::from(i / 3) * SIZE as u64);
+        }
+        batch.write_at(&read_only, filled(&engine, 0).await, 0);
+        batch.read_at(&files[2], engine.acquire().await, u64::MAX);
+        let results: Vec<_> = engine.submit_batch(&mut batch).await.collect();
+        for (i, r) in results.iter().take(9).enumerate() {
+            assert_eq!(r.0.as_ref().unwrap(), &SIZE, "{name} read {i}");
+            assert_eq!(&r.1[..], &pattern(i as u8, SIZE)[..], "{name} read {i}");
+        }
+        let failed = |r: &ferrite_io::BufResult<usize, Buf<Completed>>| r.0.as_ref().unwrap_err().to_string();
+        let (write, read) = (failed(&results[9]), failed(&results[10]));
+        assert_eq!(results[9].0.as_ref().unwrap_err().raw_os_error(), Some(libc::EBADF), "{name}: {write}");
+        assert!(write.contains(&names[1]) && !write.contains(&names[2]), "{name}: {write}");
+        assert_eq!(results[10].0.as_ref().unwrap_err().raw_os_error(), Some(libc::EINVAL), "{name}: {read}");
+        assert!(read.contains(&names[2]) && !read.contains(&names[1]), "{name}: {read}");
+        drop(results);
+        common::assert_pool_full(&engine);
+        assert!(batch.is_empty());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_io_with_pool_buffers() {
     let dir = common::tempdir();

@@ -550,11 +550,10 @@ impl File {
         self.check_direct(offset, bufs.iter().map(|buf| (buf.as_ptr() as usize, buf.len())))
     }
 
-    /// Names the open file: equal for every handle of it, for as long as one lives.
-    #[cfg(uring)]
+    /// Whether `self` and `other` are handles of the same open file.
     #[inline]
-    pub(crate) fn identity(&self) -> usize {
-        Arc::as_ptr(&self.inner) as usize
+    pub(crate) fn same(&self, other: &File) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     #[cfg(uring)]
