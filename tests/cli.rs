@@ -348,7 +348,7 @@ fn config_applies_to_every_command() {
     let out = run(&[&args[..], &["--json", "--chart", path(&chart)]].concat());
     assert_exit(&out, 0);
     let report = json(&out);
-    assert_eq!((report["version"].clone(), report["engine_requested"].clone()), (7.into(), "tokio".into()));
+    assert_eq!((report["version"].clone(), report["engine_requested"].clone()), (8.into(), "tokio".into()));
     let row = &report["rows"][0];
     assert_eq!(row["row"], "direct_randread_qd1");
     let backends: Vec<&str> = row["us_per_op"].as_object().expect("us_per_op").keys().map(String::as_str).collect();
@@ -528,7 +528,7 @@ fn bench_pairs_qd1_with_the_raw_ring() {
     let out = run(&[&args[..], &["--json", "--chart", path(&chart)]].concat());
     assert_exit(&out, 0);
     let report = json(&out);
-    assert_eq!(report["version"], 7);
+    assert_eq!(report["version"], 8);
     let paired = &report["qd1_paired"];
     assert_eq!(paired["pairs"], 2000, "{report}");
     let keys = [
@@ -573,12 +573,15 @@ fn bench_pairs_the_cached_rows_in_chunks() {
     let report = json(&out);
     let rows: Vec<&str> = report["rows"].as_array().expect("rows").iter().filter_map(|r| r["row"].as_str()).collect();
     assert_eq!(rows, ["cached_read_4k", "batch8_cached_read_4k"], "{report}");
-    let (cached, batch) = (&report["cached_paired"], &report["batch_paired"]);
+    let (cached, batch, hot) = (&report["cached_paired"], &report["batch_paired"], &report["batch_paired_hot"]);
     assert_eq!((cached["chunks"].clone(), cached["reads_per_chunk"].clone()), (200.into(), 2000.into()), "{cached}");
-    assert_eq!((batch["chunks"].clone(), batch["batches_per_chunk"].clone()), (100.into(), 250.into()), "{batch}");
+    for batch in [batch, hot] {
+        assert_eq!((batch["chunks"].clone(), batch["batches_per_chunk"].clone()), (100.into(), 250.into()), "{batch}");
+    }
     for (paired, keys) in [
         (cached, ["uring_fixed_p50_us", "nowait_p50_us", "ratio_p50"]),
         (batch, ["uring_fixed_p50_us", "raw_ring_p50_us", "ratio_p50"]),
+        (hot, ["uring_fixed_p50_us", "raw_ring_p50_us", "ratio_p50"]),
     ] {
         for key in keys {
             assert!(paired[key].as_f64().is_some_and(|v| v.is_finite() && v > 0.0), "{key}: {paired}");

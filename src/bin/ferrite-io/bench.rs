@@ -18,7 +18,7 @@ use crate::workloads::{Backend, Bench, FILES, Row, allocations};
 /// How long one measurement (one backend, one round) should take.
 const SAMPLE: Duration = Duration::from_millis(60);
 /// Version of the `--json` report; raised when a field changes meaning or goes away.
-const REPORT_VERSION: u32 = 7;
+const REPORT_VERSION: u32 = 8;
 /// Rotations of the paired queue-depth-1 comparison: three reads each (engine, raw ring, raw
 /// ring on tokio), about 0.7 s on a disk.
 #[cfg(uring)]
@@ -110,6 +110,10 @@ struct Report {
     /// Batches of 8 cached reads, engine (fixed buffers) and raw ring alternating in chunks
     /// (absent when the row did not run or io_uring is not in use). New in version 6.
     batch_paired: Option<BatchPairedReport>,
+    /// The same, every batch inside the file's first 1 MiB (`HOT_SPAN`), whose pages stay in the
+    /// CPU's caches: the kernel's share of a batch is smallest there, and the engine's own cost
+    /// shows the most. New in version 8.
+    batch_paired_hot: Option<BatchPairedReport>,
     /// The io_uring engine's counters at the end of the run (absent when it did not run).
     uring_stats: Option<ferrite_io::EngineStats>,
     /// The counters of the io_uring engine without the fast path that the CPU-bound scaling
@@ -314,7 +318,7 @@ pub async fn run(options: Options) -> Result<(), Failure> {
     phase.finish();
     let paired = qd1_paired(&mut bench, &rows).await?;
     let cached = cached_paired(&mut bench, &rows).await?;
-    let batch = batch_paired(&mut bench, &rows).await?;
+    let [batch, batch_hot] = batch_paired(&mut bench, &rows).await?;
     let title = format!(
         "ferrite-io bench: ours / baseline, median and range of {rounds} rounds; kernel {}",
         ferrite_io::io::detect::kernel_release()
@@ -323,12 +327,19 @@ pub async fn run(options: Options) -> Result<(), Failure> {
     eprintln!("chart: {}", chart.path().display());
     chart.keep();
     if json {
-        let report = report(&measured, rounds, &config, &source, &bench, PairedReports { qd1: paired, cached, batch });
+        let report = report(
+            &measured,
+            rounds,
+            &config,
+            &source,
+            &bench,
+            PairedReports { qd1: paired, cached, batch, batch_hot },
+        );
         let text = serde_json::to_string_pretty(&report).map_err(|e| Failure::Run(format!("JSON report: {e}")))?;
         println!("{text}");
     } else {
         print_table(&measured, &backends, rounds, &config, &source);
-        print_extras(&measured, &bench, &PairedReports { qd1: paired, cached, batch });
+        print_extras(&measured, &bench, &PairedReports { qd1: paired, cached, batch, batch_hot });
     }
     Ok(())
 }
@@ -357,19 +368,22 @@ async fn cached_paired(bench: &mut Bench, rows: &[Row]) -> Result<Option<CachedP
 #[cfg(uring)]
 const BATCH_CHUNKS: usize = 100;
 
-/// The batch comparison in chunks, when the batch row is among `rows` and the io_uring engine
-/// runs.
-async fn batch_paired(bench: &mut Bench, rows: &[Row]) -> Result<Option<BatchPairedReport>, Failure> {
+/// The batch comparisons in chunks, anywhere in the file and inside its hot first 1 MiB, when
+/// the batch row is among `rows` and the io_uring engine runs.
+async fn batch_paired(bench: &mut Bench, rows: &[Row]) -> Result<[Option<BatchPairedReport>; 2], Failure> {
     #[cfg(uring)]
     if rows.contains(&Row::Batch8) && bench.runs(Backend::UringFixed) {
-        let phase = Progress::start("batches of 8, engine and raw ring alternating", 1, "runs");
-        let paired = bench.paired_batch(BATCH_CHUNKS).await?;
-        phase.inc(1);
+        let phase = Progress::start("batches of 8, engine and raw ring alternating", 2, "runs");
+        let mut reports = [None, None];
+        for (report, hot) in reports.iter_mut().zip([false, true]) {
+            *report = BatchPairedReport::of(bench.paired_batch(BATCH_CHUNKS, hot).await?);
+            phase.inc(1);
+        }
         phase.finish();
-        return Ok(BatchPairedReport::of(paired));
+        return Ok(reports);
     }
     let _ = (bench, rows);
-    Ok(None)
+    Ok([None, None])
 }
 
 /// The paired comparisons that ran.
@@ -377,6 +391,7 @@ struct PairedReports {
     qd1: Option<PairedReport>,
     cached: Option<CachedPairedReport>,
     batch: Option<BatchPairedReport>,
+    batch_hot: Option<BatchPairedReport>,
 }
 
 /// The paired queue-depth-1 comparison, when the O_DIRECT QD1 row is among `rows` and the
@@ -506,9 +521,10 @@ fn print_extras(measured: &[Measured], bench: &Bench, paired: &PairedReports) {
             c.ratio_p50
         );
     }
-    if let Some(b) = &paired.batch {
+    for (b, span) in [(&paired.batch, "anywhere in the file"), (&paired.batch_hot, "within its first 1 MiB")] {
+        let Some(b) = b else { continue };
         println!(
-            "batches of 8 cached reads, {} chunks of {} alternating: uring_fixed p50 {} per batch, raw_ring p50 {}: {:.3}x (median of the ratios within a pair)",
+            "batches of 8 cached reads {span}, {} chunks of {} alternating: uring_fixed p50 {} per batch, raw_ring p50 {}: {:.3}x (median of the ratios within a pair)",
             b.chunks,
             b.batches_per_chunk,
             micros(b.uring_fixed_p50_us),
@@ -565,6 +581,7 @@ fn report(
         qd1_paired: paired.qd1,
         cached_paired: paired.cached,
         batch_paired: paired.batch,
+        batch_paired_hot: paired.batch_hot,
         uring_stats: bench.uring_stats(),
         uring_ring_only_stats: bench.ring_only_stats(),
         tokio_stats: bench.tokio_stats(),
