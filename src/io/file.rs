@@ -550,10 +550,11 @@ impl File {
         self.check_direct(offset, bufs.iter().map(|buf| (buf.as_ptr() as usize, buf.len())))
     }
 
-    /// Whether `self` and `other` are handles of the same open file.
+    /// Names the open file: equal for every handle of it, for as long as one lives.
+    #[cfg(uring)]
     #[inline]
-    pub(crate) fn same(&self, other: &File) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
+    pub(crate) fn identity(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
     }
 
     #[cfg(uring)]

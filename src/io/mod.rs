@@ -147,8 +147,7 @@ pub(crate) fn foreign<S: Submittable>(buf: Buf<S>, pool: &BufPool) -> BufResult<
 pub(crate) struct BatchOp {
     pub(crate) rw: Rw,
     pub(crate) fixed: bool,
-    /// Its file's index in [`Batch::files`].
-    pub(crate) file: u32,
+    pub(crate) file: File,
     pub(crate) buf: Buf<InFlight>,
     pub(crate) offset: u64,
 }
@@ -160,14 +159,14 @@ pub(crate) enum BatchSlot {
     Op(BatchOp),
     /// In flight on a ring under this `user_data`.
     #[cfg_attr(not(uring), allow(dead_code))]
-    Submitted { rw: Rw, fixed: bool, file: u32, offset: u64, key: u64 },
+    Submitted { rw: Rw, fixed: bool, offset: u64, key: u64 },
     /// Finished, with its buffer.
     Done(Finished),
     /// Moved out for a moment while an engine works on the slot.
     Taken,
 }
 
-static_assertions::const_assert!(size_of::<BatchSlot>() <= 48);
+static_assertions::const_assert!(size_of::<BatchSlot>() <= 72);
 
 /// A finished batch operation, kept small: slots are written and moved a few times per
 /// operation, and a `BufResult` (88 bytes, most of them the error) made every slot that large.
@@ -228,11 +227,6 @@ impl From<Finished> for BufResult<usize, Buf<Completed>> {
 #[derive(Default)]
 pub struct Batch {
     pub(crate) slots: Vec<BatchSlot>,
-    /// The files the operations name: one handle per run of operations on the same file, not
-    /// one per operation. Cloning a `File` is an atomic increment, and its drop a decrement:
-    /// two locked instructions per operation, 16 of a batch of 8 reads of one file. Cleared,
-    /// keeping its capacity, once nothing in flight needs them.
-    pub(crate) files: Vec<File>,
 }
 
 impl Batch {
@@ -253,7 +247,7 @@ impl Batch {
     /// assert_eq!(batch.len(), 0);
     /// ```
     pub fn with_capacity(n: usize) -> Self {
-        Batch { slots: Vec::with_capacity(n), files: Vec::new() }
+        Batch { slots: Vec::with_capacity(n) }
     }
 
     /// Adds a read of `buf.len()` bytes at `offset`. A `Buf<Registered>` of the engine's pool
@@ -318,11 +312,7 @@ impl Batch {
     }
 
     fn push<S: Submittable>(&mut self, rw: Rw, file: &File, buf: Buf<S>, offset: u64) {
-        if !self.files.last().is_some_and(|last| last.same(file)) {
-            self.files.push(file.clone());
-        }
-        let file = (self.files.len() - 1) as u32;
-        let op = BatchOp { rw, fixed: S::FIXED, file, buf: buf.into_in_flight(), offset };
+        let op = BatchOp { rw, fixed: S::FIXED, file: file.clone(), buf: buf.into_in_flight(), offset };
         self.slots.push(BatchSlot::Op(op));
     }
 }
@@ -359,10 +349,8 @@ pub struct BatchResults<'b> {
 }
 
 impl<'b> BatchResults<'b> {
-    /// The results of `batch`, whose operations have all finished: nothing needs its files.
-    pub(crate) fn new(batch: &'b mut Batch) -> Self {
-        batch.files.clear();
-        BatchResults { slots: batch.slots.drain(..) }
+    pub(crate) fn new(slots: &'b mut Vec<BatchSlot>) -> Self {
+        BatchResults { slots: slots.drain(..) }
     }
 }
 

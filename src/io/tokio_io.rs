@@ -513,14 +513,14 @@ fn stream_vectored(
     }
 }
 
-fn batch_op(op: BatchOp, file: &File, pool: u64, counters: &Counters) -> BufResult<usize, Buf<Completed>> {
+fn batch_op(op: BatchOp, pool: u64, counters: &Counters) -> BufResult<usize, Buf<Completed>> {
     let code = op.rw.op(op.fixed && op.buf.pool_id() == pool, false);
-    let BatchOp { rw, mut buf, offset, .. } = op;
-    let result = rw_once(rw, file, &mut buf, 0, offset);
+    let BatchOp { rw, file, mut buf, offset, .. } = op;
+    let result = rw_once(rw, &file, &mut buf, 0, offset);
     if let Ok(n) = result {
         counters.done(rw, n);
     }
-    complete(code, file, offset, result, buf)
+    complete(code, &file, offset, result, buf)
 }
 
 impl IoEngine for TokioEngine {
@@ -661,12 +661,10 @@ impl IoEngine for TokioEngine {
         let pool = self.pool.id();
         // Page-cache hits finish inline; whatever would block goes to one blocking task.
         let mut rest = 0;
-        let Batch { slots, files } = &mut *batch;
-        for slot in slots.iter_mut() {
+        for slot in batch.slots.iter_mut() {
             let BatchSlot::Op(op) = slot else { continue };
-            let file = &files[op.file as usize];
             let code = op.rw.op(op.fixed && op.buf.pool_id() == pool, false);
-            let outcome = self.fast.attempt(op.rw, file, &mut op.buf, 0, op.offset, &self.counters);
+            let outcome = self.fast.attempt(op.rw, &op.file, &mut op.buf, 0, op.offset, &self.counters);
             let result = match outcome {
                 Nowait::Done(n) if n == 0 || n == op.buf.len() => Ok(n),
                 Nowait::Failed(e) => Err(e),
@@ -676,41 +674,40 @@ impl IoEngine for TokioEngine {
                 }
             };
             let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { unreachable!("matched above") };
-            *slot = BatchSlot::Done(self.complete(op.rw, code, file, op.offset, result, op.buf).into());
+            *slot = BatchSlot::Done(self.complete(op.rw, code, &op.file, op.offset, result, op.buf).into());
         }
         if rest > 0 {
-            // The slot list and the files move to the blocking task and back: no allocation.
-            let taken = (std::mem::take(slots), std::mem::take(files));
+            // The slot list itself moves to the blocking task and back: no allocation.
+            let slots = std::mem::take(&mut batch.slots);
             let counters = self.counters.clone();
             let ran = self
-                .blocking(taken, move |(mut slots, files)| {
+                .blocking(slots, move |mut slots| {
                     for slot in slots.iter_mut() {
                         if let BatchSlot::Op(_) = slot {
                             let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { unreachable!() };
-                            let file = &files[op.file as usize];
-                            *slot = BatchSlot::Done(batch_op(op, file, pool, &counters).into());
+                            *slot = BatchSlot::Done(batch_op(op, pool, &counters).into());
                         }
                     }
-                    (slots, files)
+                    slots
                 })
                 .await;
-            (*slots, *files) = match ran {
-                Ok(taken) => taken,
-                Err(((mut slots, files), stopped)) => {
+            batch.slots = match ran {
+                Ok(slots) => slots,
+                Err((mut slots, stopped)) => {
                     for slot in slots.iter_mut() {
                         if let BatchSlot::Op(_) = slot {
                             let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { unreachable!() };
                             let code = op.rw.op(op.fixed && op.buf.pool_id() == pool, false);
-                            let path = files[op.file as usize].path();
                             *slot = BatchSlot::Done(
-                                BufResult(Err(stopped.error(code, path, op.offset)), op.buf.into_failed()).into(),
+                                BufResult(Err(stopped.error(code, op.file.path(), op.offset)), op.buf.into_failed())
+                                    .into(),
                             );
                         }
                     }
-                    (slots, files)
+                    slots
                 }
             };
         }
-        BatchResults::new(batch)
+        BatchResults::new(&mut batch.slots)
     }
 }

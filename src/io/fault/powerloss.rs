@@ -297,19 +297,17 @@ impl<E: IoEngine> IoEngine for PowerLossEngine<E> {
     }
 
     async fn submit_batch<'b>(&self, batch: &'b mut Batch) -> BatchResults<'b> {
-        let Batch { slots, files } = &mut *batch;
-        for slot in slots.iter_mut() {
+        for slot in batch.slots.iter_mut() {
             let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { continue };
             // Not submitted yet: the buffer is the caller's again.
             let buf: Buf<Free> = op.buf.cast();
-            let file = &files[op.file as usize];
             let result = match op.rw {
-                Rw::Read => self.read_at(file, buf, op.offset).await,
-                Rw::Write => self.write_at(file, buf, op.offset).await,
+                Rw::Read => self.read_at(&op.file, buf, op.offset).await,
+                Rw::Write => self.write_at(&op.file, buf, op.offset).await,
             };
             *slot = BatchSlot::Done(result.into());
         }
-        BatchResults::new(batch)
+        BatchResults::new(&mut batch.slots)
     }
 }
 

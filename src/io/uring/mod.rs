@@ -910,7 +910,7 @@ fn submitted_key(slot: &BatchSlot) -> Option<Key> {
 struct BatchWait<'a, 'b> {
     shared: &'a Arc<Shared>,
     ring: usize,
-    batch: &'b mut Batch,
+    slots: &'b mut Vec<BatchSlot>,
     /// Operations still in flight.
     left: usize,
     /// Held while it waits under `block_on` (see `wake::Driving`).
@@ -923,24 +923,21 @@ impl std::future::Future for BatchWait<'_, '_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         let core = &this.shared.rings[this.ring];
-        let Batch { slots, files } = &mut *this.batch;
         let mut ring = core.lock();
-        for slot in slots.iter() {
+        for slot in this.slots.iter() {
             if let BatchSlot::Submitted { key, .. } = slot {
                 ring.unwait(Key::from_user_data(*key));
             }
         }
         ring.progress(&core.counters);
         let mut tally = Tally::default();
-        for slot in slots.iter_mut() {
-            let BatchSlot::Submitted { rw, fixed, file, offset, key } = *slot else { continue };
+        for slot in this.slots.iter_mut() {
+            let BatchSlot::Submitted { fixed, offset, key, rw } = *slot else { continue };
             let key = Key::from_user_data(key);
             match ring.take_done(key) {
                 Some((result, payload)) => {
                     tally.later += 1;
-                    let file = &files[file as usize];
-                    *slot =
-                        BatchSlot::Done(finish(&mut tally, rw, fixed, file, offset, syscall_result(result), payload));
+                    *slot = BatchSlot::Done(finish(&mut tally, rw, fixed, offset, syscall_result(result), payload));
                     this.left -= 1;
                 }
                 None => ring.wait(key, cx.waker()),
@@ -951,7 +948,7 @@ impl std::future::Future for BatchWait<'_, '_> {
             wake::release(&mut ring, &mut this.claim);
             return Poll::Ready(());
         }
-        let keys = slots.iter().filter_map(submitted_key);
+        let keys = this.slots.iter().filter_map(submitted_key);
         let path = wake::wait_path(this.shared, this.ring, &mut ring, &mut this.claim, keys);
         drop(ring);
         wake::arm(this.shared, this.ring, path);
@@ -968,19 +965,17 @@ impl Drop for BatchWait<'_, '_> {
         let mut ring = core.lock();
         wake::release(&mut ring, &mut self.claim);
         let mut in_flight = false;
-        for slot in self.batch.slots.iter() {
-            if let BatchSlot::Submitted { file, key, .. } = *slot {
-                // The slot keeps a handle of the file: the batch's go with it.
-                in_flight |= ring.abandon(Key::from_user_data(key), Some(&self.batch.files[file as usize]));
+        for slot in self.slots.iter() {
+            if let BatchSlot::Submitted { key, .. } = slot {
+                in_flight |= ring.abandon(Key::from_user_data(*key), None);
             }
         }
         if in_flight {
-            watch_for_abandoned(self.shared, self.ring, ring, self.batch.slots.iter().filter_map(submitted_key));
+            watch_for_abandoned(self.shared, self.ring, ring, self.slots.iter().filter_map(submitted_key));
         } else {
             drop(ring);
         }
-        self.batch.slots.clear();
-        self.batch.files.clear();
+        self.slots.clear();
     }
 }
 
@@ -990,7 +985,6 @@ fn finish(
     tally: &mut Tally,
     rw: Rw,
     fixed: bool,
-    file: &File,
     offset: u64,
     result: io::Result<usize>,
     payload: Payload,
@@ -1000,7 +994,7 @@ fn finish(
             tally.done(rw, n);
             Finished::ok(n, payload.into_one().into_completed(n))
         }
-        Err(e) => failed(rw, fixed, file, offset, e, payload),
+        Err(e) => failed(rw, fixed, offset, e, payload),
     }
 }
 
@@ -1008,8 +1002,9 @@ fn finish(
 /// operation's name is worked out only here: for every entry, it was about 3% of a batch's
 /// instructions.
 #[cold]
-fn failed(rw: Rw, fixed: bool, file: &File, offset: u64, e: io::Error, payload: Payload) -> Finished {
-    let error = Error::os(rw.op(fixed, false), file, offset, Backend::Uring, e);
+fn failed(rw: Rw, fixed: bool, offset: u64, e: io::Error, payload: Payload) -> Finished {
+    let path = payload.file().and_then(File::path);
+    let error = Error::os_path(rw.op(fixed, false), path, offset, Backend::Uring, e);
     BufResult(Err(error), payload.into_one().into_failed()).into()
 }
 
@@ -1223,15 +1218,14 @@ impl IoEngine for UringEngine {
         let pool = self.shared.pool.id();
         // Owns the batch's slots from here: dropped early (even while waiting for room), it
         // abandons every operation already in flight and empties the batch.
-        let mut wait = BatchWait { shared: &self.shared, ring: index, batch, left: 0, claim: None };
+        let mut wait = BatchWait { shared: &self.shared, ring: index, slots: &mut batch.slots, left: 0, claim: None };
         let mut next = 0;
-        while next < wait.batch.slots.len() {
-            let Batch { slots, files } = &mut *wait.batch;
+        while next < wait.slots.len() {
             // As much as there is ring room for (at least one, waited for) and fits the SQ.
             let room = core.room.available_permits().clamp(1, core.sq_entries);
-            let want = (slots.len() - next).min(room) as u32;
+            let want = (wait.slots.len() - next).min(room) as u32;
             if let Err(e) = self.room(index, want).await {
-                fail_rest(&mut slots[next..], files, pool, &e);
+                fail_rest(&mut wait.slots[next..], pool, &e);
                 break;
             }
             let end = next + want as usize;
@@ -1240,38 +1234,44 @@ impl IoEngine for UringEngine {
             // SQ room for the whole chunk at once; if a partial flush left too little, each entry
             // asks for its own, as one at a time always did.
             let whole = ring.reserve(want as usize, &core.counters).is_ok();
-            // A batch usually names one file many times: look up its fixed index once per run.
-            let mut last: Option<(u32, On)> = None;
-            for slot in &mut slots[next..end] {
+            // A batch usually names one file many times: look up its fixed index once. Every
+            // entry holds a handle of its file from before this loop, so no two files met here
+            // ever share an identity.
+            let mut last: Option<(usize, On)> = None;
+            for slot in &mut wait.slots[next..end] {
                 let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { continue };
-                let file = &files[op.file as usize];
                 let fixed = op.fixed && op.buf.pool_id() == pool;
-                let valid = check_offset(op.offset).and_then(|()| file.check_buf(&op.buf, 0, op.offset));
+                let valid = check_offset(op.offset).and_then(|()| op.file.check_buf(&op.buf, 0, op.offset));
                 let room = valid.and_then(|()| if whole { Ok(()) } else { ring.reserve(1, &core.counters) });
                 *slot = match room {
                     Err(e) => {
                         unused += 1;
-                        BatchSlot::Done(failed(op.rw, fixed, file, op.offset, e, Payload::one(op.buf)))
+                        BatchSlot::Done(finish(
+                            &mut tally,
+                            op.rw,
+                            fixed,
+                            op.offset,
+                            Err(e),
+                            Payload::owned(op.file, op.buf),
+                        ))
                     }
                     Ok(()) => {
                         let on = match last {
-                            Some((index, on)) if index == op.file => on,
-                            _ => On::file(&self.shared, file),
+                            Some((file, on)) if file == op.file.identity() => on,
+                            _ => On::file(&self.shared, &op.file),
                         };
-                        last = Some((op.file, on));
+                        last = Some((op.file.identity(), on));
                         let entry = rw_entry(op.rw, fixed, on, &op.buf, 0, op.offset);
                         let (rw, offset) = (op.rw, op.offset);
-                        // The batch holds the file until every operation has finished, or
-                        // hands the slot a handle if it gives up first (`BatchWait::drop`).
-                        match ring.push(entry, Payload::one(op.buf)) {
+                        match ring.push(entry, Payload::owned(op.file, op.buf)) {
                             Ok(key) => {
                                 wait.left += 1;
                                 pushed += 1;
-                                BatchSlot::Submitted { rw, fixed, file: op.file, offset, key: key.user_data() }
+                                BatchSlot::Submitted { rw, fixed, offset, key: key.user_data() }
                             }
                             Err((e, payload)) => {
                                 unused += 1;
-                                BatchSlot::Done(failed(rw, fixed, file, offset, e, payload))
+                                BatchSlot::Done(finish(&mut tally, rw, fixed, offset, Err(e), payload))
                             }
                         }
                     }
@@ -1281,19 +1281,12 @@ impl IoEngine for UringEngine {
                 core.counters.pushed(pushed);
             }
             ring.submit_and_reap(&core.counters);
-            for slot in &mut slots[next..end] {
-                let BatchSlot::Submitted { rw, fixed, file, offset, key } = *slot else { continue };
-                let key = Key::from_user_data(key);
-                let file = &files[file as usize];
-                match ring.take_done(key) {
-                    Some((result, payload)) => {
-                        tally.inline += 1;
-                        let result = syscall_result(result);
-                        *slot = BatchSlot::Done(finish(&mut tally, rw, fixed, file, offset, result, payload));
-                        wait.left -= 1;
-                    }
-                    // Against a future that is forgotten with the entry still in the SQ.
-                    None => ring.hold_if_queued(key, file),
+            for slot in &mut wait.slots[next..end] {
+                let BatchSlot::Submitted { rw, fixed, offset, key } = *slot else { continue };
+                if let Some((result, payload)) = ring.take_done(Key::from_user_data(key)) {
+                    tally.inline += 1;
+                    *slot = BatchSlot::Done(finish(&mut tally, rw, fixed, offset, syscall_result(result), payload));
+                    wait.left -= 1;
                 }
             }
             drop(ring);
@@ -1307,18 +1300,17 @@ impl IoEngine for UringEngine {
             (&mut wait).await;
         }
         drop(wait);
-        BatchResults::new(batch)
+        BatchResults::new(&mut batch.slots)
     }
 }
 
 /// Fails every operation of `slots` not yet submitted with `error`.
-fn fail_rest(slots: &mut [BatchSlot], files: &[File], pool: u64, error: &io::Error) {
+fn fail_rest(slots: &mut [BatchSlot], pool: u64, error: &io::Error) {
     for slot in slots {
         let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { continue };
         let code = op.rw.op(op.fixed && op.buf.pool_id() == pool, false);
         let e = io::Error::from(error.kind());
-        let file = &files[op.file as usize];
-        let failed = BufResult(Err(Error::os(code, file, op.offset, Backend::Uring, e)), op.buf.into_failed());
+        let failed = BufResult(Err(Error::os(code, &op.file, op.offset, Backend::Uring, e)), op.buf.into_failed());
         *slot = BatchSlot::Done(failed.into());
     }
 }

@@ -139,8 +139,7 @@ enum State {
 /// ([`Ring::abandon`]) or when its entry is still queued after its submit
 /// ([`Ring::hold_if_queued`], against a future that is forgotten). Cloning on every operation
 /// would make submitters on different cores share the file's reference count: one cache line
-/// bounced between them twice per operation. A batch holds one handle per file for all of its
-/// entries, and works the same way.
+/// bounced between them twice per operation. Batch entries own their files and keep them here.
 ///
 /// A vectored operation's `iovec`s live beside its buffer list, as a boxed slice: every slot
 /// is as large as the largest payload and is moved on every operation, and a separate
@@ -856,14 +855,24 @@ impl Payload {
         Payload { bufs: Bufs::None, file: None }
     }
 
-    /// One buffer, on a file its future (or its batch) borrows.
+    /// One buffer, on a file its future borrows.
     pub(super) fn one(buf: Buf<InFlight>) -> Payload {
         Payload { bufs: Bufs::One(buf), file: None }
+    }
+
+    /// One buffer, on a file whose handle the operation owns (a batch entry).
+    pub(super) fn owned(file: File, buf: Buf<InFlight>) -> Payload {
+        Payload { bufs: Bufs::One(buf), file: Some(file) }
     }
 
     /// A buffer list and its `iovec`s, on a file its future borrows.
     pub(super) fn many(bufs: Vec<Buf<InFlight>>, iovecs: IoVecs) -> Payload {
         Payload { bufs: Bufs::Many { bufs, _iovecs: iovecs }, file: None }
+    }
+
+    /// The file's handle, if the payload holds one (batch entries do; their errors name it).
+    pub(super) fn file(&self) -> Option<&File> {
+        self.file.as_ref()
     }
 
     #[inline]
@@ -956,7 +965,7 @@ mod tests {
         let buf = pool.try_acquire().unwrap().into_in_flight();
         let entry = io_uring::opcode::Read::new(io_uring::types::Fd(file.fd()), buf.as_ptr(), 4096).build();
         let mut ring = core.lock();
-        let key = ring.push(entry, Payload::one(buf)).map_err(|(e, _)| e).unwrap();
+        let key = ring.push(entry, Payload::owned(file.clone(), buf)).map_err(|(e, _)| e).unwrap();
         assert!(ring.take_done(key).is_none(), "queued, not submitted");
         ring.break_with(libc::EBADF);
         let (result, payload) = ring.take_done(key).expect("completed by the failure");
