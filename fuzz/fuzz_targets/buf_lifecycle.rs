@@ -26,7 +26,7 @@ fn uring_available() -> bool {
     })
 }
 
-fuzz_target!(|input: Input| {
+fuzz_target!(init: { runtime(); }, |input: Input| {
     let path = scratch_file("");
     runtime().block_on(async {
         let foreign = TokioEngine::new(&model::foreign_config()).expect("foreign engine");

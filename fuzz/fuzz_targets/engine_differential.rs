@@ -110,7 +110,7 @@ async fn run<E: IoEngine>(engine: &E, path: &Path, input: &Input) -> Vec<Outcome
     outcomes
 }
 
-fuzz_target!(|input: Input| {
+fuzz_target!(init: { runtime(); }, |input: Input| {
     #[cfg(all(feature = "io-uring", target_os = "linux"))]
     {
         let (a, b) = (scratch_file(".uring"), scratch_file(".tokio"));

@@ -26,7 +26,7 @@ struct Input {
     bytes: Vec<u8>,
 }
 
-fuzz_target!(|input: Input| {
+fuzz_target!(init: { runtime(); }, |input: Input| {
     let size = 4096usize << (input.big % 3);
     let address = u64::from(input.address_page) * size as u64;
     let raw: Vec<u8> =
