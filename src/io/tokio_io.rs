@@ -13,8 +13,8 @@ use std::io;
 use super::nowait::{FastPath, Nowait};
 use super::stats::{Counters, EngineStats};
 use super::{
-    Batch, BatchOp, BatchResults, BatchSlot, BufResult, File, IoEngine, MAX_VECTORED, PositionalIo, Reason, Rw,
-    Selection, foreign, is_fixed,
+    Batch, BatchResults, BatchSlot, BufResult, File, IoEngine, MAX_VECTORED, PositionalIo, Reason, Rw, Selection,
+    Stage, foreign, is_fixed,
 };
 use crate::buf::{Buf, BufPool, Completed, InFlight, Registered, Submittable};
 use crate::config::{EngineChoice, IoEngineConfig};
@@ -513,14 +513,21 @@ fn stream_vectored(
     }
 }
 
-fn batch_op(op: BatchOp, pool: u64, counters: &Counters) -> BufResult<usize, Buf<Completed>> {
-    let code = op.rw.op(op.fixed && op.buf.pool_id() == pool, false);
-    let BatchOp { rw, file, mut buf, offset, .. } = op;
-    let result = rw_once(rw, &file, &mut buf, 0, offset);
+/// Runs one operation of a batch on the calling (blocking) thread.
+fn batch_op(slot: &mut BatchSlot, pool: u64, counters: &Counters) {
+    let Some(buf) = slot.buf.as_mut() else { return };
+    let code = slot.rw.op(slot.fixed && buf.pool_id() == pool, false);
+    let result = rw_once(slot.rw, &slot.file, buf, 0, slot.offset);
+    settle(slot, code, result, counters);
+}
+
+/// Records a batch operation's result in its slot, counted.
+fn settle(slot: &mut BatchSlot, code: Op, result: io::Result<usize>, counters: &Counters) {
     if let Ok(n) = result {
-        counters.done(rw, n);
+        counters.done(slot.rw, n);
     }
-    complete(code, &file, offset, result, buf)
+    let result = result.map_err(|e| err(code, &slot.file, slot.offset, e));
+    slot.finish(result);
 }
 
 impl IoEngine for TokioEngine {
@@ -661,20 +668,19 @@ impl IoEngine for TokioEngine {
         let pool = self.pool.id();
         // Page-cache hits finish inline; whatever would block goes to one blocking task.
         let mut rest = 0;
-        for slot in batch.slots.iter_mut() {
-            let BatchSlot::Op(op) = slot else { continue };
-            let code = op.rw.op(op.fixed && op.buf.pool_id() == pool, false);
-            let outcome = self.fast.attempt(op.rw, &op.file, &mut op.buf, 0, op.offset, &self.counters);
+        for slot in batch.slots.iter_mut().filter(|slot| matches!(slot.stage, Stage::Added)) {
+            let Some(buf) = slot.buf.as_mut() else { continue };
+            let code = slot.rw.op(slot.fixed && buf.pool_id() == pool, false);
+            let outcome = self.fast.attempt(slot.rw, &slot.file, buf, 0, slot.offset, &self.counters);
             let result = match outcome {
-                Nowait::Done(n) if n == 0 || n == op.buf.len() => Ok(n),
+                Nowait::Done(n) if n == 0 || n == buf.len() => Ok(n),
                 Nowait::Failed(e) => Err(e),
                 Nowait::Done(_) | Nowait::WouldBlock | Nowait::Unsupported => {
                     rest += 1;
                     continue;
                 }
             };
-            let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { unreachable!("matched above") };
-            *slot = BatchSlot::Done(self.complete(op.rw, code, &op.file, op.offset, result, op.buf).into());
+            settle(slot, code, result, &self.counters);
         }
         if rest > 0 {
             // The slot list itself moves to the blocking task and back: no allocation.
@@ -682,11 +688,8 @@ impl IoEngine for TokioEngine {
             let counters = self.counters.clone();
             let ran = self
                 .blocking(slots, move |mut slots| {
-                    for slot in slots.iter_mut() {
-                        if let BatchSlot::Op(_) = slot {
-                            let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { unreachable!() };
-                            *slot = BatchSlot::Done(batch_op(op, pool, &counters).into());
-                        }
+                    for slot in slots.iter_mut().filter(|slot| matches!(slot.stage, Stage::Added)) {
+                        batch_op(slot, pool, &counters);
                     }
                     slots
                 })
@@ -694,15 +697,10 @@ impl IoEngine for TokioEngine {
             batch.slots = match ran {
                 Ok(slots) => slots,
                 Err((mut slots, stopped)) => {
-                    for slot in slots.iter_mut() {
-                        if let BatchSlot::Op(_) = slot {
-                            let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { unreachable!() };
-                            let code = op.rw.op(op.fixed && op.buf.pool_id() == pool, false);
-                            *slot = BatchSlot::Done(
-                                BufResult(Err(stopped.error(code, op.file.path(), op.offset)), op.buf.into_failed())
-                                    .into(),
-                            );
-                        }
+                    for slot in slots.iter_mut().filter(|slot| matches!(slot.stage, Stage::Added)) {
+                        let fixed = slot.fixed && slot.buf.as_ref().is_some_and(|buf| buf.pool_id() == pool);
+                        let code = slot.rw.op(fixed, false);
+                        slot.finish(Err(stopped.error(code, slot.file.path(), slot.offset)));
                     }
                     slots
                 }

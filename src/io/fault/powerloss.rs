@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::buf::{Buf, BufPool, Completed, Free, Registered, Submittable};
 use crate::error::{Backend, Error, Op, Result};
-use crate::io::{Batch, BatchResults, BatchSlot, BufResult, EngineStats, File, IoEngine, Rw, Selection};
+use crate::io::{Batch, BatchResults, BufResult, EngineStats, File, IoEngine, Rw, Selection, Stage};
 
 /// The sector a power loss tears writes at.
 pub const SECTOR: usize = 512;
@@ -297,15 +297,17 @@ impl<E: IoEngine> IoEngine for PowerLossEngine<E> {
     }
 
     async fn submit_batch<'b>(&self, batch: &'b mut Batch) -> BatchResults<'b> {
-        for slot in batch.slots.iter_mut() {
-            let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { continue };
+        for slot in batch.slots.iter_mut().filter(|slot| matches!(slot.stage, Stage::Added)) {
+            let Some(buf) = slot.buf.take() else { continue };
             // Not submitted yet: the buffer is the caller's again.
-            let buf: Buf<Free> = op.buf.cast();
-            let result = match op.rw {
-                Rw::Read => self.read_at(&op.file, buf, op.offset).await,
-                Rw::Write => self.write_at(&op.file, buf, op.offset).await,
+            let buf: Buf<Free> = buf.cast();
+            let BufResult(result, buf) = match slot.rw {
+                Rw::Read => self.read_at(&slot.file, buf, slot.offset).await,
+                Rw::Write => self.write_at(&slot.file, buf, slot.offset).await,
             };
-            *slot = BatchSlot::Done(result.into());
+            // Back in the slot, as an engine keeps it, until `BatchResults` hands it out.
+            slot.buf = Some(buf.cast());
+            slot.finish(result);
         }
         BatchResults::new(&mut batch.slots)
     }

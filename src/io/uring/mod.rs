@@ -57,7 +57,7 @@ use super::nowait::{FastPath, Nowait};
 use super::stats::{EngineStats, Tally};
 use super::tokio_io::check_offset;
 use super::{
-    Batch, BatchResults, BatchSlot, BufResult, File, Finished, IoEngine, MAX_VECTORED, Reason, Rw, Selection, foreign,
+    Batch, BatchResults, BatchSlot, BufResult, File, IoEngine, MAX_VECTORED, Reason, Rw, Selection, Stage, foreign,
     is_fixed,
 };
 use crate::buf::{Buf, BufPool, Completed, InFlight, Registered, Submittable};
@@ -530,7 +530,7 @@ impl UringEngine {
     async fn sync(&self, file: &File, data_only: bool) -> Result<()> {
         let op = if data_only { Op::SyncData } else { Op::SyncAll };
         let entry = sync_entry(On::file(&self.shared, file), data_only);
-        let result = match self.start(self.pick(), file, entry, Payload::sync()).await {
+        let result = match self.start(self.pick(), file, entry, Payload::none()).await {
             Ok(future) => future.await.0,
             Err((e, _)) => Err(e),
         };
@@ -564,7 +564,7 @@ impl UringEngine {
                 Ok(()) => match ring.push(write, Payload::one(buf)) {
                     Err((e, payload)) => Err((e, payload.into_one())),
                     Ok(write) => {
-                        let sync = ring.push(sync_entry(on, true), Payload::sync());
+                        let sync = ring.push(sync_entry(on, true), Payload::none());
                         core.counters.pushed(if sync.is_ok() { 2 } else { 1 });
                         ring.submit_and_reap(&core.counters);
                         ring.hold_if_queued(write, file);
@@ -898,8 +898,8 @@ fn watch_for_abandoned(
 
 /// The key of a batch slot in flight on a ring.
 fn submitted_key(slot: &BatchSlot) -> Option<Key> {
-    match slot {
-        BatchSlot::Submitted { key, .. } => Some(Key::from_user_data(*key)),
+    match slot.stage {
+        Stage::Submitted(key) => Some(Key::from_user_data(key)),
         _ => None,
     }
 }
@@ -924,20 +924,18 @@ impl std::future::Future for BatchWait<'_, '_> {
         let this = &mut *self;
         let core = &this.shared.rings[this.ring];
         let mut ring = core.lock();
-        for slot in this.slots.iter() {
-            if let BatchSlot::Submitted { key, .. } = slot {
-                ring.unwait(Key::from_user_data(*key));
-            }
+        for key in this.slots.iter().filter_map(submitted_key) {
+            ring.unwait(key);
         }
         ring.progress(&core.counters);
         let mut tally = Tally::default();
         for slot in this.slots.iter_mut() {
-            let BatchSlot::Submitted { fixed, offset, key, rw } = *slot else { continue };
-            let key = Key::from_user_data(key);
+            let Some(key) = submitted_key(slot) else { continue };
             match ring.take_done(key) {
                 Some((result, payload)) => {
                     tally.later += 1;
-                    *slot = BatchSlot::Done(finish(&mut tally, rw, fixed, offset, syscall_result(result), payload));
+                    slot.buf = Some(payload.into_one());
+                    finish(&mut tally, slot, result);
                     this.left -= 1;
                 }
                 None => ring.wait(key, cx.waker()),
@@ -964,11 +962,14 @@ impl Drop for BatchWait<'_, '_> {
         let core = &self.shared.rings[self.ring];
         let mut ring = core.lock();
         wake::release(&mut ring, &mut self.claim);
+        // A submit that unwound between pushing entries and handing their memory to the ring
+        // left them here: the ring takes them now, as the submit would have.
+        for slot in self.slots.iter_mut() {
+            adopt(&mut ring, slot);
+        }
         let mut in_flight = false;
-        for slot in self.slots.iter() {
-            if let BatchSlot::Submitted { key, .. } = slot {
-                in_flight |= ring.abandon(Key::from_user_data(*key), None);
-            }
+        for key in self.slots.iter().filter_map(submitted_key) {
+            in_flight |= ring.abandon(key, None);
         }
         if in_flight {
             watch_for_abandoned(self.shared, self.ring, ring, self.slots.iter().filter_map(submitted_key));
@@ -979,22 +980,15 @@ impl Drop for BatchWait<'_, '_> {
     }
 }
 
-/// A batch entry's result, counted.
+/// Records a batch entry's completion `result` (a CQE's) in its slot, counted.
 #[inline]
-fn finish(
-    tally: &mut Tally,
-    rw: Rw,
-    fixed: bool,
-    offset: u64,
-    result: io::Result<usize>,
-    payload: Payload,
-) -> Finished {
-    match result {
+fn finish(tally: &mut Tally, slot: &mut BatchSlot, result: i32) {
+    match syscall_result(result) {
         Ok(n) => {
-            tally.done(rw, n);
-            Finished::ok(n, payload.into_one().into_completed(n))
+            tally.done(slot.rw, n);
+            slot.stage = Stage::Done(n);
         }
-        Err(e) => failed(rw, fixed, offset, e, payload),
+        Err(e) => failed(slot, e),
     }
 }
 
@@ -1002,10 +996,9 @@ fn finish(
 /// operation's name is worked out only here: for every entry, it was about 3% of a batch's
 /// instructions.
 #[cold]
-fn failed(rw: Rw, fixed: bool, offset: u64, e: io::Error, payload: Payload) -> Finished {
-    let path = payload.file().and_then(File::path);
-    let error = Error::os_path(rw.op(fixed, false), path, offset, Backend::Uring, e);
-    BufResult(Err(error), payload.into_one().into_failed()).into()
+fn failed(slot: &mut BatchSlot, e: io::Error) {
+    let error = Error::os(slot.rw.op(slot.fixed, false), &slot.file, slot.offset, Backend::Uring, e);
+    slot.stage = Stage::Failed(Box::new(error));
 }
 
 impl Drop for UringEngine {
@@ -1230,7 +1223,7 @@ impl IoEngine for UringEngine {
             }
             let end = next + want as usize;
             let mut ring = core.lock();
-            let (mut unused, mut pushed, mut tally) = (0, 0, Tally::default());
+            let (mut unused, mut count, mut tally) = (0, 0, Tally::default());
             // SQ room for the whole chunk at once; if a partial flush left too little, each entry
             // asks for its own, as one at a time always did.
             let whole = ring.reserve(want as usize, &core.counters).is_ok();
@@ -1238,55 +1231,56 @@ impl IoEngine for UringEngine {
             // entry holds a handle of its file from before this loop, so no two files met here
             // ever share an identity.
             let mut last: Option<(usize, On)> = None;
+            // Each entry is pushed with an empty ring slot; its buffer stays in the batch slot,
+            // under this lock, until the submit's reap shows whether it completed inside the
+            // submit (most do: the result is stored and the buffer never moves) or the ring
+            // adopts it (below). Nothing between the push and the adoption awaits, so no caller
+            // can drop or forget the batch meanwhile; an unwind from in between is caught by
+            // `BatchWait`'s drop, which adopts what is left.
             for slot in &mut wait.slots[next..end] {
-                let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { continue };
-                let fixed = op.fixed && op.buf.pool_id() == pool;
-                let valid = check_offset(op.offset).and_then(|()| op.file.check_buf(&op.buf, 0, op.offset));
+                // Only what a forgotten `BatchResults` left behind is not `Added`: its room goes
+                // back.
+                let (Stage::Added, Some(buf)) = (&slot.stage, &slot.buf) else {
+                    unused += 1;
+                    continue;
+                };
+                slot.fixed = slot.fixed && buf.pool_id() == pool;
+                let valid = check_offset(slot.offset).and_then(|()| slot.file.check_buf(buf, 0, slot.offset));
                 let room = valid.and_then(|()| if whole { Ok(()) } else { ring.reserve(1, &core.counters) });
-                *slot = match room {
+                let pushed = room.and_then(|()| {
+                    let on = match last {
+                        Some((file, on)) if file == slot.file.identity() => on,
+                        _ => On::file(&self.shared, &slot.file),
+                    };
+                    last = Some((slot.file.identity(), on));
+                    let entry = rw_entry(slot.rw, slot.fixed, on, buf, 0, slot.offset);
+                    ring.push(entry, Payload::none()).map_err(|(e, _)| e)
+                });
+                match pushed {
+                    Ok(key) => {
+                        slot.stage = Stage::Pushed(key.user_data());
+                        wait.left += 1;
+                        count += 1;
+                    }
                     Err(e) => {
                         unused += 1;
-                        BatchSlot::Done(finish(
-                            &mut tally,
-                            op.rw,
-                            fixed,
-                            op.offset,
-                            Err(e),
-                            Payload::owned(op.file, op.buf),
-                        ))
+                        failed(slot, e);
                     }
-                    Ok(()) => {
-                        let on = match last {
-                            Some((file, on)) if file == op.file.identity() => on,
-                            _ => On::file(&self.shared, &op.file),
-                        };
-                        last = Some((op.file.identity(), on));
-                        let entry = rw_entry(op.rw, fixed, on, &op.buf, 0, op.offset);
-                        let (rw, offset) = (op.rw, op.offset);
-                        match ring.push(entry, Payload::owned(op.file, op.buf)) {
-                            Ok(key) => {
-                                wait.left += 1;
-                                pushed += 1;
-                                BatchSlot::Submitted { rw, fixed, offset, key: key.user_data() }
-                            }
-                            Err((e, payload)) => {
-                                unused += 1;
-                                BatchSlot::Done(finish(&mut tally, rw, fixed, offset, Err(e), payload))
-                            }
-                        }
-                    }
-                };
+                }
             }
-            if pushed > 0 {
-                core.counters.pushed(pushed);
+            if count > 0 {
+                core.counters.pushed(count);
             }
             ring.submit_and_reap(&core.counters);
             for slot in &mut wait.slots[next..end] {
-                let BatchSlot::Submitted { rw, fixed, offset, key } = *slot else { continue };
-                if let Some((result, payload)) = ring.take_done(Key::from_user_data(key)) {
-                    tally.inline += 1;
-                    *slot = BatchSlot::Done(finish(&mut tally, rw, fixed, offset, syscall_result(result), payload));
-                    wait.left -= 1;
+                let Stage::Pushed(key) = slot.stage else { continue };
+                match ring.take_result(Key::from_user_data(key)) {
+                    Some(result) => {
+                        tally.inline += 1;
+                        wait.left -= 1;
+                        finish(&mut tally, slot, result);
+                    }
+                    None => adopt(&mut ring, slot),
                 }
             }
             drop(ring);
@@ -1304,14 +1298,24 @@ impl IoEngine for UringEngine {
     }
 }
 
+/// Hands the buffer of a batch entry pushed by a submit to its ring slot (see [`Ring::adopt`]),
+/// with a handle of its file (the batch's own may go before the completion): the entry is
+/// `Submitted` from now on. Any other slot stays as it is.
+fn adopt(ring: &mut ring::Locked<'_>, slot: &mut BatchSlot) {
+    let Stage::Pushed(key) = slot.stage else { return };
+    if let Some(buf) = slot.buf.take() {
+        ring.adopt(Key::from_user_data(key), Payload::owned(slot.file.clone(), buf));
+    }
+    slot.stage = Stage::Submitted(key);
+}
+
 /// Fails every operation of `slots` not yet submitted with `error`.
 fn fail_rest(slots: &mut [BatchSlot], pool: u64, error: &io::Error) {
-    for slot in slots {
-        let BatchSlot::Op(op) = std::mem::replace(slot, BatchSlot::Taken) else { continue };
-        let code = op.rw.op(op.fixed && op.buf.pool_id() == pool, false);
+    for slot in slots.iter_mut().filter(|slot| matches!(slot.stage, Stage::Added)) {
+        let fixed = slot.fixed && slot.buf.as_ref().is_some_and(|buf| buf.pool_id() == pool);
         let e = io::Error::from(error.kind());
-        let failed = BufResult(Err(Error::os(code, &op.file, op.offset, Backend::Uring, e)), op.buf.into_failed());
-        *slot = BatchSlot::Done(failed.into());
+        let e = Error::os(slot.rw.op(fixed, false), &slot.file, slot.offset, Backend::Uring, e);
+        slot.stage = Stage::Failed(Box::new(e));
     }
 }
 
@@ -1339,9 +1343,9 @@ mod tests {
                 // Flag bit 7 is no flag: the kernel refuses the entry before issuing it and
                 // stops reading the submission queue there.
                 let bad = opcode::Nop::new().build().flags(squeue::Flags::from_bits_retain(1 << 7));
-                let refused = ring.push(bad, Payload::sync()).map_err(|(e, _)| e).unwrap();
+                let refused = ring.push(bad, Payload::none()).map_err(|(e, _)| e).unwrap();
                 let nop = opcode::Nop::new().build();
-                let queued = ring.push(nop, Payload::sync()).map_err(|(e, _)| e).unwrap();
+                let queued = ring.push(nop, Payload::none()).map_err(|(e, _)| e).unwrap();
                 ring.submit_and_reap(&core.counters);
                 assert!(ring.sq_pending(), "the kernel took the entry after the refused one");
                 (refused, queued)

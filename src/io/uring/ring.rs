@@ -29,7 +29,6 @@
 //! without a tick that completes after it registered, and a tick completion that comes after
 //! the sleep began ends it. One timer per millisecond per ring, not one per wait.
 
-use std::collections::VecDeque;
 use std::io;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -93,9 +92,8 @@ pub(super) struct Ring {
     reaped: usize,
     /// Of those, the ones whose future collects the result: they leave flight at the unlock.
     settled: usize,
-    /// Keys of the entries pushed and not yet consumed by the kernel, oldest first (ticks and
-    /// cancellations included, under their `user_data`: the count is what maps keys to entries).
-    queued: VecDeque<Key>,
+    /// Keys of the entries pushed, ticks and cancellations included (see [`Queued`]).
+    queued: Queued,
     /// The errno of a submit failure that broke the ring for good.
     broken: Option<i32>,
     /// Threads sleeping in the ring now (see the module docs).
@@ -189,6 +187,7 @@ impl Key {
 impl RingCore {
     pub(super) fn new(uring: IoUring, eventfd: OwnedFd) -> RingCore {
         let (sq, cq) = (uring.params().sq_entries() as usize, uring.params().cq_entries() as usize);
+        debug_assert!(sq.is_power_of_two(), "the kernel rounds SQ sizes up to powers of two");
         RingCore {
             fd: uring.as_raw_fd(),
             ring: Mutex::new(Ring {
@@ -201,7 +200,7 @@ impl RingCore {
                 to_drop: Vec::with_capacity(cq),
                 reaped: 0,
                 settled: 0,
-                queued: VecDeque::with_capacity(sq),
+                queued: Queued { keys: vec![Key::from_user_data(0); sq].into_boxed_slice(), pushed: 0 },
                 broken: None,
                 sleepers: 0,
                 thread_waiters: 0,
@@ -489,7 +488,8 @@ impl Ring {
         if let Some(errno) = self.broken {
             return Err((io::Error::from_raw_os_error(errno), payload));
         }
-        self.generation = self.generation.wrapping_add(1);
+        // Never 0, so that no key's `user_data` is 0 (a batch keeps it as a `NonZeroU64`).
+        self.generation = self.generation.wrapping_add(1).max(1);
         let generation = self.generation;
         let index = self.ops.insert(Slot { generation, state: State::Waiting(None), payload, thread: false });
         let key = Key { index: index as u32, generation };
@@ -500,7 +500,7 @@ impl Ring {
         let pushed = unsafe { self.uring.submission().push(&entry) };
         match pushed {
             Ok(()) => {
-                self.queued.push_back(key);
+                self.queued.push(key);
                 Ok(key)
             }
             Err(_) => {
@@ -529,7 +529,7 @@ impl Ring {
         if unsafe { self.uring.submission().push(&tick) }.is_err() {
             return Err(io::Error::from_raw_os_error(libc::EBUSY));
         }
-        self.queued.push_back(Key::from_user_data(TICK));
+        self.queued.push(Key::from_user_data(TICK));
         self.tick_pending = true;
         let submitted = self.submit(counters);
         if submitted.is_err() {
@@ -544,7 +544,7 @@ impl Ring {
         let cancel = io_uring::opcode::AsyncCancel::new(user_data).build().user_data(CANCEL);
         // SAFETY: a cancel request points at no memory.
         if unsafe { self.uring.submission().push(&cancel) }.is_ok() {
-            self.queued.push_back(Key::from_user_data(CANCEL));
+            self.queued.push(Key::from_user_data(CANCEL));
         }
     }
 
@@ -557,7 +557,6 @@ impl Ring {
         let mut attempts = 0;
         loop {
             let result = self.uring.submit();
-            self.trim_queued();
             match result {
                 Ok(_) => return Ok(()),
                 Err(e)
@@ -578,20 +577,6 @@ impl Ring {
         }
     }
 
-    /// Drops from `queued` the keys whose entries the kernel has consumed (the SQ is FIFO, so
-    /// the entries still queued are the last ones pushed).
-    fn trim_queued(&mut self) {
-        let left = self.uring.submission().len();
-        if left == 0 {
-            // The usual case: the kernel took everything.
-            self.queued.clear();
-            return;
-        }
-        while self.queued.len() > left {
-            self.queued.pop_front();
-        }
-    }
-
     /// A submit failed with an error that retrying will not fix (a broken descriptor, a dead
     /// ring). Nothing it was asked to submit reached the kernel: an `io_uring_enter` that
     /// consumed entries returns their count, not an error. From now on the ring never submits
@@ -601,7 +586,9 @@ impl Ring {
     /// refused with the same error.
     pub(super) fn break_with(&mut self, errno: i32) {
         self.broken = Some(errno);
-        while let Some(key) = self.queued.pop_front() {
+        let left = self.uring.submission().len();
+        for age in (0..left).rev() {
+            let key = self.queued.last(age);
             self.book().1.complete(key.user_data(), -errno);
         }
     }
@@ -683,7 +670,6 @@ impl Ring {
                 tracing::error!(error = %e, "io_uring_enter to flush the CQ overflow failed");
                 return;
             }
-            self.trim_queued();
         }
     }
 
@@ -762,7 +748,8 @@ impl Ring {
     /// Keeps a handle of `file` in the slot of `key` if its entry is still queued (a transient
     /// submit failure left it there): see [`Payload`].
     pub(super) fn hold_if_queued(&mut self, key: Key, file: &File) {
-        if self.queued.contains(&key) {
+        let left = self.uring.submission().len();
+        if (0..left).any(|age| self.queued.last(age) == key) {
             if let Some(slot) = self.ops.get_mut(key.index as usize) {
                 slot.payload.file.get_or_insert_with(|| file.clone());
             }
@@ -791,6 +778,38 @@ impl Ring {
             return None;
         };
         Some((result, self.free(key)))
+    }
+
+    /// The result of `key` if it completed (the slot is freed); for an operation pushed with an
+    /// empty payload (see [`adopt`](Self::adopt)).
+    #[inline]
+    pub(super) fn take_result(&mut self, key: Key) -> Option<i32> {
+        if !self.live(key) {
+            return None;
+        }
+        let State::Done(result) = self.ops[key.index as usize].state else {
+            return None;
+        };
+        let Payload { bufs, file } = self.free(key);
+        drop(file);
+        // Empty, as pushed: returning instead of dropping spares a call of the drop glue of
+        // `Bufs` on every entry of a batch.
+        if !matches!(bufs, Bufs::None) {
+            drop(bufs);
+        } else {
+            std::mem::forget(bufs);
+        }
+        Some(result)
+    }
+
+    /// Hands the slot of `key`, pushed with an empty payload, what its entry points at. Until
+    /// this call the submitter holds that memory, under this same lock (see
+    /// `UringEngine::submit_batch`). A key no longer live cannot be in flight: the payload is
+    /// dropped.
+    pub(super) fn adopt(&mut self, key: Key, payload: Payload) {
+        if let Some(slot) = self.ops.get_mut(key.index as usize).filter(|s| s.generation == key.generation) {
+            slot.payload = payload;
+        }
     }
 
     /// The future of `key` is gone: free the slot now if it completed, else free it at its
@@ -850,8 +869,9 @@ impl Ring {
 }
 
 impl Payload {
-    /// A sync's: nothing but the file, which its future borrows.
-    pub(super) fn sync() -> Payload {
+    /// Nothing: a sync's (its future borrows the file), or a batch entry's until it is
+    /// adopted.
+    pub(super) fn none() -> Payload {
         Payload { bufs: Bufs::None, file: None }
     }
 
@@ -870,11 +890,6 @@ impl Payload {
         Payload { bufs: Bufs::Many { bufs, _iovecs: iovecs }, file: None }
     }
 
-    /// The file's handle, if the payload holds one (batch entries do; their errors name it).
-    pub(super) fn file(&self) -> Option<&File> {
-        self.file.as_ref()
-    }
-
     #[inline]
     pub(super) fn into_one(self) -> Buf<InFlight> {
         match self.bufs {
@@ -888,6 +903,31 @@ impl Payload {
             Bufs::Many { bufs, .. } => bufs,
             _ => unreachable!("vectored operations carry a buffer list"),
         }
+    }
+}
+
+/// The keys of the entries pushed onto a ring's SQ, in push order, in an array of the SQ's size
+/// (a power of two). The SQ is FIFO, so the entries the kernel has not consumed yet are the last
+/// `SubmissionQueue::len` pushed; no more than the SQ holds can ever be unconsumed, so older keys
+/// may be overwritten. Pushing a key is one store, and nothing needs trimming after a submit.
+struct Queued {
+    keys: Box<[Key]>,
+    /// Keys pushed so far (wrapping): the next one goes to `pushed % keys.len()`.
+    pushed: usize,
+}
+
+impl Queued {
+    #[inline]
+    fn push(&mut self, key: Key) {
+        let mask = self.keys.len() - 1;
+        self.keys[self.pushed & mask] = key;
+        self.pushed = self.pushed.wrapping_add(1);
+    }
+
+    /// The key pushed `age` pushes before the last one (0: the last).
+    fn last(&self, age: usize) -> Key {
+        let mask = self.keys.len() - 1;
+        self.keys[self.pushed.wrapping_sub(age + 1) & mask]
     }
 }
 
