@@ -2,7 +2,9 @@
 
 mod common;
 
-use ferrite_io::{Batch, Buf, BufPool, Completed, EngineChoice, Error, IoEngine, OpenOptions, SharedIoEngine};
+use ferrite_io::{
+    Batch, Buf, BufPool, Completed, EngineChoice, Error, IoEngine, IoEngineConfig, OpenOptions, SharedIoEngine,
+};
 
 const SIZE: usize = 8192;
 
@@ -192,6 +194,52 @@ async fn batch_returns_every_buffer_with_its_result() {
 /// file, and an error names the file of the operation that failed, whether the engine refuses
 /// it before the submit or the kernel fails it. (A batch keeps one handle per run of operations
 /// on a file, and each operation the index of its file.)
+/// A `BatchResults` forgotten instead of dropped leaves its results in the batch: the next
+/// submit hands them out first, with their buffers and bytes, and the ring room the stale slots
+/// pass through goes back. On a ring of 4 entries (room for 7 operations), a room leak of 4 per
+/// round would stall the third round; the watchdog turns that into a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_batch_result_list_is_handed_out_by_the_next_submit() {
+    let dir = common::tempdir();
+    let config = IoEngineConfig { uring_entries: 4, ..common::config(EngineChoice::Auto) };
+    for (name, engine) in common::engines(&config) {
+        let file = open(&engine, &dir, &format!("{name}.forgotten")).await;
+        let mut batch = Batch::new();
+        for i in 0..4u8 {
+            batch.write_at(&file, filled(&engine, i).await, u64::from(i) * SIZE as u64);
+        }
+        for r in engine.submit_batch(&mut batch).await {
+            assert_eq!(r.0.unwrap(), SIZE, "{name}");
+        }
+        let rounds = async {
+            for round in 0..10u8 {
+                for i in 0..4u8 {
+                    batch.read_at(&file, engine.acquire().await, u64::from(i) * SIZE as u64);
+                }
+                let mut results = engine.submit_batch(&mut batch).await;
+                if round % 2 == 0 {
+                    // Take one, forget the other three.
+                    let (n, buf) = ok(results.next().expect("a result"));
+                    assert_eq!((n, &buf[..]), (SIZE, &pattern(0, SIZE)[..]), "{name} round {round}");
+                    std::mem::forget(results);
+                    assert_eq!(batch.len(), 4, "{name}: the forgotten results stay in the batch");
+                } else {
+                    // The three left from the last round come first, then this round's four.
+                    let results: Vec<_> = results.map(ok).collect();
+                    let seeds: Vec<u8> = [1, 2, 3, 0, 1, 2, 3].to_vec();
+                    assert_eq!(results.len(), seeds.len(), "{name} round {round}");
+                    for ((n, buf), seed) in results.iter().zip(seeds) {
+                        assert_eq!((*n, &buf[..]), (SIZE, &pattern(seed, SIZE)[..]), "{name} round {round}");
+                    }
+                    assert!(batch.is_empty(), "{name}");
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(20), rounds).await.expect("a batch round hung");
+        common::assert_pool_full(&engine);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_over_interleaved_files_keeps_each_operation_on_its_file() {
     let dir = common::tempdir();

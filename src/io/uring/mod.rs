@@ -1325,6 +1325,44 @@ mod tests {
 
     use super::*;
 
+    /// A batch future dropped between pushing its entries and handing their buffers to the ring
+    /// (an unwind out of the submit could do that) must hand them over in its drop: the kernel
+    /// writes into them until the completion, so they may return to the pool only then. The
+    /// read is on an empty pipe, so it stays in flight until the test writes.
+    #[test]
+    fn a_batch_dropped_before_the_ring_adopted_its_buffer_hands_it_over() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let engine = UringEngine::new(&IoEngineConfig { rings: 1, ..IoEngineConfig::default() }).unwrap();
+            let (reader, mut writer) = std::io::pipe().unwrap();
+            let file = File::from_std(std::fs::File::from(std::os::fd::OwnedFd::from(reader)), false);
+            let pool = engine.pool();
+            let mut batch = Batch::new();
+            batch.read_at(&file, engine.acquire().await, 0);
+            let core = &engine.shared.rings[0];
+            core.room(1, || {}).await.unwrap();
+            {
+                let mut ring = core.lock();
+                ring.reserve(1, &core.counters).unwrap();
+                let slot = &mut batch.slots[0];
+                let on = On::file(&engine.shared, &slot.file);
+                let entry = rw_entry(slot.rw, true, on, slot.buf.as_ref().unwrap(), 0, 0);
+                let key = ring.push(entry, Payload::none()).map_err(|(e, _)| e).unwrap();
+                slot.stage = Stage::Pushed(key.user_data());
+                ring.submit_and_reap(&core.counters);
+            }
+            drop(BatchWait { shared: &engine.shared, ring: 0, slots: &mut batch.slots, left: 1, claim: None });
+            assert!(batch.is_empty());
+            assert_eq!(pool.available(), pool.capacity() - 1, "the buffer went back while the kernel had it");
+            std::io::Write::write_all(&mut writer, b"late").unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while pool.available() < pool.capacity() {
+                assert!(Instant::now() < deadline, "the buffer never came back after its completion");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+    }
+
     /// A submit the kernel takes only part of (it stops at an entry it refuses while reading
     /// it) leaves the rest queued. The future of the refused entry is ready at its next poll;
     /// that poll must still hand the rest to the kernel: with nothing else in flight, no
