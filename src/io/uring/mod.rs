@@ -16,6 +16,9 @@
 //!   completion marks the slot *ignored* and leaves a handle of its file in it; the slot and its
 //!   buffers are freed when the completion arrives (I2). A forgotten future leaks only its slot.
 //!   While the future lives, its borrow of the caller's `File` keeps the file (`ring::Payload`).
+//!   A batch entry's buffer stays in its batch slot through the submit, under the ring's lock,
+//!   and moves into its ring slot only if it did not complete inside the submit
+//!   ([`UringEngine::submit_batch`]'s body).
 //! - **Shutdown.** Dropping the engine stops its completion thread, retires its watchers,
 //!   cancels everything outstanding and waits (up to [`DRAIN_TIMEOUT`]) for every completion.
 //!   Whatever is still in flight after that is leaked, with its buffers and therefore the arena,
@@ -659,7 +662,8 @@ enum Step {
 }
 
 /// The entry for `buf[start..]` at `offset`. Its pointer stays valid while the payload that owns
-/// `buf` is in the ring's slab (I2, I4).
+/// `buf` is in the ring's slab, or, for a batch entry, its batch slot holds it under the ring's
+/// lock (I2, I4).
 #[inline]
 fn rw_entry(rw: Rw, fixed: bool, on: On, buf: &Buf<InFlight>, start: usize, offset: u64) -> squeue::Entry {
     let fd = on.fd;
