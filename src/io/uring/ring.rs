@@ -190,7 +190,6 @@ impl Key {
 impl RingCore {
     pub(super) fn new(uring: IoUring, eventfd: OwnedFd) -> RingCore {
         let (sq, cq) = (uring.params().sq_entries() as usize, uring.params().cq_entries() as usize);
-        debug_assert!(sq.is_power_of_two(), "the kernel rounds SQ sizes up to powers of two");
         RingCore {
             fd: uring.as_raw_fd(),
             ring: Mutex::new(Ring {
@@ -202,7 +201,7 @@ impl RingCore {
                 to_drop: Vec::with_capacity(cq),
                 reaped: 0,
                 settled: 0,
-                queued: Queued { keys: vec![Key::from_user_data(0); sq].into_boxed_slice(), pushed: 0 },
+                queued: Queued::new(sq),
                 broken: None,
                 sleepers: 0,
                 thread_waiters: 0,
@@ -1002,10 +1001,11 @@ impl Slots {
     }
 }
 
-/// The keys of the entries pushed onto a ring's SQ, in push order, in an array of the SQ's size
-/// (a power of two). The SQ is FIFO, so the entries the kernel has not consumed yet are the last
-/// `SubmissionQueue::len` pushed; no more than the SQ holds can ever be unconsumed, so older keys
-/// may be overwritten. Pushing a key is one store, and nothing needs trimming after a submit.
+/// The keys of the entries pushed onto a ring's SQ, in push order, in an array at least the
+/// SQ's size (a power of two). The SQ is FIFO, so the entries the kernel has not consumed yet
+/// are the last `SubmissionQueue::len` pushed; no more than the SQ holds can ever be
+/// unconsumed, so older keys may be overwritten. Pushing a key is one store, and nothing needs
+/// trimming after a submit.
 struct Queued {
     keys: Box<[Key]>,
     /// Keys pushed so far (wrapping): the next one goes to `pushed % keys.len()`.
@@ -1013,6 +1013,12 @@ struct Queued {
 }
 
 impl Queued {
+    /// Room for the keys of an SQ of `sq` entries (the kernel's SQ sizes are powers of two;
+    /// rounding up keeps the mask right whatever it reports).
+    fn new(sq: usize) -> Queued {
+        Queued { keys: vec![Key::from_user_data(0); sq.next_power_of_two()].into_boxed_slice(), pushed: 0 }
+    }
+
     #[inline]
     fn push(&mut self, key: Key) {
         let mask = self.keys.len() - 1;
@@ -1114,6 +1120,21 @@ mod tests {
         let refused = ring.push(entry, Payload::one(again));
         assert_eq!(refused.err().map(|(e, _)| e.raw_os_error()), Some(Some(libc::EBADF)));
         assert_eq!(ring.submit(&core.counters).unwrap_err().raw_os_error(), Some(libc::EBADF));
+    }
+
+    /// The queued keys wrap around an array of the SQ's size (rounded up to a power of two):
+    /// after any number of pushes, the last ones are found by age, newest first.
+    #[test]
+    fn queued_keys_are_found_by_age_after_wrapping() {
+        for sq in [1, 3, 4, 8] {
+            let mut queued = Queued::new(sq);
+            for n in 0..50u64 {
+                queued.push(Key::from_user_data(n));
+                for age in 0..sq.min(n as usize + 1) {
+                    assert_eq!(queued.last(age), Key::from_user_data(n - age as u64), "sq {sq}, after {n}");
+                }
+            }
+        }
     }
 
     /// Whoever reaps a tick while a sleeper is registered arms the next one; with nobody
