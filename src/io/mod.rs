@@ -164,7 +164,8 @@ pub(crate) enum Stage {
     /// Added, not yet submitted.
     Added,
     /// Its entry is on a ring under this `user_data` while the buffer is still in the slot:
-    /// only inside a submit, under the ring's lock (see `UringEngine::submit_batch`).
+    /// only inside a submit, under the ring's lock, or on an unwind out of it until the batch
+    /// future's drop hands the buffer to the ring (see `UringEngine::submit_batch`).
     #[cfg_attr(not(uring), allow(dead_code))]
     Pushed(u64),
     /// In flight on a ring under this `user_data`; the ring's slot holds the buffer.
@@ -174,6 +175,9 @@ pub(crate) enum Stage {
     Done(usize),
     /// Failed, boxed: only a failure pays for the error's size.
     Failed(Box<crate::Error>),
+    /// Nothing to hand out: its result was taken, or a `submit_batch` future forgotten in
+    /// flight left it (the ring's slot keeps its buffer, leaked with that future).
+    Gone,
 }
 
 static_assertions::const_assert!(size_of::<BatchSlot>() <= 80);
@@ -212,10 +216,10 @@ impl BatchSlot {
             Stage::Done(n) => Some(BufResult(Ok(n), self.buf.take()?.into_completed(n))),
             Stage::Failed(_) => {
                 let buf = self.buf.take()?;
-                let Stage::Failed(e) = std::mem::replace(&mut self.stage, Stage::Added) else { return None };
+                let Stage::Failed(e) = std::mem::replace(&mut self.stage, Stage::Gone) else { return None };
                 Some(BufResult(Err(*e), buf.into_failed()))
             }
-            Stage::Added | Stage::Pushed(_) | Stage::Submitted(_) => None,
+            Stage::Added | Stage::Pushed(_) | Stage::Submitted(_) | Stage::Gone => None,
         }
     }
 }

@@ -1215,6 +1215,14 @@ impl IoEngine for UringEngine {
         let pool = self.shared.pool.id();
         // Owns the batch's slots from here: dropped early (even while waiting for room), it
         // abandons every operation already in flight and empties the batch.
+        // A slot still in flight here belongs to a submit whose future was forgotten: its key
+        // names that submit's operation (its ring slot keeps the buffer, leaked with it), which
+        // this submit must neither wait for nor take.
+        for slot in batch.slots.iter_mut() {
+            if let Stage::Pushed(_) | Stage::Submitted(_) = slot.stage {
+                slot.stage = Stage::Gone;
+            }
+        }
         let mut wait = BatchWait { shared: &self.shared, ring: index, slots: &mut batch.slots, left: 0, claim: None };
         let mut next = 0;
         while next < wait.slots.len() {
@@ -1242,8 +1250,8 @@ impl IoEngine for UringEngine {
             // can drop or forget the batch meanwhile; an unwind from in between is caught by
             // `BatchWait`'s drop, which adopts what is left.
             for slot in &mut wait.slots[next..end] {
-                // Only what a forgotten `BatchResults` left behind is not `Added`: its room goes
-                // back.
+                // Only what a forgotten `BatchResults` or future left behind is not `Added`: its
+                // room goes back.
                 let (Stage::Added, Some(buf)) = (&slot.stage, &slot.buf) else {
                     unused += 1;
                     continue;
@@ -1365,6 +1373,47 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         });
+    }
+
+    /// A `submit_batch` future forgotten with a read in flight leaves that read's key in the
+    /// batch. The next submit of the same batch must neither take the old read's result as its
+    /// own nor count it among its operations (it did once: the old result came back for the new
+    /// read, or `left` underflowed and the wait hung), on one ring and on two.
+    #[test]
+    fn a_batch_reused_after_a_forgotten_submit_returns_only_its_own_results() {
+        for rings in [1, 2] {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            runtime.block_on(async {
+                let config = IoEngineConfig { rings, nowait_fast_path: false, ..IoEngineConfig::default() };
+                let engine = UringEngine::new(&config).unwrap();
+                let pipe = || {
+                    let (reader, writer) = std::io::pipe().unwrap();
+                    (File::from_std(std::fs::File::from(std::os::fd::OwnedFd::from(reader)), false), writer)
+                };
+                let ((old, mut old_writer), (new, mut new_writer)) = (pipe(), pipe());
+                let mut batch = Batch::new();
+                batch.read_at(&old, engine.acquire().await, 0);
+                let mut forgotten = Box::pin(engine.submit_batch(&mut batch));
+                let mut cx = Context::from_waker(Waker::noop());
+                assert!(forgotten.as_mut().poll(&mut cx).is_pending(), "a read of an empty pipe waits");
+                std::mem::forget(forgotten);
+                batch.read_at(&new, engine.acquire().await, 0);
+                std::io::Write::write_all(&mut old_writer, b"old").unwrap();
+                let writer = std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(100));
+                    std::io::Write::write_all(&mut new_writer, b"new!").unwrap();
+                    new_writer
+                });
+                let results: Vec<_> = tokio::time::timeout(Duration::from_secs(10), engine.submit_batch(&mut batch))
+                    .await
+                    .expect("hung")
+                    .collect();
+                assert_eq!(results.len(), 1, "rings {rings}");
+                let (n, buf) = results.into_iter().next().unwrap().into_parts();
+                assert_eq!((n.unwrap(), &buf[..]), (4, &b"new!"[..]), "rings {rings}");
+                drop(writer.join().unwrap());
+            });
+        }
     }
 
     /// A submit the kernel takes only part of (it stops at an entry it refuses while reading

@@ -7,7 +7,8 @@
 //!   everything the kernel may touch until the operation's completion arrives (I2). The one
 //!   exception is a batch entry while its submitter holds the ring's lock: its buffer stays in
 //!   the batch until the submit's reap, and the slot adopts it before the lock is released
-//!   unless the entry completed inside the submit ([`Ring::adopt`]).
+//!   unless the entry completed inside the submit ([`Ring::adopt`]); on an unwind out of the
+//!   submit, the batch future's drop adopts it.
 //! - [`Locked`] is the lock guard. Reaping never calls a waker under the lock: it queues them,
 //!   and the guard wakes them after unlocking, each behind `catch_unwind`, so a panicking waker
 //!   neither poisons the ring nor stops the other wake-ups.
@@ -493,7 +494,10 @@ impl Ring {
         let entry = entry.user_data(key.user_data());
         // SAFETY: every pointer in `entry` points into the buffers or iovecs of the payload just
         // stored in `ops`, which stays there until this entry's completion arrives (I2), inside
-        // an arena that outlives the ring (I3) and never moves (I4).
+        // an arena that outlives the ring (I3) and never moves (I4); or, for a batch entry
+        // pushed with an empty payload, into the buffer its batch slot holds while the submit
+        // keeps this lock, which the slot adopts unless the entry completed (and, on an unwind,
+        // the batch future's drop adopts: `UringEngine::submit_batch`).
         let pushed = unsafe { self.uring.submission().push(&entry) };
         match pushed {
             Ok(()) => {
