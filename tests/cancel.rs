@@ -29,6 +29,36 @@ fn poll_then_drop<F: Future>(future: F, polls: u64) -> bool {
     false
 }
 
+/// Hands out every free buffer again, stamped, and checks the stamps a moment later: an
+/// abandoned read that still landed in one of them would have overwritten it with `OLD`.
+async fn stamp_and_check_free_buffers(engine: &ferrite_io::SharedIoEngine, rng: &mut Rng, name: &str) {
+    let mut held = Vec::new();
+    while let Some(mut buf) = engine.pool().try_acquire() {
+        buf.fill(NEW);
+        held.push(buf);
+    }
+    tokio::task::yield_now().await;
+    if rng.below(8) == 0 {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    for buf in &held {
+        assert!(buf.iter().all(|&b| b == NEW), "{name}: a reused buffer was written into");
+    }
+}
+
+/// Every buffer comes back once the engine has drained, and every ring slot is freed.
+async fn assert_everything_comes_back(engine: &ferrite_io::SharedIoEngine, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while engine.pool().available() != engine.pool().capacity() {
+        assert!(Instant::now() < deadline, "{name}: buffers never came back: {:?}", engine.pool());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    #[cfg(all(feature = "io-uring", target_os = "linux"))]
+    if let ferrite_io::Engine::Uring(uring) = &**engine {
+        assert_eq!(uring.in_flight(), 0, "{name}: every slot is freed at its completion");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_futures_never_free_memory_the_kernel_writes() {
     let dir = common::tempdir();
@@ -67,32 +97,10 @@ async fn dropped_futures_never_free_memory_the_kernel_writes() {
                     in_flight += u64::from(polls > 0);
                 }
             }
-            // Everything free now is handed out again and stamped; an abandoned read that still
-            // landed in one of these would overwrite the stamp with OLD.
-            let mut held = Vec::new();
-            while let Some(mut buf) = engine.pool().try_acquire() {
-                buf.fill(NEW);
-                held.push(buf);
-            }
-            tokio::task::yield_now().await;
-            if rng.below(8) == 0 {
-                tokio::time::sleep(Duration::from_micros(200)).await;
-            }
-            for buf in &held {
-                assert!(buf.iter().all(|&b| b == NEW), "{name}: a reused buffer was written into");
-            }
+            stamp_and_check_free_buffers(&engine, &mut rng, name).await;
         }
         assert!(dropped > 2000, "{name}: only {dropped} futures were dropped in flight");
-        // Every buffer comes back once the engine has drained.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while engine.pool().available() != engine.pool().capacity() {
-            assert!(Instant::now() < deadline, "{name}: buffers never came back: {:?}", engine.pool());
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        #[cfg(all(feature = "io-uring", target_os = "linux"))]
-        if let ferrite_io::Engine::Uring(uring) = &*engine {
-            assert_eq!(uring.in_flight(), 0, "every slot is freed at its completion");
-        }
+        assert_everything_comes_back(&engine, name).await;
         if name.starts_with("uring") {
             ring_drops += in_flight;
         }
@@ -137,29 +145,10 @@ async fn dropped_batch_futures_never_free_memory_the_kernel_writes() {
             }
             // A batch never submitted still holds its buffers: they go back now.
             drop(batch);
-            let mut held = Vec::new();
-            while let Some(mut buf) = engine.pool().try_acquire() {
-                buf.fill(NEW);
-                held.push(buf);
-            }
-            tokio::task::yield_now().await;
-            if rng.below(8) == 0 {
-                tokio::time::sleep(Duration::from_micros(200)).await;
-            }
-            for buf in &held {
-                assert!(buf.iter().all(|&b| b == NEW), "{name}: a reused buffer was written into");
-            }
+            stamp_and_check_free_buffers(&engine, &mut rng, name).await;
         }
         assert!(in_flight > rounds / 5, "{name}: only {in_flight} batches were dropped in flight");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while engine.pool().available() != engine.pool().capacity() {
-            assert!(Instant::now() < deadline, "{name}: buffers never came back: {:?}", engine.pool());
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        #[cfg(all(feature = "io-uring", target_os = "linux"))]
-        if let ferrite_io::Engine::Uring(uring) = &*engine {
-            assert_eq!(uring.in_flight(), 0, "every slot is freed at its completion");
-        }
+        assert_everything_comes_back(&engine, name).await;
         eprintln!("{name}: {dropped} batches dropped ({in_flight} after submission), {finished} finished");
     }
 }
