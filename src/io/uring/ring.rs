@@ -492,12 +492,12 @@ impl Ring {
         }
         let key = self.ops.insert(payload);
         let entry = entry.user_data(key.user_data());
-        // SAFETY: every pointer in `entry` points into the buffers or iovecs of the payload just
-        // stored in `ops`, which stays there until this entry's completion arrives (I2), inside
-        // an arena that outlives the ring (I3) and never moves (I4); or, for a batch entry
-        // pushed with an empty payload, into the buffer its batch slot holds while the submit
-        // keeps this lock, which the slot adopts unless the entry completed (and, on an unwind,
-        // the batch future's drop adopts: `UringEngine::submit_batch`).
+        // A batch entry comes with an empty payload: its buffer stays in its batch slot while
+        // the submit keeps this lock, and this slot adopts it unless the entry completed (on an
+        // unwind, the batch future's drop adopts it; see `UringEngine::submit_batch`).
+        // SAFETY: every pointer in `entry` points into the payload just stored in `ops` or into
+        // a batch slot's buffer as above, which stays until this entry's completion (I2), in an
+        // arena that outlives the ring (I3) and never moves (I4).
         let pushed = unsafe { self.uring.submission().push(&entry) };
         match pushed {
             Ok(()) => {
